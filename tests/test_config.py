@@ -1,0 +1,87 @@
+import pytest
+
+from unigrf.config import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    config_hash,
+    config_to_yaml,
+    effective_m,
+    effective_weighter_kind,
+    load_config,
+    parse_override,
+)
+
+
+def test_defaults_validate():
+    cfg = load_config()
+    assert isinstance(cfg, ExperimentConfig)
+    assert cfg.model.resolved_shape() == (2, 2, 64)
+    assert cfg.data.resolved_max_len() == 50
+
+
+def test_dataset_defaults():
+    cfg = load_config(overrides=["data.dataset=ml-100k"])
+    assert cfg.data.resolved_max_len() == 200 and cfg.data.resolved_k_core() == 0
+    cfg = load_config(overrides=["data.dataset=amazon-books"])
+    assert cfg.data.resolved_max_len() == 50 and cfg.data.resolved_k_core() == 5
+
+
+def test_yaml_roundtrip_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  backbone: llama\n  size: base\ntrain:\n  lr: 0.01\n")
+    cfg = load_config(path, ["model.num_layers=3", "train.epochs=2", "eval.ks=[5, 10]"])
+    assert cfg.model.backbone == "llama" and cfg.model.resolved_shape() == (3, 4, 128)
+    assert cfg.train.epochs == 2 and cfg.eval.ks == (5, 10)
+    again = tmp_path / "again.yaml"
+    again.write_text(config_to_yaml(cfg))
+    assert load_config(again) == cfg
+    assert config_hash(load_config(again)) == config_hash(cfg)
+
+
+def test_int_promoted_to_float():
+    cfg = load_config(overrides=["train.lr=1"])
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("model.num_layerz=4", "model.num_layerz"),
+        ("modle.size=tiny", "modle"),
+        ("model.num_layers=four", "model.num_layers"),
+        ("model.backbone=gpt", "model.backbone"),
+        ("train.epochs=true", "train.epochs"),
+        ("enhancer.m=-1", "enhancer.m"),
+        ("model.dim=33", "model.dim"),
+        ("novalue", "KEY=VALUE"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
+        load_config(overrides=[override])
+
+
+def test_bad_file_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  backbone: hstu\n  size: [tiny\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: line"):
+        load_config(path)
+    path.write_text("model:\n  sizee: tiny\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*model\.sizee"):
+        load_config(path)
+
+
+def test_parse_override_values():
+    assert parse_override("a.b=3") == ("a.b", 3)
+    assert parse_override("a.b=null") == ("a.b", None)
+    assert parse_override("a.b=hello") == ("a.b", "hello")
+
+
+def test_variants_resolve():
+    cfg = load_config(overrides=["enhancer.m=8"])
+    assert effective_m(cfg) == 8 and effective_weighter_kind(cfg) == "loss_ratio"
+    cfg = apply_overrides(cfg, {"train.variant": "wo_both"})
+    assert effective_m(cfg) == 0 and effective_weighter_kind(cfg) == "fixed"
+    cfg = apply_overrides(cfg, {"train.variant": "wo_weighter"})
+    assert effective_m(cfg) == 8 and effective_weighter_kind(cfg) == "fixed"

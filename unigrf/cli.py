@@ -1,0 +1,90 @@
+"""The `unigrf` command: parse the command line, build a config, call one function of a layer.
+
+Each sub-command lives in `unigrf/commands/<name>.py` with `add_arguments(parser)` and
+`run(args) -> int`; they are imported lazily so `unigrf --help` is fast and never starts Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from unigrf.config import ConfigError, ExperimentConfig, load_config
+
+# sub-command -> one-line help
+COMMANDS: dict[str, str] = {
+    "data": "download and prepare datasets (Ray Data): per-user sequences, leave-one-out splits",
+    "train": "train one configuration (plain loop, or Ray Train workers with --workers N)",
+    "tune": "hyper-parameter search with Ray Tune + Optuna over a search space YAML",
+    "ablate": "run an ablation grid through Tune and write its report (tables, figures)",
+    "report": "rebuild an ablation report from stored results without re-running",
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_required: bool = False) -> None:
+    """CONFIG positional + dotted overrides + --results-dir, shared by train/tune/ablate."""
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="dotted config overrides, e.g. model.num_layers=4 train.epochs=5 data.dataset=ml-100k",
+    )
+    parser.add_argument(
+        "--results-dir",
+        default=None,
+        help="root directory of every output (caches, checkpoints, Tune results, reports); "
+        "default: the config's results_dir (./results)",
+    )
+
+
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """--address / --storage-path / --gpu, shared by the commands that start Ray."""
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address (e.g. auto or ray://head:10001); default: $RAY_ADDRESS, else a local Ray",
+    )
+    parser.add_argument(
+        "--storage-path",
+        default=None,
+        help="shared storage for Ray Train/Tune results (a path on NFS, or s3://bucket/prefix); "
+        "default: <results-dir>/ray",
+    )
+    parser.add_argument("--gpu", action="store_true", help="one GPU per training worker")
+
+
+def config_from_args(args: argparse.Namespace, path: str | None) -> ExperimentConfig:
+    overrides = list(args.overrides or [])
+    if getattr(args, "results_dir", None):
+        overrides.append(f"results_dir={args.results_dir}")
+    return load_config(path, overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="unigrf",
+        description="UniGRF: one generative model for retrieval and ranking, trained, searched "
+        "and ablated with Ray.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, help_text in COMMANDS.items():
+        module = importlib.import_module(f"unigrf.commands.{name}")
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except ConfigError as err:
+        print(f"unigrf {args.command}: config error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,450 @@
+"""The typed config tree of one experiment.
+
+One `ExperimentConfig` (frozen dataclasses) describes everything a run does: data, model,
+training, enhancer, weighter and evaluation. It loads from YAML (`load_config`), takes dotted
+overrides (`model.num_layers=4`, values parsed as YAML scalars), and is what a Tune search space
+maps onto (`apply_overrides(cfg, {"enhancer.m": 8})`). Unknown keys, wrong types and values
+outside a field's choices are `ConfigError`s that name the key (and the file, when loaded from
+one). There are no hidden defaults: every default lives in the dataclasses below, and the
+per-dataset defaults (`max_len`, `k_core`) are resolved by `DataConfig.resolved_*`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file, field or override is invalid; the message names it."""
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+DatasetName = Literal[
+    "synthetic",
+    "ml-100k",
+    "ml-1m",
+    "ml-20m",
+    "amazon-books",
+    "amazon-reviews",
+    "csv",
+    "parquet",
+]
+
+# Per-dataset defaults [SPEC §2]: MovieLens keeps 200 items and no k-core, Amazon 50 and 5-core.
+_DATASET_MAX_LEN = {"ml-100k": 200, "ml-1m": 200, "ml-20m": 200}
+_DATASET_K_CORE = {"amazon-books": 5, "amazon-reviews": 5}
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """The built-in generator (see `unigrf.data.synthetic`)."""
+
+    num_users: int = 1000
+    num_items: int = 500
+    mean_seq_len: int = 40
+    min_seq_len: int = 8
+    num_topics: int = 12
+    taste_drift: float = 0.15  # per-step random-walk scale of the user's latent taste
+    popularity_exponent: float = 1.1  # Zipf exponent of the item popularity long tail
+    transition_strength: float = 2.0  # weight of the item-to-item (sequential) dependence
+    rating_noise: float = 0.6  # std of the Gaussian noise on the latent rating
+    tie_probability: float = 0.2  # chance an interaction shares the previous timestamp
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ColumnsConfig:
+    """Column mapping for generic `csv` / `parquet` sources."""
+
+    user: str = "user"
+    item: str = "item"
+    rating: str = "rating"
+    timestamp: str = "timestamp"
+    sep: str = ","
+    header: bool = True
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: DatasetName = "synthetic"
+    data_dir: str | None = None  # directory holding the raw files of `dataset`
+    path: str | None = None  # an explicit raw file (required for csv / parquet)
+    columns: ColumnsConfig = field(default_factory=ColumnsConfig)
+    k_core: int | None = None  # None: the dataset's default (5 for Amazon, 0 otherwise)
+    max_len: int | None = None  # items kept per sequence; None: 200 MovieLens, 50 otherwise
+    like_threshold: float = 4.0  # like = rating >= like_threshold
+    rating_scale: tuple[float, float] = (1.0, 5.0)  # ratings outside are bad rows
+    on_bad_rows: Literal["error", "skip"] = "error"
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def resolved_max_len(self) -> int:
+        return self.max_len if self.max_len is not None else _DATASET_MAX_LEN.get(self.dataset, 50)
+
+    def resolved_k_core(self) -> int:
+        return self.k_core if self.k_core is not None else _DATASET_K_CORE.get(self.dataset, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+
+# name -> (num_layers, num_heads, dim)
+SIZE_PRESETS: dict[str, tuple[int, int, int]] = {
+    "tiny": (1, 1, 32),
+    "small": (2, 2, 64),
+    "base": (4, 4, 128),
+    "large": (8, 8, 256),
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: Literal["hstu", "llama", "sasrec"] = "hstu"
+    size: Literal["tiny", "small", "base", "large"] = "small"
+    num_layers: int | None = None  # set to override the preset
+    num_heads: int | None = None
+    dim: int | None = None
+    dropout: float = 0.2
+    ranking_hidden: int = 64  # hidden width of the ranking MLP head f_phi
+    retrieval_temperature: float = 0.05  # cosine similarity / temperature
+    num_negatives: int = 128  # uniform sampled negatives per retrieval position
+    in_batch_negatives: bool = False  # also use the batch's other targets as negatives
+    time_bias: bool = False  # HSTU: add a bucketed time-difference bias
+    sasrec_norm: Literal["pre", "post"] = "pre"
+
+    def resolved_shape(self) -> tuple[int, int, int]:
+        """(num_layers, num_heads, dim) after applying the preset and direct overrides."""
+        layers, heads, dim = SIZE_PRESETS[self.size]
+        layers = self.num_layers if self.num_layers is not None else layers
+        heads = self.num_heads if self.num_heads is not None else heads
+        dim = self.dim if self.dim is not None else dim
+        return layers, heads, dim
+
+
+# --------------------------------------------------------------------------------------------
+# Training, enhancer, weighter, evaluation
+# --------------------------------------------------------------------------------------------
+
+Variant = Literal[
+    "unigrf",
+    "wo_enhancer",
+    "wo_weighter",
+    "wo_both",
+    "retrieval_only",
+    "ranking_only",
+    "two_stage",
+]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    variant: Variant = "unigrf"
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float | None = 1.0
+    patience: int = 5  # epochs without validation improvement before early stopping
+    # The validation objective (maximised): a metric name, or a weighted sum such as
+    # "0.5*val/ndcg@10 + 0.5*val/auc". Model selection never reads test metrics.
+    objective: str = "val/ndcg@10"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    num_workers: int = 1  # Ray Train workers (1 and no Ray address: plain loop)
+    use_gpu: bool = False
+    keep_checkpoints: int = 2  # best-k checkpoints kept by the objective
+    log_every: int = 50  # steps between console progress lines
+
+
+@dataclass(frozen=True)
+class EnhancerConfig:
+    """Ranking-driven enhancer [SPEC §1.2]; m = 0 disables it."""
+
+    m: int = 8
+    top_k: int = 50
+    warmup_epochs: int = 1
+    scope: Literal["all", "anchor"] = "all"
+    alpha: float | None = None  # candidates with like-probability > alpha are not negatives
+
+
+@dataclass(frozen=True)
+class WeighterConfig:
+    """Gradient-guided adaptive weighter [SPEC §1.3]."""
+
+    kind: Literal["loss_ratio", "fixed", "grad_norm"] = "loss_ratio"
+    temperature: float = 2.0
+    interval: int = 20  # steps per averaging window
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    ks: tuple[int, ...] = (10, 50, 200)
+    cascade_top_c: int = 100  # retrieval candidates re-ranked in the cascade metric
+    cascade_k: int = 10
+    batch_size: int = 512
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = "default"
+    results_dir: str = "results"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    enhancer: EnhancerConfig = field(default_factory=EnhancerConfig)
+    weighter: WeighterConfig = field(default_factory=WeighterConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> ExperimentConfig:
+        """Cross-field checks that types alone cannot express. Returns self."""
+        checks = [
+            (self.train.epochs >= 1, "train.epochs must be >= 1"),
+            (self.train.batch_size >= 1, "train.batch_size must be >= 1"),
+            (self.train.lr > 0, "train.lr must be > 0"),
+            (self.train.num_workers >= 1, "train.num_workers must be >= 1"),
+            (0.0 <= self.model.dropout < 1.0, "model.dropout must be in [0, 1)"),
+            (self.model.num_negatives >= 1, "model.num_negatives must be >= 1"),
+            (self.model.retrieval_temperature > 0, "model.retrieval_temperature must be > 0"),
+            (self.enhancer.m >= 0, "enhancer.m must be >= 0"),
+            (self.enhancer.top_k >= self.enhancer.m, "enhancer.top_k must be >= enhancer.m"),
+            (self.weighter.temperature > 0, "weighter.temperature must be > 0"),
+            (self.weighter.interval >= 1, "weighter.interval must be >= 1"),
+            (all(k >= 1 for k in self.eval.ks), "eval.ks must be positive"),
+            (self.eval.cascade_top_c >= self.eval.cascade_k, "eval.cascade_top_c must be >= eval.cascade_k"),
+        ]
+        layers, heads, dim = self.model.resolved_shape()
+        checks.append((layers >= 1 and heads >= 1, "model.num_layers and model.num_heads must be >= 1"))
+        checks.append((dim % heads == 0, f"model.dim ({dim}) must be divisible by model.num_heads ({heads})"))
+        lo, hi = self.data.rating_scale
+        checks.append((lo < hi, "data.rating_scale must be (low, high) with low < high"))
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# Variants [SPEC §1.4]: a name resolves to which losses are trained and how.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    retrieval: bool  # train the retrieval loss
+    ranking: bool  # train the ranking loss
+    enhancer: bool  # the enhancer may run (still off when enhancer.m == 0)
+    weighter: bool  # adaptive weights (False: fixed equal weights)
+
+
+VARIANTS: dict[str, VariantSpec] = {
+    "unigrf": VariantSpec(True, True, True, True),
+    "wo_enhancer": VariantSpec(True, True, False, True),
+    "wo_weighter": VariantSpec(True, True, True, False),
+    "wo_both": VariantSpec(True, True, False, False),
+    "retrieval_only": VariantSpec(True, False, False, False),
+    "ranking_only": VariantSpec(False, True, False, False),
+    # two separately trained models (retrieval_only + ranking_only) evaluated together
+    "two_stage": VariantSpec(True, True, False, False),
+}
+
+
+def variant_spec(cfg: ExperimentConfig) -> VariantSpec:
+    return VARIANTS[cfg.train.variant]
+
+
+def effective_m(cfg: ExperimentConfig) -> int:
+    """The enhancer's m in force for this config (0 when the variant disables it)."""
+    return cfg.enhancer.m if variant_spec(cfg).enhancer else 0
+
+
+def effective_weighter_kind(cfg: ExperimentConfig) -> str:
+    return cfg.weighter.kind if variant_spec(cfg).weighter else "fixed"
+
+
+# --------------------------------------------------------------------------------------------
+# Construction from mappings / YAML / overrides
+# --------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`, converting where lossless (int -> float,
+    list -> tuple); raise ConfigError naming `key` otherwise."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise ConfigError(f"{key}: {value!r} is not one of {choices}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _from_mapping(tp, value, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported field type {_type_name(tp)}")
+
+
+def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown key {where}{unknown[0]} (valid keys under {prefix or 'the top level'}: "
+            f"{', '.join(sorted(names))})"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(value, hints[name], key)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
+    return _from_mapping(ExperimentConfig, data).validate()
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists), suitable for YAML/JSON."""
+
+    def convert(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: convert(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple):
+            return [convert(x) for x in v]
+        return v
+
+    return convert(cfg)
+
+
+def config_to_yaml(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def config_hash(cfg: Any) -> str:
+    """Stable short hash of a (sub-)config, for cache keys."""
+    blob = json.dumps(config_to_dict(cfg), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`"model.num_layers=4"` -> `("model.num_layers", 4)`; the value is a YAML scalar/list."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. model.num_layers=4")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({err})") from None
+    return key, value
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
+    """Return a new config with dotted keys replaced, type-checked like YAML input."""
+    data = config_to_dict(cfg)
+    for key, value in overrides.items():
+        node = data
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"unknown key {'.'.join(parts[: i + 1])} (in override {key}={value!r})")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"unknown key {key} (in override {key}={value!r})")
+        node[parts[-1]] = value
+    return config_from_dict(data)
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | Mapping[str, Any] | None = None
+) -> ExperimentConfig:
+    """Load a YAML config (or the defaults when `path` is None) and apply overrides.
+
+    Errors name the file; a YAML syntax error names its line.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}:{line} invalid YAML: {err}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a config must be a YAML mapping")
+        data = loaded
+    try:
+        cfg = config_from_dict(data)
+        if overrides:
+            pairs = dict(parse_override(o) for o in overrides) if isinstance(overrides, list) else overrides
+            cfg = apply_overrides(cfg, pairs)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}" if path is not None else str(err)) from None
+    return cfg

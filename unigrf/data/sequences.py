@@ -1,0 +1,213 @@
+"""Prepared sequences in memory and their torch batches (pure torch/numpy, no Ray).
+
+A prepared dataset directory (written by `unigrf.data.prepare`) holds `sequences.parquet`
+(one row per user: `user`, `items`, `ratings`, `timestamps`, chronological, ties in file
+order) and `meta.json`. `SequenceData` keeps them in CSR form (one flat array per field plus
+per-user offsets) so batches are built with vectorised numpy, never a per-user Python loop
+over tensors.
+
+Leave-one-out split [SPEC §2], for a user with n interactions (n >= 3):
+- train: items[0 : n-2]  — every position is a training position;
+- validation: history items[0 : n-2], target items[n-2];
+- test: history items[0 : n-1] (validation item included), target items[n-1].
+
+Token conventions shared with the model: item ids 1..num_items (0 = padding); feedback tokens
+are rating levels 1..num_levels (index into `rating_values` + 1; 0 = padding); batches are
+right-padded, so with a causal mask padding never influences real positions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+SPLITS = ("val", "test")
+
+
+@dataclass
+class SequenceData:
+    """All users' chronological interactions, CSR-packed.
+
+    `offsets[u] : offsets[u+1]` indexes user u's interactions in the flat arrays.
+    """
+
+    offsets: np.ndarray  # [U + 1] int64
+    items: np.ndarray  # [total] int64, 1..num_items
+    ratings: np.ndarray  # [total] float64, raw rating values
+    timestamps: np.ndarray  # [total] int64
+    num_items: int
+    rating_values: np.ndarray  # [L] sorted distinct rating values; level = index + 1
+    like_threshold: float
+    max_len: int
+    name: str = "dataset"
+
+    @property
+    def num_users(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.rating_values)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def levels(self, ratings: np.ndarray) -> np.ndarray:
+        """Rating values -> feedback token ids 1..L (searchsorted into the known values)."""
+        return np.searchsorted(self.rating_values, ratings).astype(np.int64) + 1
+
+    @classmethod
+    def from_arrays(
+        cls,
+        user_items: list[np.ndarray],
+        user_ratings: list[np.ndarray],
+        user_timestamps: list[np.ndarray] | None = None,
+        num_items: int | None = None,
+        like_threshold: float = 4.0,
+        max_len: int = 50,
+        name: str = "arrays",
+    ) -> SequenceData:
+        """Build from per-user arrays (tests, synthetic data already in memory)."""
+        lengths = np.array([len(x) for x in user_items], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        items = np.concatenate(user_items).astype(np.int64)
+        ratings = np.concatenate(user_ratings).astype(np.float64)
+        if user_timestamps is None:
+            timestamps = np.concatenate([np.arange(n) for n in lengths]).astype(np.int64)
+        else:
+            timestamps = np.concatenate(user_timestamps).astype(np.int64)
+        return cls(
+            offsets=offsets,
+            items=items,
+            ratings=ratings,
+            timestamps=timestamps,
+            num_items=int(num_items if num_items is not None else items.max()),
+            rating_values=np.unique(ratings),
+            like_threshold=like_threshold,
+            max_len=max_len,
+            name=name,
+        )
+
+    @classmethod
+    def load(cls, prepared_dir: str | Path, max_len: int | None = None) -> SequenceData:
+        """Load a directory written by `unigrf.data.prepare.prepare_dataset`."""
+        prepared_dir = Path(prepared_dir)
+        meta = json.loads((prepared_dir / "meta.json").read_text())
+        table = pq.read_table(prepared_dir / "sequences.parquet").sort_by("user")
+        lengths = np.asarray(table.column("items").combine_chunks().value_lengths(), dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+        def flat(col: str, dtype: type) -> np.ndarray:
+            return np.asarray(table.column(col).combine_chunks().flatten(), dtype=dtype)
+
+        return cls(
+            offsets=offsets,
+            items=flat("items", np.int64),
+            ratings=flat("ratings", np.float64),
+            timestamps=flat("timestamps", np.int64),
+            num_items=int(meta["num_items"]),
+            rating_values=np.asarray(meta["rating_values"], dtype=np.float64),
+            like_threshold=float(meta["like_threshold"]),
+            max_len=int(max_len if max_len is not None else meta["max_len"]),
+            name=str(meta.get("dataset", prepared_dir.name)),
+        )
+
+    # ---------------------------------------------------------------------------------------
+    # batches
+    # ---------------------------------------------------------------------------------------
+
+    def _gather(self, users: np.ndarray, end: np.ndarray, length: np.ndarray) -> dict[str, np.ndarray]:
+        """Right-padded windows `[end - length, end)` (absolute flat indices) per user.
+
+        Returns arrays [B, N] with N = max(length); padding positions get index -1.
+        """
+        width = max(int(length.max()) if len(length) else 0, 1)
+        cols = np.arange(width)[None, :]
+        start = end - length
+        idx = start[:, None] + cols
+        valid = cols < length[:, None]
+        idx = np.where(valid, idx, -1)
+        safe = np.where(valid, idx, 0)
+        items = np.where(valid, self.items[safe], 0)
+        ratings = self.ratings[safe]
+        levels = np.where(valid, self.levels(ratings), 0)
+        likes = np.where(valid, (ratings >= self.like_threshold).astype(np.float32), 0.0)
+        times = np.where(valid, self.timestamps[safe], 0)
+        return {"items": items, "feedback": levels, "likes": likes, "timestamps": times, "valid": valid}
+
+    def train_batch(self, users: np.ndarray) -> dict[str, torch.Tensor]:
+        """Training batch: the last `max_len` items of each user's training part.
+
+        Keys (all [B, N] unless noted): items, feedback, timestamps, likes (ranking label at item
+        positions), next_items (retrieval target at feedback position k = items[k+1], 0 where
+        none), lengths [B], users [B].
+        """
+        users = np.asarray(users, dtype=np.int64)
+        n_train = self.lengths[users] - 2
+        length = np.minimum(n_train, self.max_len)
+        end = self.offsets[users] + n_train
+        g = self._gather(users, end, length)
+        next_items = np.zeros_like(g["items"])
+        next_items[:, :-1] = g["items"][:, 1:]
+        return {
+            "users": torch.from_numpy(users),
+            "items": torch.from_numpy(g["items"]),
+            "feedback": torch.from_numpy(g["feedback"]),
+            "timestamps": torch.from_numpy(g["timestamps"]),
+            "likes": torch.from_numpy(g["likes"]),
+            "next_items": torch.from_numpy(next_items),
+            "lengths": torch.from_numpy(length),
+        }
+
+    def eval_batch(self, users: np.ndarray, split: str) -> dict[str, torch.Tensor]:
+        """Evaluation batch for `split` in ("val", "test").
+
+        `items`/`feedback`/`timestamps` are [B, N+1]: the last `max_len` history items, then the
+        target item appended at index `lengths` with feedback 0 (unknown), so one forward pass
+        gives the retrieval query (at the last feedback position) and the target's ranking
+        logit (at the appended item position). Also: targets [B], target_likes [B],
+        history [B, H] (every earlier item of the user, for masking; 0 = padding), lengths [B].
+        """
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        users = np.asarray(users, dtype=np.int64)
+        n_hist = self.lengths[users] - (2 if split == "val" else 1)
+        length = np.minimum(n_hist, self.max_len)
+        end = self.offsets[users] + n_hist
+        g = self._gather(users, end, length)
+        target_idx = end  # the interaction right after the history
+        targets = self.items[target_idx]
+        target_ratings = self.ratings[target_idx]
+        b = len(users)
+        items = np.concatenate([g["items"], np.zeros((b, 1), np.int64)], axis=1)
+        feedback = np.concatenate([g["feedback"], np.zeros((b, 1), np.int64)], axis=1)
+        times = np.concatenate([g["timestamps"], np.zeros((b, 1), np.int64)], axis=1)
+        rows = np.arange(b)
+        items[rows, length] = targets
+        times[rows, length] = self.timestamps[target_idx]
+        # the full (untruncated) history for masking already-seen items
+        full = self._gather(users, end, n_hist)["items"]
+        return {
+            "users": torch.from_numpy(users),
+            "items": torch.from_numpy(items),
+            "feedback": torch.from_numpy(feedback),
+            "timestamps": torch.from_numpy(times),
+            "lengths": torch.from_numpy(length),
+            "targets": torch.from_numpy(targets.astype(np.int64)),
+            "target_likes": torch.from_numpy((target_ratings >= self.like_threshold).astype(np.float32)),
+            "history": torch.from_numpy(full),
+        }
+
+    def item_counts(self, split: str = "val") -> np.ndarray:
+        """[num_items + 1] interaction counts over the data visible before `split`'s targets
+        (training part for val, training + validation items for test): the popularity baseline."""
+        keep = self.lengths - (2 if split == "val" else 1)
+        pos = np.arange(len(self.items)) - np.repeat(self.offsets[:-1], self.lengths)
+        mask = pos < np.repeat(keep, self.lengths)
+        return np.bincount(self.items[mask], minlength=self.num_items + 1)
