@@ -1,0 +1,359 @@
+"""The training loop, pure PyTorch: read it top to bottom.
+
+`fit(cfg, data, ctx)` trains one configuration: every epoch it trains on the users' training
+windows (one joint forward pass for retrieval and ranking), combines the losses with the
+weighter, mines hard negatives with the enhancer after its warm-up, evaluates the validation
+split, reports and checkpoints through `ctx`, and early-stops on `cfg.train.objective`. At the
+end the best checkpoint is evaluated once on the test split [SPEC §2: test is read once].
+
+The same function runs in the plain local runner (`LocalContext`) and in Ray Train workers
+(`unigrf.training.distributed`): a context supplies rank / world size / device, restores the
+latest checkpoint and receives each epoch's metrics and state. With world_size > 1 the model is
+wrapped in DistributedDataParallel and each rank trains on its shard of the users.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from unigrf.config import ExperimentConfig, config_to_dict, effective_m, effective_weighter_kind, variant_spec
+from unigrf.data.sequences import SequenceData
+from unigrf.evaluation.evaluate import evaluate
+from unigrf.model.enhancer import RankingDrivenEnhancer
+from unigrf.model.unified import build_model
+from unigrf.model.weighter import build_weighter
+
+CHECKPOINT_FILE = "state.pt"
+
+
+# ---------------------------------------------------------------------------------------------
+# The objective: a metric name or a weighted sum of metric names, always maximised.
+# ---------------------------------------------------------------------------------------------
+
+_TERM = re.compile(r"\s*([+-])?\s*(?:(\d*\.?\d+(?:[eE][-+]?\d+)?)\s*\*\s*)?([A-Za-z_][\w/@.]*)\s*")
+
+
+def parse_objective(expr: str) -> list[tuple[float, str]]:
+    """`"0.5*val/ndcg@10 + 0.5*val/auc - 0.1*val/logloss"` -> [(0.5, "val/ndcg@10"), ...]."""
+    terms, pos = [], 0
+    while pos < len(expr):
+        match = _TERM.match(expr, pos)
+        if not match or match.end() == pos or (terms and not match.group(1)):
+            raise ValueError(f"train.objective: cannot parse {expr!r} at character {pos}")
+        sign = -1.0 if match.group(1) == "-" else 1.0
+        weight = float(match.group(2)) if match.group(2) else 1.0
+        terms.append((sign * weight, match.group(3)))
+        pos = match.end()
+    if not terms:
+        raise ValueError("train.objective is empty")
+    if any(not name.startswith("val/") for _, name in terms):
+        raise ValueError(f"train.objective {expr!r}: model selection may only use val/ metrics")
+    return terms
+
+
+def objective_value(expr: str, metrics: dict[str, float]) -> float:
+    total = 0.0
+    for weight, name in parse_objective(expr):
+        if name not in metrics:
+            raise KeyError(f"objective metric {name!r} not reported (have: {', '.join(sorted(metrics))})")
+        total += weight * float(metrics[name])
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Contexts: where the loop runs (rank, device) and where its checkpoints and metrics go.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainContext:
+    """Local single-process runner: checkpoints under `run_dir/checkpoints/epoch_XXXX/`."""
+
+    run_dir: Path
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    rank: int = 0
+    world_size: int = 1
+    keep_checkpoints: int = 2
+    verbose: bool = True
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The latest checkpoint's state, or None for a fresh run."""
+        ckpts = sorted((self.run_dir / "checkpoints").glob("epoch_*"))
+        for path in reversed(ckpts):
+            file = path / CHECKPOINT_FILE
+            if file.exists():
+                return torch.load(file, map_location="cpu", weights_only=False)
+        return None
+
+    def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+        """Called once per epoch on every rank; `state` is the checkpoint (rank 0 only)."""
+        if state is not None and self.is_main:
+            self._save(metrics, state)
+        if self.verbose and self.is_main:
+            print(progress_line(metrics), flush=True)
+
+    def _save(self, metrics: dict[str, float], state: dict[str, Any]) -> None:
+        root = self.run_dir / "checkpoints"
+        root.mkdir(parents=True, exist_ok=True)
+        final = root / f"epoch_{int(metrics['epoch']):04d}"
+        tmp = root / f".tmp_{final.name}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        torch.save(state, tmp / CHECKPOINT_FILE)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        self._prune(root)
+
+    def _prune(self, root: Path) -> None:
+        """Keep the best `keep_checkpoints` by objective, and always the latest (for resume)."""
+        scored = []
+        for path in root.glob("epoch_*"):
+            m = json.loads((path / "metrics.json").read_text())
+            scored.append((m.get("objective", -math.inf), path))
+        latest = max(p for _, p in scored)
+        best = {p for _, p in sorted(scored, key=lambda t: t[0], reverse=True)[: self.keep_checkpoints]}
+        for _, path in scored:
+            if path not in best and path != latest:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def progress_line(m: dict[str, float]) -> str:
+    parts = [f"epoch {int(m['epoch']):3d}"]
+    for key in ("train/loss_retrieval", "train/loss_ranking", "weights/retrieval", "weights/ranking"):
+        if key in m:
+            parts.append(f"{key.split('/')[1]} {m[key]:.4f}")
+    for key in ("val/ndcg@10", "val/hr@10", "val/auc", "objective"):
+        if key in m:
+            parts.append(f"{key} {m[key]:.4f}")
+    parts.append(f"{m.get('time/epoch_s', 0.0):.1f}s")
+    return " | ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_users(num_users: int, seed: int, epoch: int, rank: int, world_size: int) -> np.ndarray:
+    """This rank's users for `epoch`: a seeded permutation, padded (by wrapping) so every rank
+    gets the same number of users — unequal batch counts would deadlock DDP's all-reduce."""
+    perm = np.random.default_rng([seed, epoch]).permutation(num_users)
+    per_rank = math.ceil(num_users / world_size)
+    perm = np.resize(perm, per_rank * world_size)
+    return perm[rank::world_size]
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+class _LossForward(nn.Module):
+    """Makes `model.losses` the forward of a module, so DDP synchronises its gradients."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, hard_negatives, retrieval: bool, ranking: bool) -> dict[str, torch.Tensor]:
+        return self.model.losses(batch, hard_negatives, retrieval=retrieval, ranking=ranking)
+
+
+def shared_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters both tasks share, for gradient-based weighting: the last backbone block."""
+    if hasattr(model, "shared_parameters"):
+        return list(model.shared_parameters())
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+# ---------------------------------------------------------------------------------------------
+# fit
+# ---------------------------------------------------------------------------------------------
+
+
+def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[str, Any]:
+    """Train `cfg` on `data`; returns {best_epoch, best_objective, val, test, history}."""
+    spec = variant_spec(cfg)
+    tasks = [t for t, on in (("retrieval", spec.retrieval), ("ranking", spec.ranking)) if on]
+    device = ctx.device
+    seed_everything(cfg.train.seed)  # init is identical on every rank
+
+    model = build_model(cfg, data.num_items, data.num_levels, data.max_len).to(device)
+    loss_module: nn.Module = _LossForward(model)
+    if ctx.world_size > 1:
+        loss_module = nn.parallel.DistributedDataParallel(
+            loss_module,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=len(tasks) < 2 or cfg.train.variant == "two_stage",
+        )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    weighter = build_weighter(effective_weighter_kind(cfg), cfg.weighter, tasks)
+    enhancer = RankingDrivenEnhancer(cfg.enhancer, effective_m(cfg))
+    shared = shared_parameters(model)
+
+    start_epoch, best_obj, best_epoch, stale = 0, -math.inf, -1, 0
+    best_state: dict[str, torch.Tensor] | None = None
+    best_val: dict[str, float] = {}
+    history: list[dict[str, float]] = []
+    state = ctx.load_checkpoint()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        weighter.load_state_dict(state["weighter"])
+        start_epoch = state["epoch"] + 1
+        best_obj, best_epoch, stale = state["best_objective"], state["best_epoch"], state["stale"]
+        best_state, best_val, history = state["best_model"], state["best_val"], state["history"]
+        if ctx.is_main and ctx.verbose:
+            print(f"resuming from epoch {state['epoch']} (best epoch {best_epoch})", flush=True)
+
+    writer = _tensorboard(ctx)
+    step = start_epoch * math.ceil(math.ceil(data.num_users / ctx.world_size) / cfg.train.batch_size)
+    for epoch in range(start_epoch, cfg.train.epochs):
+        if stale >= cfg.train.patience:
+            break
+        t0 = time.perf_counter()
+        # negatives and dropout depend on (seed, epoch, rank) only: a resumed run is identical
+        torch.manual_seed(cfg.train.seed * 100_003 + epoch * 1_009 + ctx.rank)
+        loss_module.train()
+        users = epoch_users(data.num_users, cfg.train.seed, epoch, ctx.rank, ctx.world_size)
+        sums = {t: 0.0 for t in tasks}
+        n_batches = 0
+        mining = enhancer.active(epoch)
+        for start in range(0, len(users), cfg.train.batch_size):
+            batch = _to(data.train_batch(users[start : start + cfg.train.batch_size]), device)
+            hard = enhancer.mine(model, batch) if mining else None
+            losses = loss_module(batch, hard, spec.retrieval, spec.ranking)
+            total = weighter.combine(losses, shared)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            if cfg.train.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            optimizer.step()
+            for t in tasks:
+                sums[t] += float(losses[t].detach())
+            n_batches += 1
+            step += 1
+            if writer is not None and step % cfg.train.log_every == 0:
+                for t in tasks:
+                    writer.add_scalar(f"step/loss_{t}", float(losses[t].detach()), step)
+                for t, w in weighter.weights.items():
+                    writer.add_scalar(f"step/weight_{t}", w, step)
+
+        metrics: dict[str, float] = {"epoch": float(epoch), "step": float(step)}
+        for t in tasks:
+            metrics[f"train/loss_{t}"] = sums[t] / max(n_batches, 1)
+        for t, w in weighter.weights.items():
+            metrics[f"weights/{t}"] = float(w)
+        metrics["enhancer/active"] = float(mining)
+        val = _evaluate_main(model, data, "val", cfg, ctx)
+        metrics.update({f"val/{k}": v for k, v in val.items()})
+        obj = objective_value(cfg.train.objective, metrics)
+        metrics["objective"] = obj
+        if obj > best_obj:
+            best_obj, best_epoch, stale = obj, epoch, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            best_val = {k: v for k, v in metrics.items() if k.startswith("val/")}
+        else:
+            stale += 1
+        metrics["best_objective"] = best_obj
+        metrics["best_epoch"] = float(best_epoch)
+        metrics["time/epoch_s"] = time.perf_counter() - t0
+        history.append(metrics)
+        if writer is not None:
+            for k, v in metrics.items():
+                if k not in ("epoch", "step") and isinstance(v, float) and math.isfinite(v):
+                    writer.add_scalar(k, v, epoch)
+            writer.flush()
+        checkpoint = None
+        if ctx.is_main:
+            checkpoint = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "weighter": weighter.state_dict(),
+                "epoch": epoch,
+                "best_objective": best_obj,
+                "best_epoch": best_epoch,
+                "stale": stale,
+                "best_model": best_state,
+                "best_val": best_val,
+                "history": history,
+                "config": config_to_dict(cfg),
+            }
+        ctx.report(metrics, checkpoint)
+
+    # test is read once, on the best checkpoint
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    test = _evaluate_main(model, data, "test", cfg, ctx)
+    result = {
+        "best_epoch": best_epoch,
+        "best_objective": best_obj,
+        "epochs_run": len(history),
+        "val": best_val,
+        "test": {f"test/{k}": v for k, v in test.items()},
+        "history": history,
+    }
+    if ctx.is_main:
+        ctx.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = ctx.run_dir / ".metrics.json.tmp"
+        tmp.write_text(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2))
+        os.replace(tmp, ctx.run_dir / "metrics.json")
+        torch.save(copy.deepcopy(best_state), ctx.run_dir / "best_model.pt")
+    if writer is not None:
+        for k, v in result["test"].items():
+            if math.isfinite(v):
+                writer.add_scalar(k, v, best_epoch)
+        writer.close()
+    return result
+
+
+def _evaluate_main(
+    model: nn.Module, data: SequenceData, split: str, cfg: ExperimentConfig, ctx: TrainContext
+) -> dict[str, float]:
+    """Evaluate on rank 0 and share the result: every rank then takes the same decisions
+    (early stopping), and the numbers equal a single-process evaluation exactly."""
+    result = evaluate(model, data, split, cfg.eval, ctx.device) if ctx.is_main else None
+    if ctx.world_size > 1 and dist.is_initialized():
+        box = [result]
+        dist.broadcast_object_list(box, src=0)
+        result = box[0]
+    return result
+
+
+def _tensorboard(ctx: TrainContext):
+    if not ctx.is_main:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(ctx.run_dir / "tensorboard"))
