@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from unigrf.config import ConfigError, ExperimentConfig, load_config
@@ -32,9 +33,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_required: bool 
     )
     parser.add_argument(
         "--results-dir",
-        default=None,
+        # set on every node of a cluster.yaml cluster, so results land on the shared mount
+        default=os.environ.get("UNIGRF_RESULTS_DIR") or None,
         help="root directory of every output (caches, checkpoints, Tune results, reports); "
-        "default: the config's results_dir (./results)",
+        "default: $UNIGRF_RESULTS_DIR, else the config's results_dir (./results)",
     )
 
 
@@ -49,7 +51,7 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
         "--storage-path",
         default=None,
         help="shared storage for Ray Train/Tune results (a path on NFS, or s3://bucket/prefix); "
-        "default: <results-dir>/ray",
+        "default: $UNIGRF_STORAGE, else <results-dir>/ray",
     )
     parser.add_argument("--gpu", action="store_true", help="one GPU per training worker")
 

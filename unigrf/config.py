@@ -46,6 +46,7 @@ DatasetName = Literal[
 # Per-dataset defaults [SPEC §2]: MovieLens keeps 200 items and no k-core, Amazon 50 and 5-core.
 _DATASET_MAX_LEN = {"ml-100k": 200, "ml-1m": 200, "ml-20m": 200}
 _DATASET_K_CORE = {"amazon-books": 5, "amazon-reviews": 5}
+_DATASET_RATING_SCALE = {"ml-20m": (0.5, 5.0)}  # half stars from 0.5
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ class DataConfig:
     k_core: int | None = None  # None: the dataset's default (5 for Amazon, 0 otherwise)
     max_len: int | None = None  # items kept per sequence; None: 200 MovieLens, 50 otherwise
     like_threshold: float = 4.0  # like = rating >= like_threshold
-    rating_scale: tuple[float, float] = (1.0, 5.0)  # ratings outside are bad rows
+    # ratings outside are bad rows; None: the dataset's scale ((0.5, 5) for ml-20m, (1, 5) otherwise)
+    rating_scale: tuple[float, float] | None = None
     on_bad_rows: Literal["error", "skip"] = "error"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -95,6 +97,11 @@ class DataConfig:
 
     def resolved_k_core(self) -> int:
         return self.k_core if self.k_core is not None else _DATASET_K_CORE.get(self.dataset, 0)
+
+    def resolved_rating_scale(self) -> tuple[float, float]:
+        if self.rating_scale is not None:
+            return self.rating_scale
+        return _DATASET_RATING_SCALE.get(self.dataset, (1.0, 5.0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,6 +202,9 @@ class EvalConfig:
     cascade_top_c: int = 100  # retrieval candidates re-ranked in the cascade metric
     cascade_k: int = 10
     batch_size: int = 512
+    # How items scoring exactly equal to the target count (unigrf/evaluation/metrics.py):
+    # "pessimistic" ranks them above it (a constant scorer gets 0, not 1); "optimistic" below.
+    ties: Literal["pessimistic", "optimistic"] = "pessimistic"
 
 
 @dataclass(frozen=True)
@@ -228,7 +238,7 @@ class ExperimentConfig:
         layers, heads, dim = self.model.resolved_shape()
         checks.append((layers >= 1 and heads >= 1, "model.num_layers and model.num_heads must be >= 1"))
         checks.append((dim % heads == 0, f"model.dim ({dim}) must be divisible by model.num_heads ({heads})"))
-        lo, hi = self.data.rating_scale
+        lo, hi = self.data.resolved_rating_scale()
         checks.append((lo < hi, "data.rating_scale must be (low, high) with low < high"))
         for ok, message in checks:
             if not ok:

@@ -1,56 +1,234 @@
 """Connecting to Ray and sizing work to the cluster: the one place the commands share.
 
 Every Ray-using command (`data prepare`, `train --workers`, `tune`, `ablate`) goes through
-`init_ray` so that `--address` / `$RAY_ADDRESS` select a running cluster and, without one, a
-local Ray starts with usage stats off. Importing this module does not import Ray.
+`init_ray` so that `--address` / `$RAY_ADDRESS` select a running cluster (`auto`, `host:port`
+or a `ray://host:10001` client address) and, without one, a local Ray starts with usage stats
+off. Results go to `resolve_storage_path`: `--storage-path`, else `$UNIGRF_STORAGE` (set once
+per cluster by cluster.yaml), else `<results_dir>/ray`.
+
+Resources are sized from what the cluster has (`node_resources`) plus what its autoscaler may
+still add (`cluster_capacity`), so that a sweep on a cluster whose GPU nodes are not started
+yet still asks for as many concurrent trials as the cluster can grow to.
+
+Importing this module does not import Ray.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import socket
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+# The environment variable that sets the default --storage-path (cluster.yaml exports it).
+STORAGE_ENV_VAR = "UNIGRF_STORAGE"
+# Where `ray up` leaves the autoscaler's config on the head node (Tune looks there too).
+BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")
+
+Resources = dict[str, float]
+
+
+class RayConnectionError(RuntimeError):
+    """The requested Ray cluster could not be reached; the message says which and why."""
+
+
+def resolve_address(address: str | None) -> str | None:
+    """The cluster to connect to: `address`, else $RAY_ADDRESS, else None (start a local Ray).
+    `local` also means a fresh local Ray; blanks count as unset."""
+    chosen = (address or "").strip() or os.environ.get("RAY_ADDRESS", "").strip()
+    return None if chosen in ("", "local") else chosen
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect to `address` (or $RAY_ADDRESS), else start a local Ray. Returns True when this
-    call started or connected Ray (so the caller may shut it down), False if already running."""
+    call started or connected Ray (so the caller may shut it down), False if already running.
+
+    `address` may be `auto` (the cluster this machine is part of, e.g. on the head node or
+    inside `ray job submit`), `host:6379` (the GCS) or `ray://host:10001` (Ray Client).
+    `num_cpus` only sizes a local Ray: a running cluster's resources are its own.
+    """
     import ray
 
     if ray.is_initialized():
         return False
+    # Inherited by the local raylet and every worker it starts.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    env = {"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}}
-    if address:
-        ray.init(address=address, runtime_env=env, log_to_driver=True)
-    else:
-        ray.init(num_cpus=num_cpus, runtime_env=env, include_dashboard=None)
+    target = resolve_address(address)
+    if target is None:
+        ray.init(num_cpus=num_cpus, include_dashboard=None)
+        return True
+    # No runtime_env here: inside `ray job submit` the job's own runtime env (working_dir,
+    # env_vars) applies, and a second one passed to ray.init could conflict with it.
+    source = "--address" if (address or "").strip() else "$RAY_ADDRESS"
+    try:
+        # ray.init retries an unreachable GCS for many minutes without a word: probe first.
+        _check_reachable(target)
+        ray.init(address=target)
+    except (ConnectionError, TimeoutError) as err:
+        raise RayConnectionError(
+            f"cannot connect to the Ray cluster at {target!r} (from {source}): {err}. "
+            "Start one (`ray up cluster.yaml`, or `ray start --head` here) or leave out "
+            "--address and $RAY_ADDRESS to run on a local Ray."
+        ) from err
     return True
+
+
+def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Raise ConnectionError unless `host:port` (or `ray://host:port`) accepts a TCP
+    connection. `auto` and addresses without a port are left to Ray to resolve."""
+    hostport = address.removeprefix("ray://").rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as err:
+        raise ConnectionError(f"nothing answers at {host}:{port} ({err.strerror or err})") from None
+
+
+def is_uri(path: str) -> bool:
+    """True for `s3://bucket/x`, `gs://...`, `file:///...`: a storage URI, not a local path."""
+    return "://" in path
 
 
 def resolve_storage_path(storage_path: str | None, results_dir: str | Path) -> str:
     """Ray Train/Tune storage: the given path or URI (s3://, gs://, NFS path), else
-    `<results_dir>/ray` made absolute (Ray requires absolute local paths)."""
-    if storage_path:
-        return storage_path if "://" in storage_path else str(Path(storage_path).expanduser().resolve())
+    $UNIGRF_STORAGE, else `<results_dir>/ray`; local paths made absolute (Ray requires it)."""
+    chosen = (storage_path or "").strip() or os.environ.get(STORAGE_ENV_VAR, "").strip()
+    if chosen:
+        return chosen if is_uri(chosen) else str(Path(chosen).expanduser().resolve())
     return str((Path(results_dir) / "ray").resolve())
 
 
+def storage_warning(storage: str, nodes: Sequence[Mapping[str, float]]) -> str | None:
+    """A warning when results would be scattered: a local `storage` path on a multi-node
+    cluster is only shared if it is a network mount (NFS) on every node, which Ray cannot
+    check. None when the storage is a URI or the cluster has one node."""
+    if is_uri(storage) or len(nodes) <= 1:
+        return None
+    return (
+        f"storage path {storage} is a local path on a {len(nodes)}-node cluster: every node "
+        f"must see it as the same shared mount (NFS), or trials' results are lost. Pass "
+        f"--storage-path s3://... (or set ${STORAGE_ENV_VAR}) unless it is a shared mount."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Resources
+# --------------------------------------------------------------------------------------------
+
+
 def worker_resources(use_gpu: bool, cpus_per_worker: int = 1) -> dict[str, float]:
-    """Resources of one Ray Train worker."""
+    """Resources of one Ray Train worker (or of one single-process trial): its CPUs, plus one
+    whole GPU with `use_gpu` (DDP runs one process per GPU)."""
     res: dict[str, float] = {"CPU": float(cpus_per_worker)}
     if use_gpu:
         res["GPU"] = 1.0
     return res
 
 
+def scaling_config_kwargs(num_workers: int, use_gpu: bool, cpus_per_worker: int = 1) -> dict[str, Any]:
+    """Keyword arguments of `ray.train.ScalingConfig` for `num_workers` workers, each with
+    `worker_resources` (so Train and the sizing below can never disagree)."""
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+    return {
+        "num_workers": num_workers,
+        "use_gpu": use_gpu,
+        "resources_per_worker": worker_resources(use_gpu, cpus_per_worker),
+    }
+
+
+def node_resources() -> list[Resources]:
+    """The total resources of each alive node of the connected cluster (`ray.nodes()`)."""
+    import ray
+
+    return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+
+
+def _fits(bundle: Mapping[str, float], node: Mapping[str, float]) -> int:
+    """How many copies of `bundle` fit in `node`."""
+    counts = [math.floor(node.get(k, 0.0) / v + 1e-9) for k, v in bundle.items() if v > 0]
+    return min(counts) if counts else 0
+
+
+def autoscaler_nodes(config_path: str | Path = BOOTSTRAP_CONFIG) -> list[Resources] | None:
+    """Every worker node the autoscaler may run at most, one resources dict per node, read
+    from the `ray up` config on the head node; None when there is no such file (a local Ray,
+    `ray start` by hand, or a driver not on the head)."""
+    path = Path(config_path).expanduser()
+    if not path.is_file():
+        return None
+    config = yaml.safe_load(path.read_text()) or {}
+    head_type = config.get("head_node_type")
+    budget = int(config.get("max_workers", 0))
+    nodes: list[Resources] = []
+    for name, node_type in (config.get("available_node_types") or {}).items():
+        if name == head_type:
+            continue
+        count = min(int(node_type.get("max_workers", budget)), budget - len(nodes))
+        res = {k: float(v) for k, v in (node_type.get("resources") or {}).items()}
+        nodes.extend(dict(res) for _ in range(max(0, count)))
+    return nodes
+
+
+def cluster_capacity(
+    nodes: Sequence[Mapping[str, float]], potential: Sequence[Mapping[str, float]] | None
+) -> list[Resources]:
+    """The nodes the cluster can have: the alive `nodes` plus the `potential` autoscaler
+    workers (`autoscaler_nodes()`) not yet running. A running node stands for one potential
+    node of a type it covers, so a cluster at its maximum is counted once."""
+    capacity = [dict(n) for n in nodes]
+    # A node type with unknown resources (`resources: {}`, detected at start) adds nothing.
+    pending = [dict(p) for p in potential or [] if p]
+    for node in nodes:
+        for i, candidate in enumerate(pending):
+            if _fits(candidate, node) >= 1:
+                del pending[i]
+                break
+    return capacity + pending
+
+
+def total_resources(nodes: Sequence[Mapping[str, float]]) -> Resources:
+    """Sum of per-node resources (the shape of `ray.cluster_resources()`)."""
+    total: Resources = {}
+    for node in nodes:
+        for k, v in node.items():
+            total[k] = total.get(k, 0.0) + float(v)
+    return total
+
+
+def require_gpus(use_gpu: bool, nodes: Sequence[Mapping[str, float]]) -> None:
+    """With `use_gpu`, fail early (instead of trials pending forever) when no node the
+    cluster has or can add has a GPU."""
+    if use_gpu and total_resources(nodes).get("GPU", 0.0) < 1.0:
+        raise ValueError(
+            "--gpu (train.use_gpu=true) asks one GPU per training worker, but the Ray cluster "
+            "has no GPU and cannot add one. Use a cluster with GPU workers (cluster.yaml) or "
+            "leave out --gpu."
+        )
+
+
 def max_concurrent_trials(
-    cluster: dict[str, Any], num_workers: int, use_gpu: bool, cpus_per_worker: int = 1
+    cluster: Mapping[str, float] | Sequence[Mapping[str, float]],
+    num_workers: int,
+    use_gpu: bool,
+    cpus_per_worker: int = 1,
 ) -> int:
-    """How many trials (each `num_workers` Ray Train workers) fit in `cluster`'s resources
-    (`ray.cluster_resources()`), at least 1."""
+    """How many trials (each `num_workers` Ray Train workers) fit in the cluster, at least 1.
+
+    `cluster` is either the summed resources (`ray.cluster_resources()`), or, more exactly,
+    one dict per node (`node_resources()` / `cluster_capacity(...)`): a worker cannot span
+    nodes, so 3 free CPUs on each of two nodes hold two 2-CPU workers, not three.
+    """
     per = worker_resources(use_gpu, cpus_per_worker)
-    fits = [math.floor(cluster.get(k, 0.0) / (v * num_workers)) for k, v in per.items() if v > 0]
-    return max(1, min(fits) if fits else 1)
+    if isinstance(cluster, Mapping):
+        slots = _fits(per, cluster)
+    else:
+        slots = sum(_fits(per, node) for node in cluster)
+    return max(1, slots // num_workers)

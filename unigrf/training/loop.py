@@ -14,7 +14,6 @@ wrapped in DistributedDataParallel and each rank trains on its shard of the user
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -34,9 +33,7 @@ from torch import nn
 from unigrf.config import ExperimentConfig, config_to_dict, effective_m, effective_weighter_kind, variant_spec
 from unigrf.data.sequences import SequenceData
 from unigrf.evaluation.evaluate import evaluate
-from unigrf.model.enhancer import RankingDrivenEnhancer
-from unigrf.model.unified import build_model
-from unigrf.model.weighter import build_weighter
+from unigrf.model import RankingDrivenEnhancer, TwoStage, build_model, build_weighter
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -125,13 +122,15 @@ class TrainContext:
         self._prune(root)
 
     def _prune(self, root: Path) -> None:
-        """Keep the best `keep_checkpoints` by objective, and always the latest (for resume)."""
+        """Keep the best `keep_checkpoints` by objective, and always the latest (for resume).
+        Ties go to the earlier epoch, as in `fit`'s model selection (strict improvement)."""
         scored = []
         for path in root.glob("epoch_*"):
             m = json.loads((path / "metrics.json").read_text())
             scored.append((m.get("objective", -math.inf), path))
         latest = max(p for _, p in scored)
-        best = {p for _, p in sorted(scored, key=lambda t: t[0], reverse=True)[: self.keep_checkpoints]}
+        ranked = sorted(scored, key=lambda t: (-t[0], t[1].name))
+        best = {p for _, p in ranked[: self.keep_checkpoints]}
         for _, path in scored:
             if path not in best and path != latest:
                 shutil.rmtree(path, ignore_errors=True)
@@ -197,13 +196,31 @@ def shared_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def clip_groups(model: nn.Module) -> list[list[nn.Parameter]]:
+    """Parameter groups whose gradient norm is clipped together: one per separately trained
+    model, so the two-stage pipeline's stages stay independent (a joint norm would couple them)."""
+    if isinstance(model, TwoStage):
+        return [list(model.retriever.parameters()), list(model.ranker.parameters())]
+    return [list(model.parameters())]
+
+
+def steps_per_epoch(num_users: int, world_size: int, batch_size: int) -> int:
+    return math.ceil(math.ceil(num_users / world_size) / batch_size)
+
+
 # ---------------------------------------------------------------------------------------------
 # fit
 # ---------------------------------------------------------------------------------------------
 
 
 def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[str, Any]:
-    """Train `cfg` on `data`; returns {best_epoch, best_objective, val, test, history}."""
+    """Train `cfg` on `data`; returns {best_epoch, best_objective, epochs_run, val, test,
+    history, time}.
+
+    Resumes from `ctx.load_checkpoint()` when it returns a state (the epoch after the
+    checkpoint's, with its model, optimizer, weighter, early-stopping counters and history).
+    """
+    parse_objective(cfg.train.objective)  # a bad objective fails before any training
     spec = variant_spec(cfg)
     tasks = [t for t, on in (("retrieval", spec.retrieval), ("ranking", spec.ranking)) if on]
     device = ctx.device
@@ -215,12 +232,14 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         loss_module = nn.parallel.DistributedDataParallel(
             loss_module,
             device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=len(tasks) < 2 or cfg.train.variant == "two_stage",
+            # one-task variants leave a head without gradient
+            find_unused_parameters=len(tasks) < 2 or isinstance(model, TwoStage),
         )
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     weighter = build_weighter(effective_weighter_kind(cfg), cfg.weighter, tasks)
     enhancer = RankingDrivenEnhancer(cfg.enhancer, effective_m(cfg))
     shared = shared_parameters(model)
+    groups = clip_groups(model)
 
     start_epoch, best_obj, best_epoch, stale = 0, -math.inf, -1, 0
     best_state: dict[str, torch.Tensor] | None = None
@@ -235,10 +254,11 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         best_obj, best_epoch, stale = state["best_objective"], state["best_epoch"], state["stale"]
         best_state, best_val, history = state["best_model"], state["best_val"], state["history"]
         if ctx.is_main and ctx.verbose:
-            print(f"resuming from epoch {state['epoch']} (best epoch {best_epoch})", flush=True)
+            print(f"resuming after epoch {state['epoch']} (best epoch {best_epoch})", flush=True)
 
-    writer = _tensorboard(ctx)
-    step = start_epoch * math.ceil(math.ceil(data.num_users / ctx.world_size) / cfg.train.batch_size)
+    per_epoch = steps_per_epoch(data.num_users, ctx.world_size, cfg.train.batch_size)
+    step = start_epoch * per_epoch
+    writer, step_writer = _tensorboard(ctx, start_epoch, step)
     for epoch in range(start_epoch, cfg.train.epochs):
         if stale >= cfg.train.patience:
             break
@@ -247,7 +267,7 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         torch.manual_seed(cfg.train.seed * 100_003 + epoch * 1_009 + ctx.rank)
         loss_module.train()
         users = epoch_users(data.num_users, cfg.train.seed, epoch, ctx.rank, ctx.world_size)
-        sums = {t: 0.0 for t in tasks}
+        sums = {t: torch.zeros((), device=device) for t in tasks}  # summed on device: no per-step sync
         n_batches = 0
         mining = enhancer.active(epoch)
         for start in range(0, len(users), cfg.train.batch_size):
@@ -258,26 +278,28 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             if cfg.train.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                for params in groups:
+                    nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
             optimizer.step()
             for t in tasks:
-                sums[t] += float(losses[t].detach())
+                sums[t] += losses[t].detach()
             n_batches += 1
             step += 1
-            if writer is not None and step % cfg.train.log_every == 0:
+            if step_writer is not None and step % cfg.train.log_every == 0:
                 for t in tasks:
-                    writer.add_scalar(f"step/loss_{t}", float(losses[t].detach()), step)
+                    step_writer.add_scalar(f"step/loss_{t}", float(losses[t].detach()), step)
                 for t, w in weighter.weights.items():
-                    writer.add_scalar(f"step/weight_{t}", w, step)
+                    step_writer.add_scalar(f"step/weight_{t}", w, step)
+        train_s = time.perf_counter() - t0
 
         metrics: dict[str, float] = {"epoch": float(epoch), "step": float(step)}
         for t in tasks:
-            metrics[f"train/loss_{t}"] = sums[t] / max(n_batches, 1)
+            metrics[f"train/loss_{t}"] = float(sums[t]) / max(n_batches, 1)
         for t, w in weighter.weights.items():
             metrics[f"weights/{t}"] = float(w)
         metrics["enhancer/active"] = float(mining)
         val = _evaluate_main(model, data, "val", cfg, ctx)
-        metrics.update({f"val/{k}": v for k, v in val.items()})
+        metrics.update({f"val/{k}": float(v) for k, v in val.items()})
         obj = objective_value(cfg.train.objective, metrics)
         metrics["objective"] = obj
         if obj > best_obj:
@@ -288,11 +310,12 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
             stale += 1
         metrics["best_objective"] = best_obj
         metrics["best_epoch"] = float(best_epoch)
+        metrics["time/train_s"] = train_s
         metrics["time/epoch_s"] = time.perf_counter() - t0
         history.append(metrics)
         if writer is not None:
             for k, v in metrics.items():
-                if k not in ("epoch", "step") and isinstance(v, float) and math.isfinite(v):
+                if k not in ("epoch", "step") and math.isfinite(v):
                     writer.add_scalar(k, v, epoch)
             writer.flush()
         checkpoint = None
@@ -316,12 +339,14 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
     if best_state is not None:
         model.load_state_dict(best_state)
     test = _evaluate_main(model, data, "test", cfg, ctx)
+    epoch_times = [h["time/epoch_s"] for h in history]
     result = {
         "best_epoch": best_epoch,
         "best_objective": best_obj,
         "epochs_run": len(history),
         "val": best_val,
-        "test": {f"test/{k}": v for k, v in test.items()},
+        "test": {f"test/{k}": float(v) for k, v in test.items()},
+        "time": {"total_s": sum(epoch_times), "epoch_s": sum(epoch_times) / max(len(epoch_times), 1)},
         "history": history,
     }
     if ctx.is_main:
@@ -329,12 +354,15 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         tmp = ctx.run_dir / ".metrics.json.tmp"
         tmp.write_text(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2))
         os.replace(tmp, ctx.run_dir / "metrics.json")
-        torch.save(copy.deepcopy(best_state), ctx.run_dir / "best_model.pt")
+        tmp_model = ctx.run_dir / ".best_model.pt.tmp"
+        torch.save(best_state if best_state is not None else model.state_dict(), tmp_model)
+        os.replace(tmp_model, ctx.run_dir / "best_model.pt")
     if writer is not None:
         for k, v in result["test"].items():
             if math.isfinite(v):
-                writer.add_scalar(k, v, best_epoch)
+                writer.add_scalar(k, v, max(best_epoch, 0))
         writer.close()
+        step_writer.close()
     return result
 
 
@@ -351,9 +379,17 @@ def _evaluate_main(
     return result
 
 
-def _tensorboard(ctx: TrainContext):
+def _tensorboard(ctx: TrainContext, start_epoch: int, start_step: int):
+    """(per-epoch writer, per-step writer) on rank 0, else (None, None).
+
+    Epoch scalars are indexed by epoch, step scalars by global step, so they live in two
+    directories: `purge_step` then drops, in each, what a crashed attempt logged beyond the
+    checkpoint this run resumes from, and a resumed run's curves have no duplicated points."""
     if not ctx.is_main:
-        return None
+        return None, None
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=str(ctx.run_dir / "tensorboard"))
+    root = ctx.run_dir / "tensorboard"
+    epochs = SummaryWriter(log_dir=str(root), purge_step=start_epoch if start_epoch else None)
+    steps = SummaryWriter(log_dir=str(root / "steps"), purge_step=start_step if start_step else None)
+    return epochs, steps

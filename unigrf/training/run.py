@@ -7,22 +7,30 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from unigrf.config import ExperimentConfig, config_to_yaml
 from unigrf.data.sequences import SequenceData
 
 
 def run_dir_for(cfg: ExperimentConfig) -> Path:
-    return Path(cfg.results_dir) / "runs" / cfg.name
+    """`<results_dir>/runs/<name>/`, absolute (Ray workers do not share the driver's cwd)."""
+    return (Path(cfg.results_dir) / "runs" / cfg.name).resolve()
+
+
+def load_data_dir(cfg: ExperimentConfig) -> Path:
+    """The prepared dataset directory of `cfg.data` (Ray Data; cached after the first call)."""
+    from unigrf.data.prepare import prepare_dataset
+
+    return Path(prepare_dataset(cfg.data, cfg.results_dir)).resolve()
 
 
 def load_data(cfg: ExperimentConfig) -> SequenceData:
     """Prepared (cached) sequences for `cfg.data`, with the configured max_len."""
-    from unigrf.data.prepare import prepare_dataset  # Ray Data; cached after the first run
+    return SequenceData.load(load_data_dir(cfg), max_len=cfg.data.resolved_max_len())
 
-    prepared = prepare_dataset(cfg.data, cfg.results_dir)
-    return SequenceData.load(prepared, max_len=cfg.data.resolved_max_len())
+
+def uses_ray(cfg: ExperimentConfig, address: str | None) -> bool:
+    """Ray Train for several workers, GPUs or an explicit cluster; else the plain loop."""
+    return cfg.train.num_workers > 1 or cfg.train.use_gpu or address is not None
 
 
 def run_training(
@@ -31,13 +39,15 @@ def run_training(
     restart: bool = False,
     address: str | None = None,
     storage_path: str | None = None,
+    max_failures: int = 0,
     verbose: bool = True,
 ) -> dict[str, Any]:
-    """Train `cfg` and return its result (best epoch, val and test metrics).
+    """Train `cfg` and return its result (best epoch, val and test metrics, history).
 
     One worker and no Ray address: the plain loop in this process. Otherwise Ray Train
-    (`cfg.train.num_workers` workers, GPUs with `cfg.train.use_gpu`). A run directory that holds
-    checkpoints is resumed unless `restart`.
+    (`cfg.train.num_workers` workers, GPUs with `cfg.train.use_gpu`). A run that holds
+    checkpoints is resumed unless `restart` (which deletes the run directory and, under Ray,
+    the run's Ray storage).
     """
     run_dir = run_dir_for(cfg)
     if restart and run_dir.exists():
@@ -45,22 +55,30 @@ def run_training(
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
 
-    if cfg.train.num_workers > 1 or cfg.train.use_gpu or address is not None:
+    if uses_ray(cfg, address):
         from unigrf.training.distributed import train_distributed
 
-        return train_distributed(cfg, address=address, storage_path=storage_path, verbose=verbose)
+        result = train_distributed(
+            cfg,
+            address=address,
+            storage_path=storage_path,
+            verbose=verbose,
+            restart=restart,
+            max_failures=max_failures,
+        )
+    else:
+        from unigrf.training.loop import TrainContext, fit, resolve_device
 
-    from unigrf.training.loop import TrainContext, fit, resolve_device
-
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    data = load_data(cfg)
-    ctx = TrainContext(
-        run_dir=run_dir,
-        device=resolve_device(cfg.train.device),
-        keep_checkpoints=cfg.train.keep_checkpoints,
-        verbose=verbose,
-    )
-    result = fit(cfg, data, ctx)
+        data = load_data(cfg)
+        ctx = TrainContext(
+            run_dir=run_dir,
+            device=resolve_device(cfg.train.device),
+            keep_checkpoints=cfg.train.keep_checkpoints,
+            verbose=verbose,
+        )
+        result = fit(cfg, data, ctx)
     if verbose:
-        print(json.dumps({"best_epoch": result["best_epoch"], **result["val"], **result["test"]}, indent=2))
+        summary = {"best_epoch": result["best_epoch"], **result["val"], **result["test"]}
+        print(json.dumps(summary, indent=2))
+        print(f"run directory: {run_dir}")
     return result

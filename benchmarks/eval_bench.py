@@ -1,0 +1,183 @@
+"""Evaluation on real data: the popularity baseline against SPEC §3, and the wall time of a
+full-ranking evaluation (retrieval over all items, ranking AUC, cascade re-scoring) of every
+ML-100K user with a random-init UniGRF of the default size.
+
+    nice -n 10 .venv/bin/python benchmarks/eval_bench.py [--threads 2] [--repeats 5]
+
+Prints a Markdown section (paste it under "## Evaluation" in benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from unigrf.config import EvalConfig, ModelConfig
+from unigrf.data.sequences import SequenceData
+from unigrf.evaluation import (
+    evaluate,
+    format_metrics_table,
+    popularity_baseline,
+    retrieval_metrics,
+    target_ranks,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "ml-100k" / "u.data"
+
+
+def load_ml100k(path: Path, max_len: int = 200) -> SequenceData:
+    """u.data (tab-separated user, item, rating, timestamp) -> SequenceData, per-user
+    chronological with ties in file order (two stable sorts), items remapped to 1..N."""
+    frame = pd.read_csv(
+        path,
+        sep="\t",
+        names=["user", "item", "rating", "timestamp"],
+        dtype={"user": np.int64, "item": np.int64, "rating": np.float64, "timestamp": np.int64},
+    )
+    frame = frame.sort_values("timestamp", kind="stable").sort_values("user", kind="stable")
+    codes, uniques = pd.factorize(frame["item"], sort=True)
+    cuts = np.flatnonzero(np.diff(frame["user"].to_numpy())) + 1
+    return SequenceData.from_arrays(
+        np.split(codes + 1, cuts),
+        np.split(frame["rating"].to_numpy(), cuts),
+        np.split(frame["timestamp"].to_numpy(), cuts),
+        num_items=len(uniques),
+        max_len=max_len,
+        name="ml-100k",
+    )
+
+
+class Timed(nn.Module):
+    """Wraps a model and accumulates the wall time spent in each evaluation method."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.seconds = {"score_eval": 0.0, "score_candidates": 0.0}
+
+    def score_eval(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        start = time.perf_counter()
+        out = self.model.score_eval(batch)
+        self.seconds["score_eval"] += time.perf_counter() - start
+        return out
+
+    def score_candidates(self, *args: Tensor) -> Tensor:
+        start = time.perf_counter()
+        out = self.model.score_candidates(*args)
+        self.seconds["score_candidates"] += time.perf_counter() - start
+        return out
+
+
+class RandomScores(nn.Module):
+    """A model of zero cost (scores looked up in a fixed random table): what is left of the
+    timing is the evaluation layer itself (batching, masks, ranks, top-C, metrics)."""
+
+    def __init__(self, num_users: int, num_items: int) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.scores = torch.randn(num_users, num_items + 1, generator=gen)
+        self.items = torch.randn(num_items + 1, generator=gen)
+
+    def score_eval(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        return self.scores[batch["users"]], self.items[batch["targets"]]
+
+    def score_candidates(
+        self, items: Tensor, feedback: Tensor, timestamps: Tensor, lengths: Tensor, candidates: Tensor
+    ) -> Tensor:
+        return self.items[candidates]
+
+
+def time_evaluate(model: nn.Module, data: SequenceData, cfg: EvalConfig, repeats: int) -> dict[str, float]:
+    """Median and min wall time of `evaluate` on all test users; the time inside the model's two
+    methods is that of the fastest run."""
+    timed = Timed(model)
+    evaluate(timed, data, "test", cfg, users=np.arange(64))  # warm-up (first-call overheads)
+    runs = []
+    for _ in range(repeats):
+        timed.seconds = dict.fromkeys(timed.seconds, 0.0)
+        start = time.perf_counter()
+        evaluate(timed, data, "test", cfg)
+        runs.append((time.perf_counter() - start, dict(timed.seconds)))
+    walls = [wall for wall, _ in runs]
+    return {"median_s": statistics.median(walls), "min_s": min(walls), **min(runs, key=lambda r: r[0])[1]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--batch-sizes",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=[EvalConfig.batch_size, 64],
+    )
+    parser.add_argument("--backbones", default="hstu,llama,sasrec")
+    parser.add_argument("--size", default=ModelConfig.size)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    data = load_ml100k(args.data)
+    print(
+        f"## Evaluation\n\n`{data.name}`: {data.num_users} users, {data.num_items} items, {len(data.items)} ratings"
+    )
+    print(f"(`{args.data.name}`, stable sort by user then timestamp, leave-one-out, history masked)\n")
+
+    rows = {}
+    for split in ("val", "test"):
+        for ties in ("pessimistic", "optimistic"):
+            cfg = EvalConfig(ks=(10, 50, 200), ties=ties)
+            rows[f"popularity {split}, {ties} ties"] = popularity_baseline(data, split, cfg)
+    # the pitfall SPEC §3 warns about: the same scores without the history mask (padding only)
+    batch = data.eval_batch(np.arange(data.num_users), "test")
+    counts = torch.as_tensor(data.item_counts("test"), dtype=torch.float64).expand(data.num_users, -1)
+    pad_only = torch.zeros(counts.shape, dtype=torch.bool)
+    pad_only[:, 0] = True
+    unmasked = target_ranks(counts, batch["targets"], pad_only)
+    rows["popularity test, history NOT masked"] = {
+        **retrieval_metrics(unmasked, (10, 50, 200)),
+        "num_users": data.num_users,
+    }
+    rows["SPEC §3 reference (test)"] = {"hr@10": 0.086, "hr@50": 0.199, "ndcg@10": 0.045}
+    print(format_metrics_table(rows))
+
+    print(
+        f"\nFull evaluation of all {data.num_users} test users (`evaluate`: retrieval over all items, "
+        f"AUC, cascade top-{EvalConfig.cascade_top_c} -> {EvalConfig.cascade_k}), random-init UniGRF size "
+        f"`{args.size}`, torch {torch.__version__}, {args.threads} thread(s), "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; warm-up on 64 users, then "
+        f"median/min of {args.repeats} runs; model-method seconds from the fastest run:\n"
+    )
+    print("| model | eval batch | params | median s | min s | in score_eval s | in score_candidates s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    from unigrf.model.unified import UniGRF  # the real model (imported late: the data part needs none)
+
+    models: dict[str, nn.Module] = {
+        "(no model: evaluation layer only)": RandomScores(data.num_users, data.num_items)
+    }
+    for backbone in filter(None, args.backbones.split(",")):
+        cfg = ModelConfig(backbone=backbone, size=args.size)
+        models[backbone] = UniGRF(cfg, data.num_items, data.num_levels, data.max_len)
+    for name, model in models.items():
+        params = sum(p.numel() for p in model.parameters())
+        for batch_size in args.batch_sizes:
+            t = time_evaluate(model, data, EvalConfig(batch_size=batch_size), args.repeats)
+            print(
+                f"| {name} | {batch_size} | {params:,} | {t['median_s']:.3f} | {t['min_s']:.3f} | "
+                f"{t['score_eval']:.3f} | {t['score_candidates']:.3f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Grid files: expansion into named cells with the right configs, and bad files rejected with
+messages that name the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from unigrf.ablation.grid import GridError, load_grid, parse_grid
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, data: object, name: str = "g.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def test_product_grid_expands_to_named_cells_with_their_configs(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("train:\n  epochs: 7\nmodel:\n  size: tiny\n")
+    path = write(
+        tmp_path,
+        {
+            "base_config": "base.yaml",  # relative to the grid file
+            "overrides": {"train.batch_size": 16, "train.epochs": 2},
+            "seeds": 2,
+            "datasets": [
+                "synthetic",
+                {
+                    "name": "small-synth",
+                    "overrides": {"data.dataset": "synthetic", "data.synthetic.num_users": 50},
+                },
+            ],
+            "backbones": ["hstu", "llama"],
+            "variants": ["unigrf", "wo_both"],
+            "reference": "hstu/wo_both",
+        },
+    )
+    spec = load_grid(path)
+    assert spec.name == "g" and spec.seeds == (0, 1) and spec.reference == "hstu/wo_both"
+    cells = spec.expand()
+    assert len(cells) == 2 * 2 * 2 * 2
+    assert cells[0].name == "hstu/unigrf/synthetic/seed0"
+    assert cells[1].name == "hstu/unigrf/synthetic/seed1"
+    assert cells[2].name == "hstu/unigrf/small-synth/seed0"
+    assert len({c.name for c in cells}) == len(cells)
+    by_name = {c.name: c for c in cells}
+    cfg = by_name["llama/wo_both/small-synth/seed1"].config
+    assert cfg.model.backbone == "llama" and cfg.train.variant == "wo_both" and cfg.train.seed == 1
+    assert (
+        cfg.train.epochs == 2 and cfg.train.batch_size == 16 and cfg.model.size == "tiny"
+    )  # base + overrides
+    assert cfg.data.synthetic.num_users == 50
+    assert by_name["hstu/unigrf/synthetic/seed0"].config.data.synthetic.num_users == 1000
+    assert len({c.config.name for c in cells}) == len(cells)  # distinct run directories
+
+
+def test_rows_axis_and_command_line_overrides(tmp_path):
+    spec = parse_grid(
+        {
+            "name": "msweep",
+            "rows": [
+                {"backbone": "hstu", "variant": "unigrf"},
+                {
+                    "backbone": "hstu",
+                    "variant": "unigrf",
+                    "label": "gradnorm",
+                    "overrides": {"weighter.kind": "grad_norm"},
+                },
+            ],
+            "axis": {"key": "enhancer.m", "values": [0, 4], "label": "m"},
+            "seeds": [3],
+            "reference": "hstu/unigrf/m=0",
+            "figures": [{"kind": "axis", "metrics": ["test/ndcg@10"]}],
+        }
+    )
+    assert spec.row_names() == [
+        "hstu/unigrf/m=0",
+        "hstu/unigrf/m=4",
+        "hstu/gradnorm/m=0",
+        "hstu/gradnorm/m=4",
+    ]
+    cells = spec.expand({"train.epochs": 1})
+    names = [c.name for c in cells]
+    assert names[1] == "hstu/unigrf/m=4/synthetic/seed3"
+    c = cells[3]
+    assert c.row == "hstu/gradnorm/m=4" and c.group == "hstu/gradnorm" and c.axis_value == 4
+    assert c.config.enhancer.m == 4 and c.config.weighter.kind == "grad_norm" and c.config.train.epochs == 1
+    assert spec.with_seeds(2).seeds == (0, 1)
+    with pytest.raises(GridError, match="enhancer.m would collapse"):
+        spec.expand({"enhancer.m": 8})
+    with pytest.raises(GridError, match="train.seed would collapse"):
+        spec.expand({"train.seed": 8})
+
+
+@pytest.mark.parametrize(
+    "data, key_in_message",
+    [
+        ({"variants": ["unigrf", "wo_magic"]}, "variants[1]"),
+        ({"variants": ["unigrf"], "backbones": ["gpt"]}, "backbones[0]"),
+        ({"variants": ["unigrf"], "overrides": {"model.no_such_field": 1}}, "model.no_such_field"),
+        ({"variants": ["unigrf"], "overrides": {"train.epochs": "many"}}, "train.epochs"),
+        ({"variants": ["unigrf"], "seeds": 0}, "seeds"),
+        ({"variants": ["unigrf"], "reference": "hstu/nope"}, "reference"),
+        ({"variants": ["unigrf"], "metrics": ["test/accuracy"]}, "metrics[0]"),
+        ({"variants": ["unigrf"], "metrics": ["test/hr@7"]}, "metrics"),
+        ({"variants": ["unigrf"], "figures": [{"kind": "axis", "metrics": ["test/auc"]}]}, "figures[0].kind"),
+        (
+            {"variants": ["unigrf"], "figures": [{"kind": "curves", "metrics": ["test/auc"]}]},
+            "figures[0].metrics",
+        ),
+        ({"variants": ["unigrf"], "peaks": {"retrieval": "val/ndcg@10"}}, "peaks"),
+        ({"variants": ["unigrf"], "colour": "red"}, "colour"),
+        ({"rows": [{"backbone": "hstu", "variant": "unigrf", "size": 3}]}, "rows[0].size"),
+        ({"rows": [{"variant": "unigrf"}, {"variant": "unigrf"}]}, "duplicate row"),
+        ({"rows": [{"variant": "unigrf", "overrides": {"train.variant": "wo_both"}}]}, "rows[0].overrides"),
+        ({"variants": ["unigrf"], "axis": {"key": "enhancer.m", "values": []}}, "axis.values"),
+        ({"variants": ["unigrf"], "axis": {"key": "enhancer.mm", "values": [1]}}, "enhancer.mm"),
+        ({"variants": ["unigrf"], "axis": {"key": "enhancer.m", "values": [-1]}}, "enhancer.m"),
+        (
+            {"variants": ["unigrf"], "datasets": [{"name": "x", "overrides": {"data.dataset": "mnist"}}]},
+            "data.dataset",
+        ),
+        ({"variants": ["unigrf"], "base_config": "nowhere.yaml"}, "base_config"),
+        ({"rows": []}, "rows"),
+    ],
+)
+def test_bad_grid_files_name_file_and_key(tmp_path, data, key_in_message):
+    path = write(tmp_path, data, name="bad.yaml")
+    with pytest.raises(GridError) as err:
+        load_grid(path)
+    message = str(err.value)
+    assert str(path) in message
+    assert key_in_message in message
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = write(tmp_path, "variants: [unigrf\nseeds: 2\n", name="broken.yaml")
+    with pytest.raises(GridError, match=r"broken\.yaml: line \d+"):
+        load_grid(path)
+
+
+@pytest.mark.parametrize("name", ["paper", "m_sweep", "sync", "scaling", "quick"])
+def test_shipped_grids_are_valid(name):
+    spec = load_grid(REPO / "ablations" / f"{name}.yaml")
+    cells = spec.expand()
+    assert cells and spec.reference in spec.row_names()
+    assert all(c.name.endswith(f"/seed{c.seed}") for c in cells)

@@ -1,0 +1,158 @@
+"""Report rendering on hand-made stored results: tables (mean ± std, bold best, reference,
+change and p-value), provenance lines, LaTeX, figures, and `unigrf report DIR` rebuilding the
+same report from the stored files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from unigrf.ablation.grid import parse_grid
+from unigrf.ablation.report import ReportError, load_inputs, store_inputs, write_report
+from unigrf.cli import main
+
+NDCG = {
+    "hstu/unigrf": [0.30, 0.32, 0.31],
+    "hstu/wo_both": [0.26, 0.29, 0.25],
+    "hstu/retrieval_only": [0.33, 0.34, 0.35],
+}
+AUC = {
+    "hstu/unigrf": [0.71, 0.72, 0.70],
+    "hstu/wo_both": [0.69, 0.70, 0.68],
+    "hstu/retrieval_only": [0.9, 0.9, 0.9],
+}
+
+
+def make_report_dir(tmp_path, with_history=True):
+    spec = parse_grid(
+        {
+            "name": "hand",
+            "description": "hand-made",
+            "variants": ["unigrf", "wo_both", "retrieval_only"],
+            "seeds": 3,
+            "reference": "hstu/unigrf",
+            "metrics": ["test/ndcg@10", "test/hr@10", "test/auc"],
+            "peaks": {"retrieval": "val/ndcg@10", "ranking": "val/auc"},
+            "figures": [{"kind": "curves", "metrics": ["val/ndcg@10", "val/auc"]}],
+        }
+    )
+    results, hist = [], []
+    for cell in spec.expand():
+        ndcg, auc = NDCG[cell.row][cell.seed], AUC[cell.row][cell.seed]
+        results.append(
+            {
+                "cell": cell.name,
+                "row": cell.row,
+                "group": cell.group,
+                "dataset": cell.dataset,
+                "backbone": cell.backbone,
+                "variant": cell.variant,
+                "axis_value": None,
+                "seed": cell.seed,
+                "status": "ok",
+                "time_s": 10.0,
+                "test/ndcg@10": ndcg,
+                "test/hr@10": 2 * ndcg,
+                "test/auc": auc,
+            }
+        )
+        for epoch in range(4):
+            # retrieval peaks at epoch 3 (1-based), ranking at 2
+            hist.append(
+                {
+                    "cell": cell.name,
+                    "epoch": epoch,
+                    "val/ndcg@10": ndcg - abs(epoch - 2) * 0.01,
+                    "val/auc": auc - abs(epoch - 1) * 0.01,
+                }
+            )
+    meta = {
+        "command": "unigrf ablate hand.yaml --seeds 3",
+        "git_commit": "0123abc",
+        "wall_s": 75.0,
+        "budget": {"train.epochs": [4], "model.size": ["tiny"]},
+    }
+    datasets = {
+        "synthetic": {
+            "num_users": 100,
+            "num_items": 40,
+            "num_interactions": 2000,
+            "popularity": {"ndcg@10": 0.05, "hr@10": 0.1, "mrr": 0.04},
+        }
+    }
+    out = tmp_path / "ablations" / "hand"
+    store_inputs(out, spec, pd.DataFrame(results), pd.DataFrame(hist if with_history else []), meta, datasets)
+    return out
+
+
+def test_report_tables_provenance_and_figures(tmp_path):
+    out = make_report_dir(tmp_path)
+    rendered = write_report(out)
+    md = (out / "report.md").read_text()
+    assert md == rendered.markdown
+    # provenance
+    for text in (
+        "synthetic (100 users, 40 items, 2,000 interactions)",
+        "leave-one-out",
+        "full ranking",
+        "history masked",
+        "0, 1, 2 (3 per row)",
+        "train.epochs = 4",
+        "0123abc",
+        "`unigrf ablate hand.yaml --seeds 3`",
+    ):
+        assert text in md, text
+    # main table: mean ± std, best bold, reference marked, untrained ranking head blanked
+    assert "| hstu/unigrf † | 3 | 0.3100 ± 0.0100 |" in md
+    assert f"**{np.mean(NDCG['hstu/retrieval_only']):.4f} ± 0.0100**" in md
+    ro_line = next(line for line in md.splitlines() if line.startswith("| hstu/retrieval_only | 3"))
+    assert ro_line.rstrip().endswith("| — |")  # AUC of a retrieval-only model is not a result
+    assert "**0.7100 ± 0.0100**" in md  # best AUC is unigrf's, not the untrained head's 0.9
+    # popularity row beside the retrieval metrics
+    assert "| popularity (train counts) | — | 0.0500 | 0.1000 | — |" in md
+    # change against the reference with the paired p-value
+    p = stats.ttest_rel(NDCG["hstu/wo_both"], NDCG["hstu/unigrf"]).pvalue
+    rel = (np.mean(NDCG["hstu/wo_both"]) - 0.31) / 0.31 * 100
+    assert f"| hstu/wo_both | {rel:+.1f}% (p = {p:.3f})" in md
+    assert "paired t-test (`scipy.stats.ttest_rel`)" in md
+    # peak table: retrieval peak 3, ranking peak 2, gap 1 for every seed
+    assert "| hstu/unigrf | 3 | 3.0 ± 0.0 | 2.0 ± 0.0 | 1.0 ± 0.0 | 4.0 ± 0.0 |" in md
+    # figure written and linked
+    assert rendered.figures == [out / "figures" / "curves_synthetic.png"]
+    assert (out / "figures" / "curves_synthetic.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](figures/curves_synthetic.png)" in md
+    # LaTeX: booktabs table, bold best, escaped names
+    tex = (out / "report.tex").read_text()
+    assert "\\toprule" in tex and "hstu/wo\\_both" in tex
+    assert "\\textbf{0.7100 $\\pm$ 0.0100}" in tex
+
+
+def test_report_command_rebuilds_the_same_report(tmp_path, capsys):
+    out = make_report_dir(tmp_path)
+    first = write_report(out).markdown
+    tex = (out / "report.tex").read_text()
+    (out / "report.md").unlink()
+    (out / "report.tex").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").read_text() == first
+    assert (out / "report.tex").read_text() == tex
+    assert "| hstu/unigrf † | 3 |" in capsys.readouterr().out
+
+
+def test_report_without_histories_skips_curves(tmp_path):
+    out = make_report_dir(tmp_path, with_history=False)
+    rendered = write_report(out)
+    assert rendered.figures == [] and "peak epochs" not in rendered.markdown
+
+
+def test_report_errors_name_the_file(tmp_path, capsys):
+    with pytest.raises(ReportError, match="not a directory"):
+        load_inputs(tmp_path / "nope")
+    out = make_report_dir(tmp_path)
+    (out / "results.csv").unlink()
+    with pytest.raises(ReportError, match="results.csv: missing"):
+        load_inputs(out)
+    assert main(["report", str(out)]) == 2
+    assert "results.csv" in capsys.readouterr().err

@@ -1,0 +1,238 @@
+"""Backbones: shapes, causality, masks that really block, no NaN on empty rows, prefix cache
+= one packed pass, and how each backbone uses positions."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from unigrf.config import ModelConfig
+from unigrf.model.backbones import base, build_backbone
+from unigrf.model.backbones.hstu import POSITION_BUCKETS_PER_SIDE, POSITION_EXACT, relative_position_buckets
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread is fastest and kind to a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+pytestmark = pytest.mark.timeout(60)
+
+D, MAX_POS = 16, 64
+VARIANTS = {
+    "hstu": dict(backbone="hstu"),
+    "hstu_time": dict(backbone="hstu", time_bias=True),
+    "llama": dict(backbone="llama"),
+    "sasrec_pre": dict(backbone="sasrec", sasrec_norm="pre"),
+    "sasrec_post": dict(backbone="sasrec", sasrec_norm="post"),
+}
+
+
+def make(name: str, layers: int = 2, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(size="tiny", num_layers=layers, num_heads=2, dim=D, dropout=0.0, **VARIANTS[name])
+    model = build_backbone(cfg, MAX_POS).eval()
+    # HSTU's bias tables start at 0; give them values so tests see them act.
+    for name_, p in model.named_parameters():
+        if name_.endswith("_bias") and p.dim() == 2:
+            torch.nn.init.normal_(p, std=0.5)
+    return model
+
+
+def inputs(b: int = 2, t: int = 10, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, t, D, generator=g)
+    positions = torch.arange(t).expand(b, t)
+    times = torch.cumsum(torch.randint(0, 5000, (b, t), generator=g), dim=1)
+    return x, positions, times
+
+
+def causal(b: int, t: int) -> torch.Tensor:
+    return torch.ones(t, t, dtype=torch.bool).tril().expand(b, t, t).clone()
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_shape_and_finite(name: str) -> None:
+    model = make(name)
+    x, pos, times = inputs(3, 7)
+    out = model(x, causal(3, 7), pos, times)
+    assert out.shape == (3, 7, D)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_causality(name: str) -> None:
+    """Changing tokens (and timestamps) after t leaves every output <= t unchanged."""
+    model = make(name)
+    x, pos, times = inputs(2, 10)
+    t = 4
+    out = model(x, causal(2, 10), pos, times)
+    x2, times2 = x.clone(), times.clone()
+    x2[:, t + 1 :] = torch.randn_like(x2[:, t + 1 :])
+    times2[:, t + 1 :] += 10**6
+    out2 = model(x2, causal(2, 10), pos, times2)
+    torch.testing.assert_close(out2[:, : t + 1], out[:, : t + 1], rtol=0, atol=1e-6)
+    assert (out2[:, t + 1 :] - out[:, t + 1 :]).abs().max() > 1e-3  # the change did reach later tokens
+
+
+def reachable(mask: torch.Tensor, layers: int) -> torch.Tensor:
+    """[B, T, T]: query i can be influenced by token j through `layers` rounds of attention
+    (plus the residual path i -> i)."""
+    eye = torch.eye(mask.shape[1], dtype=torch.bool).expand_as(mask)
+    step = mask | eye
+    reach = eye.clone()
+    for _ in range(layers):
+        reach = (reach.float() @ step.float()) > 0
+    return reach
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_mask_blocks(name: str) -> None:
+    """A key masked out (directly and through every layer) cannot influence a query; a key that
+    is allowed does."""
+    model = make(name)
+    b, t, j = 2, 9, 3
+    x, pos, times = inputs(b, t)
+    g = torch.Generator().manual_seed(5)
+    mask = torch.rand(b, t, t, generator=g) < 0.4
+    mask |= torch.eye(t, dtype=torch.bool)
+    out = model(x, mask, pos, times)
+    x2 = x.clone()
+    x2[:, j] = torch.randn(b, D, generator=g)  # not a constant shift: LayerNorm would remove that
+    out2 = model(x2, mask, pos, times)
+    diff = (out2 - out).abs().amax(dim=-1)  # [B, T]
+    reach = reachable(mask, layers=2)[:, :, j]  # [B, T]
+    assert (~reach).any() and reach.any()
+    assert diff[~reach].max() < 1e-6
+    assert diff[reach].min() > 1e-4
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_rows_that_attend_nothing_are_finite(name: str) -> None:
+    model = make(name).train()  # dropout 0, but gradients on
+    x, pos, times = inputs(2, 6)
+    x.requires_grad_(True)
+    mask = causal(2, 6)
+    mask[1] = False  # a row of all padding: no query may attend anything
+    mask[0, 2] = False
+    out = model(x, mask, pos, times)
+    assert torch.isfinite(out).all()
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def packed_mask(key_valid: torch.Tensor, k: int) -> torch.Tensor:
+    """Full [B, S+K, S+K] mask: prefix causal + key padding; each new token sees the valid
+    prefix and itself."""
+    b, s = key_valid.shape
+    full = torch.zeros(b, s + k, s + k, dtype=torch.bool)
+    full[:, :s, :s] = causal(b, s) & key_valid[:, None, :]
+    full[:, s:, :s] = key_valid[:, None, :]
+    full[:, s:, s:] = torch.eye(k, dtype=torch.bool)
+    return full
+
+
+@pytest.mark.parametrize("min_chunk", [32, 2])  # one prefill chunk; four chunks of 2 tokens
+@pytest.mark.parametrize("name", VARIANTS)
+def test_context_equals_one_packed_pass(name: str, min_chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """build_context + a K-token continuation == one pass over prefix + K packed tokens."""
+    monkeypatch.setattr(base, "PREFILL_MIN_CHUNK", min_chunk)
+    model = make(name)
+    b, s, k = 3, 8, 4
+    x, pos, times = inputs(b, s + k)
+    lengths = torch.tensor([8, 5, 2])
+    key_valid = torch.arange(s)[None, :] < lengths[:, None]
+    new_pos = lengths[:, None].expand(b, k).clone()  # all candidates at one position per row
+    positions = torch.cat([pos[:, :s], new_pos], dim=1)
+    full = model(x, packed_mask(key_valid, k), positions, times)
+    ctx = model.build_context(x[:, :s], causal(b, s) & key_valid[:, None, :], pos[:, :s], times[:, :s])
+    cont_mask = torch.cat(
+        [key_valid[:, None, :].expand(b, k, s), torch.eye(k, dtype=torch.bool).expand(b, k, k)], 2
+    )
+    cont = model(x[:, s:], cont_mask, new_pos, times[:, s:], context=ctx)
+    torch.testing.assert_close(cont, full[:, s:], rtol=1e-5, atol=1e-5)
+    assert ctx.keys[0].shape[2] == s and ctx.positions.shape == (b, s)
+
+
+def test_context_needs_a_mask_without_lookahead() -> None:
+    model = make("hstu")
+    x, pos, times = inputs(2, 6)
+    mask = causal(2, 6)
+    mask[0, 1, 4] = True
+    with pytest.raises(ValueError, match="later one"):
+        model.build_context(x, mask, pos, times)
+
+
+@pytest.mark.parametrize("name", ["hstu", "hstu_time", "llama"])
+def test_relative_backbones_ignore_position_shift(name: str) -> None:
+    """HSTU (relative bias) and Llama (RoPE) see only position/time differences."""
+    model = make(name)
+    x, pos, times = inputs(2, 8)
+    out = model(x, causal(2, 8), pos, times)
+    shifted = model(x, causal(2, 8), pos + 7, times + 12345)
+    torch.testing.assert_close(shifted, out, rtol=1e-4, atol=1e-4)
+    scrambled = model(x, causal(2, 8), pos.flip(1), times)  # distances change -> outputs change
+    assert (scrambled - out).abs().max() > 1e-3
+
+
+def test_sasrec_uses_absolute_positions() -> None:
+    model = make("sasrec_pre")
+    x, pos, times = inputs(2, 8)
+    out = model(x, causal(2, 8), pos, times)
+    assert (model(x, causal(2, 8), pos + 7, times) - out).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="max_positions"):
+        model(x, causal(2, 8), pos + MAX_POS, times)
+
+
+def test_hstu_time_bias_uses_timestamps() -> None:
+    x, pos, times = inputs(2, 8)
+    with_time, without = make("hstu_time"), make("hstu")
+    spread = times * 1000
+    assert (
+        with_time(x, causal(2, 8), pos, spread) - with_time(x, causal(2, 8), pos, times)
+    ).abs().max() > 1e-4
+    torch.testing.assert_close(without(x, causal(2, 8), pos, spread), without(x, causal(2, 8), pos, times))
+    with pytest.raises(ValueError, match="timestamps"):
+        with_time(x, causal(2, 8), pos, None)
+
+
+def test_relative_position_buckets() -> None:
+    d = torch.arange(0, 400)
+    b = relative_position_buckets(d, max_distance=402)
+    assert torch.equal(b[:POSITION_EXACT], d[:POSITION_EXACT])  # exact for small distances
+    assert (b.diff() >= 0).all() and int(b.max()) == POSITION_BUCKETS_PER_SIDE - 1
+    neg = relative_position_buckets(-d[1:], max_distance=402)  # future keys: their own buckets
+    assert int(neg.min()) >= POSITION_BUCKETS_PER_SIDE and int(neg.max()) < 2 * POSITION_BUCKETS_PER_SIDE
+
+
+def test_mask_shape_checked_and_unknown_backbone() -> None:
+    model = make("llama")
+    x, pos, times = inputs(2, 5)
+    with pytest.raises(ValueError, match="attn_mask"):
+        model(x, causal(2, 4), pos, times)
+    cfg = dataclasses.replace(ModelConfig(), backbone="gru")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown"):
+        build_backbone(cfg, MAX_POS)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", ["hstu", "llama", "sasrec_pre"])
+def test_autocast_stays_finite_and_masked(name: str, dtype: torch.dtype) -> None:
+    """Under mixed precision the masked entries still contribute nothing (no -inf/NaN)."""
+    model = make(name)
+    x, pos, times = inputs(2, 8)
+    mask = causal(2, 8)
+    mask[1] = False  # a row of nothing
+    with torch.autocast("cpu", dtype=dtype):
+        out = model(x, mask, pos, times)
+        x2 = x.clone()
+        x2[:, 5:] = torch.randn(2, 3, D)
+        out2 = model(x2, mask, pos, times)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out2[:, :5], out[:, :5], rtol=0, atol=0)

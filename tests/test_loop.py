@@ -1,0 +1,299 @@
+"""The plain training loop (`unigrf.training.loop.fit`) on a tiny synthetic dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from unigrf.config import SyntheticConfig, load_config
+from unigrf.data.sequences import SequenceData
+from unigrf.data.synthetic import generate_synthetic
+from unigrf.training.loop import (
+    CHECKPOINT_FILE,
+    TrainContext,
+    epoch_users,
+    fit,
+    objective_value,
+    parse_objective,
+)
+
+# A model and data small enough for an epoch in well under a second on one core.
+TINY = [
+    "model.size=tiny",
+    "model.num_negatives=16",
+    "model.dropout=0.1",
+    "train.batch_size=32",
+    "train.epochs=3",
+    "train.lr=0.005",
+    "train.keep_checkpoints=10",
+    "enhancer.top_k=10",
+    "enhancer.m=4",
+    "enhancer.warmup_epochs=1",
+    "weighter.interval=2",
+    "eval.ks=[10]",
+    "eval.cascade_top_c=20",
+    "data.max_len=20",
+]
+
+
+def tiny_data(num_users: int = 120, num_items: int = 60, seed: int = 0) -> SequenceData:
+    """The synthetic generator's log (topics, successors, ratings 1..5), as SequenceData."""
+    cfg = SyntheticConfig(num_users=num_users, num_items=num_items, mean_seq_len=15, min_seq_len=5, seed=seed)
+    log = generate_synthetic(cfg)  # rows in time order, ties in generation order
+    codes, _ = pd.factorize(log["item"])
+    log = log.assign(item_id=codes + 1)
+    users = [g for _, g in log.groupby("user", sort=False)]
+    return SequenceData.from_arrays(
+        [g["item_id"].to_numpy() for g in users],
+        [g["rating"].to_numpy() for g in users],
+        [g["timestamp"].to_numpy() for g in users],
+        num_items=int(codes.max()) + 1,
+        max_len=20,
+        name="tiny",
+    )
+
+
+def tiny_config(*overrides: str):
+    return load_config(None, [*TINY, *overrides])
+
+
+@pytest.fixture(scope="module")
+def data() -> SequenceData:
+    torch.set_num_threads(1)  # bit-identical reruns, and a fair share of the 2 cores
+    return tiny_data()
+
+
+def local(run_dir: Path, cls: type[TrainContext] | None = None, **kwargs: Any) -> TrainContext:
+    """A quiet context keeping every checkpoint (tests inspect them)."""
+    return (cls or TrainContext)(run_dir, keep_checkpoints=kwargs.pop("keep", 10), verbose=False, **kwargs)
+
+
+def without_times(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    return [{k: v for k, v in h.items() if not k.startswith("time/")} for h in history]
+
+
+class Recorder(TrainContext):
+    """Records the epochs it is asked to report."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reported: list[int] = []
+
+    def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+        self.reported.append(int(metrics["epoch"]))
+        super().report(metrics, state)
+
+
+class Crash(RuntimeError):
+    pass
+
+
+class CrashingContext(TrainContext):
+    """Dies in `report` of `crash_epoch`, before its checkpoint is written (after its
+    TensorBoard scalars are): the worst moment for a resume."""
+
+    crash_epoch = 2
+
+    def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+        if int(metrics["epoch"]) == self.crash_epoch:
+            raise Crash(f"killed in epoch {self.crash_epoch}")
+        super().report(metrics, state)
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    acc = EventAccumulator(str(run_dir / "tensorboard"))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_epoch_users_shards_a_seeded_permutation():
+    full = epoch_users(10, seed=3, epoch=1, rank=0, world_size=1)
+    assert sorted(full) == list(range(10))
+    assert not np.array_equal(full, epoch_users(10, seed=3, epoch=2, rank=0, world_size=1))
+    shards = [epoch_users(10, seed=3, epoch=1, rank=r, world_size=3) for r in range(3)]
+    assert [len(s) for s in shards] == [4, 4, 4]  # padded by wrapping: equal batch counts
+    assert set(np.concatenate(shards)) == set(range(10))
+
+
+def test_fit_writes_metrics_checkpoints_and_learns(data, tmp_path):
+    result = fit(tiny_config("train.epochs=4"), data, local(tmp_path))
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["best_epoch"] == result["best_epoch"]
+    assert {"val/hr@10", "val/ndcg@10", "val/auc", "val/cascade_ndcg@10"} <= set(saved["val"])
+    assert {"test/hr@10", "test/ndcg@10", "test/auc", "test/cascade_ndcg@10"} <= set(saved["test"])
+    assert saved["test"]["test/num_users"] == data.num_users
+    assert [h["epoch"] for h in result["history"]] == [0, 1, 2, 3]
+    assert (tmp_path / "best_model.pt").exists()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        f"epoch_{e:04d}" for e in range(4)
+    ]
+    # it really learns: the sampled-softmax loss falls, retrieval improves on the first epoch
+    # and beats chance (10 of 60 items), the ranking head separates likes from dislikes
+    history = result["history"]
+    assert history[-1]["train/loss_retrieval"] < history[0]["train/loss_retrieval"] - 1.0
+    assert result["val"]["val/ndcg@10"] > history[0]["val/ndcg@10"] + 0.03
+    assert result["val"]["val/hr@10"] > 1.5 * 10 / data.num_items
+    assert result["val"]["val/auc"] > 0.58
+
+
+def test_keeps_the_best_k_checkpoints_and_the_latest(data, tmp_path):
+    # a constant objective: epoch 0 stays the best, so "best 1" and "latest" differ
+    cfg = tiny_config("train.epochs=4", "train.objective=val/num_users")
+    result = fit(cfg, data, local(tmp_path, keep=1))
+    assert result["best_epoch"] == 0
+    kept = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert kept == ["epoch_0000", "epoch_0003"]
+
+
+def test_interrupted_run_resumes_without_losing_or_repeating_an_epoch(data, tmp_path):
+    cfg = tiny_config("train.epochs=4")
+    reference = fit(cfg, data, local(tmp_path / "ref"))
+
+    run = tmp_path / "run"
+    with pytest.raises(Crash):
+        fit(cfg, data, local(run, CrashingContext))
+    latest = TrainContext(run).load_checkpoint()
+    assert latest["epoch"] == CrashingContext.crash_epoch - 1
+    # the checkpoint holds exactly the uninterrupted run's optimizer state after that epoch
+    ref_state = torch.load(run.parent / "ref/checkpoints/epoch_0001" / CHECKPOINT_FILE, weights_only=False)
+    for ref_p, p in zip(ref_state["optimizer"]["state"].values(), latest["optimizer"]["state"].values()):
+        assert torch.equal(ref_p["exp_avg"], p["exp_avg"]) and torch.equal(
+            ref_p["exp_avg_sq"], p["exp_avg_sq"]
+        )
+    assert ref_state["weighter"] == latest["weighter"]
+
+    resumed_ctx = local(run, Recorder)
+    resumed = fit(cfg, data, resumed_ctx)
+    assert resumed_ctx.reported == [2, 3]  # continues at the epoch after the checkpoint
+    assert without_times(resumed["history"]) == without_times(reference["history"])
+    assert resumed["test"] == reference["test"]
+    assert resumed["best_epoch"] == reference["best_epoch"]
+
+    # TensorBoard: the crashed attempt's epoch-2 scalars were purged, each epoch appears once
+    tb = scalars(run)
+    assert [step for step, _ in tb["val/ndcg@10"]] == [0, 1, 2, 3]
+    for tag in ("val/ndcg@10", "train/loss_retrieval", "weights/ranking", "objective"):
+        expected = [h[tag] for h in reference["history"]]
+        assert [v for _, v in tb[tag]] == pytest.approx(expected, rel=1e-6), tag
+    assert tb["test/ndcg@10"] == [(reference["best_epoch"], pytest.approx(reference["test"]["test/ndcg@10"]))]
+
+
+def test_finished_run_is_not_retrained(data, tmp_path):
+    cfg = tiny_config("train.epochs=2")
+    first = fit(cfg, data, local(tmp_path))
+    ctx = local(tmp_path, Recorder)
+    again = fit(cfg, data, ctx)
+    assert ctx.reported == []
+    assert again["test"] == first["test"]
+
+
+def test_same_seed_identical_other_seed_different(data, tmp_path):
+    cfg = tiny_config("train.epochs=2")
+    a = fit(cfg, data, local(tmp_path / "a"))
+    b = fit(cfg, data, local(tmp_path / "b"))
+    c = fit(tiny_config("train.epochs=2", "train.seed=1"), data, local(tmp_path / "c"))
+    assert without_times(a["history"]) == without_times(b["history"])
+    assert a["test"] == b["test"]
+    assert without_times(a["history"]) != without_times(c["history"])
+
+
+def test_early_stopping(data, tmp_path):
+    # val/num_users never improves after epoch 0: stop after `patience` stale epochs
+    cfg = tiny_config("train.epochs=10", "train.patience=2", "train.objective=val/num_users")
+    result = fit(cfg, data, local(tmp_path))
+    assert result["epochs_run"] == 3
+    assert result["best_epoch"] == 0
+    assert result["val"]["val/num_users"] == data.num_users
+
+
+def test_objective_parsing():
+    assert parse_objective("val/ndcg@10") == [(1.0, "val/ndcg@10")]
+    assert parse_objective("0.5*val/ndcg@10 + 0.5*val/auc") == [(0.5, "val/ndcg@10"), (0.5, "val/auc")]
+    assert parse_objective("val/hr@10 - 1e-1 * val/logloss") == [(1.0, "val/hr@10"), (-0.1, "val/logloss")]
+    metrics = {"val/ndcg@10": 0.2, "val/auc": 0.8, "val/logloss": 0.5}
+    assert objective_value("0.5*val/ndcg@10 + 0.5*val/auc", metrics) == pytest.approx(0.5)
+    assert objective_value("val/auc - 0.2*val/logloss", metrics) == pytest.approx(0.7)
+    for bad in ("test/ndcg@10", "0.5*val/ndcg@10 + 0.5*test/auc", "val/a val/b", "", "0.5*", "val/a +"):
+        with pytest.raises(ValueError):
+            parse_objective(bad)
+    with pytest.raises(KeyError, match="val/mrr"):
+        objective_value("val/mrr", metrics)
+
+
+def test_bad_objective_fails_before_training(data, tmp_path):
+    with pytest.raises(ValueError, match="val/"):
+        fit(tiny_config("train.objective=test/ndcg@10"), data, local(tmp_path))
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("variant", "extra"),
+    [
+        ("unigrf", []),
+        ("unigrf", ["weighter.kind=grad_norm", "weighter.interval=1"]),
+        ("wo_enhancer", []),
+        ("wo_weighter", []),
+        ("wo_both", []),
+        ("retrieval_only", []),
+        ("ranking_only", []),
+        ("two_stage", []),
+    ],
+)
+def test_every_variant_runs_an_epoch(data, tmp_path, variant, extra):
+    cfg = tiny_config(f"train.variant={variant}", "train.epochs=1", "enhancer.warmup_epochs=0", *extra)
+    result = fit(cfg, data, local(tmp_path))
+    (h,) = result["history"]
+    trains_retrieval = variant != "ranking_only"
+    trains_ranking = variant != "retrieval_only"
+    assert ("train/loss_retrieval" in h) == trains_retrieval
+    assert ("train/loss_ranking" in h) == trains_ranking
+    assert h["enhancer/active"] == float(variant in ("unigrf", "wo_weighter"))
+    assert all(np.isfinite(v) for v in h.values())
+    assert np.isfinite(result["test"]["test/ndcg@10"]) and np.isfinite(result["test"]["test/auc"])
+    if "weighter.kind=grad_norm" in extra:  # weights measured on the first step already
+        assert h["weights/retrieval"] != 1.0
+        assert h["weights/retrieval"] + h["weights/ranking"] == pytest.approx(2.0)
+
+
+def test_train_command_parses_overrides_without_a_config(tmp_path, monkeypatch):
+    from unigrf import cli
+    from unigrf.training import run
+
+    seen = {}
+    monkeypatch.setattr(run, "run_training", lambda cfg, **kwargs: seen.update(cfg=cfg, **kwargs))
+    assert cli.main(["train", "train.epochs=2", "model.size=tiny", "--results-dir", str(tmp_path)]) == 0
+    assert seen["cfg"].train.epochs == 2 and seen["cfg"].model.size == "tiny"
+    assert seen["cfg"].results_dir == str(tmp_path)
+    assert cli.main(["train", "train.epochs=2", "--workers", "2", "--max-failures", "1"]) == 0
+    assert seen["cfg"].train.num_workers == 2 and seen["max_failures"] == 1
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  epochs: 7\n")
+    assert cli.main(["train", str(config), "model.size=tiny"]) == 0
+    assert seen["cfg"].train.epochs == 7 and seen["cfg"].model.size == "tiny"
+
+
+def test_run_training_resumes_and_restarts(data, tmp_path, monkeypatch):
+    from unigrf.training import run
+
+    monkeypatch.setattr(run, "load_data", lambda cfg: data)
+    cfg = tiny_config("train.epochs=2", f"results_dir={tmp_path}", "name=r")
+    first = run.run_training(cfg, verbose=False)
+    run_dir = tmp_path / "runs" / "r"
+    assert (run_dir / "config.yaml").exists() and (run_dir / "metrics.json").exists()
+    longer = run.run_training(
+        load_config(None, [*TINY, "train.epochs=3", f"results_dir={tmp_path}", "name=r"]), verbose=False
+    )
+    assert without_times(longer["history"][:2]) == without_times(first["history"])  # resumed
+    fresh = run.run_training(cfg, restart=True, verbose=False)
+    assert [h["epoch"] for h in fresh["history"]] == [0, 1]
+    assert fresh["test"] == first["test"]

@@ -1,0 +1,180 @@
+"""unigrf.ray_utils: addresses, storage defaults, and sizing trials to a cluster (GPU path included).
+
+No GPU machine is needed: the clusters here are resource dicts shaped like `ray.nodes()` /
+`ray.cluster_resources()`, and the Ray Train trainer is built (never run) to read its request.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from unigrf import ray_utils as ru
+from unigrf.config import load_config
+
+HEAD_NO_CPU = {"CPU": 0.0, "memory": 3e10, "node:__internal_head__": 1.0}
+GPU_NODE = {"CPU": 4.0, "GPU": 1.0, "memory": 1.6e10}
+
+
+# --------------------------------------------------------------------------------------------
+# Addresses and storage
+# --------------------------------------------------------------------------------------------
+
+
+def test_resolve_address_prefers_argument_then_env(monkeypatch) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert ru.resolve_address(None) is None
+    assert ru.resolve_address("  ") is None
+    assert ru.resolve_address("local") is None
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    assert ru.resolve_address(None) == "ray://head:10001"
+    assert ru.resolve_address("10.0.0.1:6379") == "10.0.0.1:6379"
+    assert ru.resolve_address("auto") == "auto"
+
+
+def test_storage_path_flag_then_env_then_results_dir(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(ru.STORAGE_ENV_VAR, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert ru.resolve_storage_path(None, "results") == str(tmp_path / "results" / "ray")
+    monkeypatch.setenv(ru.STORAGE_ENV_VAR, "/mnt/shared/unigrf/ray")
+    assert ru.resolve_storage_path(None, "results") == "/mnt/shared/unigrf/ray"
+    assert ru.resolve_storage_path("s3://bucket/x", "results") == "s3://bucket/x"  # flag wins
+    assert ru.resolve_storage_path("rel/dir", "results") == str(tmp_path / "rel" / "dir")
+    monkeypatch.setenv(ru.STORAGE_ENV_VAR, "gs://bucket/unigrf")
+    assert ru.resolve_storage_path("", "results") == "gs://bucket/unigrf"  # URIs kept as given
+
+
+def test_storage_warning_only_for_local_paths_on_many_nodes() -> None:
+    assert ru.storage_warning("/tmp/x", [GPU_NODE]) is None
+    assert ru.storage_warning("s3://b/x", [HEAD_NO_CPU, GPU_NODE]) is None
+    message = ru.storage_warning("/home/me/results/ray", [HEAD_NO_CPU, GPU_NODE])
+    assert message and "/home/me/results/ray" in message and "2-node" in message
+
+
+def test_init_ray_fails_fast_and_names_the_address() -> None:
+    # In a subprocess: this pytest process may already hold the session Ray.
+    code = textwrap.dedent(
+        """
+        import os, socket
+        from unigrf.ray_utils import RayConnectionError, init_ray
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+        for address, env in ((f"127.0.0.1:{port}", None), (None, f"ray://127.0.0.1:{port}")):
+            if env:
+                os.environ["RAY_ADDRESS"] = env
+            try:
+                init_ray(address)
+            except RayConnectionError as err:
+                print(err)
+            else:
+                print("connected?!")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 2, out.stdout + out.stderr
+    assert "127.0.0.1:" in lines[0] and "from --address" in lines[0]
+    assert "ray://127.0.0.1:" in lines[1] and "from $RAY_ADDRESS" in lines[1]
+
+
+# --------------------------------------------------------------------------------------------
+# Resources: what one worker asks, how many trials fit
+# --------------------------------------------------------------------------------------------
+
+
+def test_worker_resources_and_scaling_config() -> None:
+    from ray.train import ScalingConfig
+
+    assert ru.worker_resources(False) == {"CPU": 1.0}
+    assert ru.worker_resources(True, cpus_per_worker=3) == {"CPU": 3.0, "GPU": 1.0}
+    scaling = ScalingConfig(**ru.scaling_config_kwargs(2, use_gpu=True))
+    assert scaling.use_gpu and scaling.num_workers == 2
+    assert scaling.num_gpus_per_worker == 1 and scaling.num_cpus_per_worker == 1
+    with pytest.raises(ValueError, match="num_workers"):
+        ru.scaling_config_kwargs(0, use_gpu=False)
+
+
+@pytest.mark.parametrize(
+    "cluster,num_workers,use_gpu,cpus,expected",
+    [
+        # summed resources, the shape of ray.cluster_resources()
+        ({"CPU": 16.0, "GPU": 4.0}, 2, True, 1, 2),  # GPUs bound: 4 workers / 2 per trial
+        ({"CPU": 16.0, "GPU": 4.0}, 2, False, 1, 8),  # CPUs bound
+        ({"CPU": 6.0, "GPU": 4.0}, 1, True, 4, 1),  # 4-CPU GPU workers: only one fits 6 CPUs
+        ({"CPU": 8.0}, 1, True, 1, 1),  # no GPU at all: at least 1 (require_gpus fails first)
+        # per node: a worker cannot span nodes
+        ([{"CPU": 3.0}, {"CPU": 3.0}], 1, False, 2, 2),  # summed, 6 CPUs would say 3
+        ([HEAD_NO_CPU, GPU_NODE, GPU_NODE], 1, True, 1, 2),
+        ([HEAD_NO_CPU, GPU_NODE, GPU_NODE], 2, True, 1, 1),  # one 2-GPU-worker trial
+        ([HEAD_NO_CPU, GPU_NODE, GPU_NODE], 2, False, 1, 4),  # CPU trials: 8 CPUs / 2
+        ([HEAD_NO_CPU, {"CPU": 8.0, "GPU": 4.0}], 1, True, 2, 4),  # a 4-GPU node holds 4 trials
+    ],
+)
+def test_max_concurrent_trials_on_fake_clusters(cluster, num_workers, use_gpu, cpus, expected) -> None:
+    assert ru.max_concurrent_trials(cluster, num_workers, use_gpu, cpus) == expected
+
+
+def _bootstrap_config(tmp_path: Path, max_workers: int = 4) -> Path:
+    """A head's ~/ray_bootstrap_config.yaml, as `ray up cluster.yaml` writes it."""
+    from ray.autoscaler._private.util import prepare_config
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "cluster.yaml").read_text())
+    raw["max_workers"] = max_workers
+    raw["available_node_types"]["gpu_worker"]["max_workers"] = 4
+    path = tmp_path / "ray_bootstrap_config.yaml"
+    path.write_text(yaml.safe_dump(prepare_config(raw)))
+    return path
+
+
+def test_autoscaler_nodes_from_the_cluster_yaml(tmp_path: Path) -> None:
+    assert ru.autoscaler_nodes(tmp_path / "missing.yaml") is None
+    nodes = ru.autoscaler_nodes(_bootstrap_config(tmp_path))
+    assert nodes == [{"CPU": 4.0, "GPU": 1.0}] * 4  # 4 g5.xlarge, the head not counted
+    # the global max_workers caps every node type together
+    assert len(ru.autoscaler_nodes(_bootstrap_config(tmp_path, max_workers=2)) or []) == 2
+
+
+def test_capacity_counts_nodes_the_autoscaler_may_still_add(tmp_path: Path) -> None:
+    potential = ru.autoscaler_nodes(_bootstrap_config(tmp_path))
+    # just after `ray up`: only the CPU-0 head; a --gpu sweep must still plan for 4 GPU trials
+    assert ru.max_concurrent_trials([HEAD_NO_CPU], 1, True) == 1
+    capacity = ru.cluster_capacity([HEAD_NO_CPU], potential)
+    assert len(capacity) == 5 and ru.max_concurrent_trials(capacity, 1, True) == 4
+    # two GPU nodes already up: they stand for two of the four, not two more
+    up = [HEAD_NO_CPU, GPU_NODE, GPU_NODE]
+    assert ru.total_resources(ru.cluster_capacity(up, potential))["GPU"] == 4.0
+    # no autoscaler (a local Ray, `ray start` by hand): what is there is all there is
+    assert ru.cluster_capacity(up, None) == up
+
+
+def test_require_gpus_fails_early_without_gpus() -> None:
+    ru.require_gpus(False, [{"CPU": 2.0}])
+    ru.require_gpus(True, [HEAD_NO_CPU, {"CPU": 4.0, "GPU": 1.0}])
+    with pytest.raises(ValueError, match="no GPU"):
+        ru.require_gpus(True, [HEAD_NO_CPU, {"CPU": 8.0}])
+
+
+# --------------------------------------------------------------------------------------------
+# The GPU path of `unigrf train --gpu`: the Ray Train trainer asks one GPU per worker
+# --------------------------------------------------------------------------------------------
+
+
+def test_build_trainer_requests_gpus_with_use_gpu(tmp_path: Path) -> None:
+    from unigrf.training.distributed import build_trainer
+
+    cfg = load_config(None, ["train.use_gpu=true", "train.num_workers=2", f"results_dir={tmp_path}"])
+    trainer = build_trainer(cfg, tmp_path / "run", str(tmp_path / "ray"), "gpu-run", data_dir=tmp_path)
+    scaling = trainer.scaling_config
+    assert scaling.use_gpu and scaling.num_workers == 2
+    assert scaling.resources_per_worker == {"CPU": 1.0, "GPU": 1.0}
+    assert scaling.total_resources["GPU"] == 2.0
+    assert trainer.backend_config.backend == "nccl"
+    # ... and the CPU path asks none
+    cpu_cfg = load_config(None, ["train.num_workers=2", f"results_dir={tmp_path}"])
+    cpu = build_trainer(cpu_cfg, tmp_path / "run", str(tmp_path / "ray"), "cpu-run", data_dir=tmp_path)
+    assert not cpu.scaling_config.use_gpu and "GPU" not in cpu.scaling_config.resources_per_worker
+    assert cpu.backend_config.backend == "gloo"

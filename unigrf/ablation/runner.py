@@ -1,0 +1,325 @@
+"""Run an ablation grid through the sweep layer and write its report directory.
+
+`run_ablation(spec, ...)`:
+1. expands the grid into cells (`GridSpec.expand`), with paths made absolute (Tune trials do
+   not run in the caller's working directory);
+2. prepares every dataset once in the driver (Ray Data, cached), so concurrent trials never
+   race on the same cache, and computes the dataset's size and popularity baseline (test);
+3. runs every cell as one Tune trial of the Ray Train training through
+   `unigrf.sweep.run_fixed_configs` (as many at once as the cluster holds; with `resume`, the
+   grid's experiment is restored and finished cells are skipped);
+4. stores results.csv / histories.csv / meta.json / … under
+   `<results_dir>/ablations/<grid>/` and renders the report from those files
+   (`unigrf.ablation.report`), exactly what `unigrf report DIR` does later.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from unigrf.ablation.grid import Cell, GridError, GridSpec
+from unigrf.ablation.report import OK_STATUS, Rendered, store_inputs, write_report
+from unigrf.config import ExperimentConfig, apply_overrides, config_to_dict
+
+# config keys whose distinct values over the cells make up the report's "budget per run"
+BUDGET_KEYS = (
+    "train.epochs",
+    "train.patience",
+    "train.objective",
+    "train.batch_size",
+    "train.lr",
+    "model.size",
+    "model.num_negatives",
+    "enhancer.m",
+    "enhancer.warmup_epochs",
+    "weighter.temperature",
+    "data.max_len",
+    "train.num_workers",
+    "train.use_gpu",
+)
+# per-epoch keys kept in histories.csv
+HISTORY_PREFIXES = ("train/", "weights/", "val/", "objective", "time/epoch_s")
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """`git rev-parse HEAD` (+ " (uncommitted changes)" when the tree is dirty), else "unknown"."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head} (uncommitted changes)" if dirty else head or "unknown"
+
+
+def _get(cfg: ExperimentConfig, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def budget(cells: Sequence[Cell]) -> dict[str, list[Any]]:
+    """Distinct values of the budget keys over the cells (model shape resolved)."""
+    out: dict[str, list[Any]] = {}
+    for key in BUDGET_KEYS:
+        values = []
+        for c in cells:
+            v = _get(c.config, key)
+            if key == "data.max_len":
+                v = c.config.data.resolved_max_len()
+            values.append(v)
+        out[key] = list(dict.fromkeys(values))
+    out["model shape (layers×heads×dim)"] = list(dict.fromkeys(model_shape(c.config) for c in cells))
+    return out
+
+
+def model_shape(cfg: ExperimentConfig) -> str:
+    layers, heads, dim = cfg.model.resolved_shape()
+    return f"{layers}×{heads}×{dim}"
+
+
+def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
+    """results_dir, data.data_dir and data.path relative to the cwd → absolute."""
+    changes: dict[str, Any] = {"results_dir": str(Path(cfg.results_dir).expanduser().resolve())}
+    for key in ("data.data_dir", "data.path"):
+        value = _get(cfg, key)
+        if value is not None and "://" not in value:
+            changes[key] = str(Path(value).expanduser().resolve())
+    return apply_overrides(cfg, changes)
+
+
+# --------------------------------------------------------------------------------------------
+# datasets: prepared once, sizes and the popularity baseline
+# --------------------------------------------------------------------------------------------
+
+
+def dataset_info(cells: Sequence[Cell], verbose: bool = True) -> tuple[dict[str, Any], dict[str, int]]:
+    """Per dataset name: sizes and the test-split popularity baseline; and per cell the number
+    of model parameters (built on the prepared data's dimensions)."""
+    from unigrf.data.prepare import load_meta, prepare_dataset
+    from unigrf.data.sequences import SequenceData
+    from unigrf.evaluation.evaluate import popularity_baseline
+    from unigrf.model import build_model
+
+    info: dict[str, Any] = {}
+    params: dict[str, int] = {}
+    loaded: dict[str, SequenceData] = {}
+    for cell in cells:
+        cfg = cell.config
+        if cell.dataset not in loaded:
+            prepared = prepare_dataset(cfg.data, cfg.results_dir, verbose=verbose)
+            meta = load_meta(prepared)
+            data = SequenceData.load(prepared, max_len=cfg.data.resolved_max_len())
+            loaded[cell.dataset] = data
+            pop = popularity_baseline(data, "test", cfg.eval)
+            info[cell.dataset] = {
+                "dataset": cfg.data.dataset,
+                "prepared_dir": str(prepared),
+                "num_users": int(meta["num_users"]),
+                "num_items": int(meta["num_items"]),
+                "num_interactions": int(meta["num_interactions"]),
+                "popularity": {k: float(v) for k, v in pop.items() if k != "num_users"},
+            }
+        data = loaded[cell.dataset]
+        model = build_model(cfg, data.num_items, data.num_levels, data.max_len)
+        params[cell.name] = int(sum(p.numel() for p in model.parameters()))
+    return info, params
+
+
+# --------------------------------------------------------------------------------------------
+# results of the sweep layer → results.csv / histories.csv frames
+# --------------------------------------------------------------------------------------------
+
+
+def run_name(cell_name: str) -> str:
+    """A cell's run/trial name: its name with "/" → "__" (the sweep uses names as directories)."""
+    return cell_name.replace("/", "__")
+
+
+def read_histories(frame: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
+    """Per-epoch metrics of each finished run (the sweep's `history_path` files), by run name."""
+    from unigrf.sweep import load_history
+
+    out = {}
+    for rec in frame.to_dict("records"):
+        path = rec.get("history_path")
+        if isinstance(path, str) and Path(path).is_file():
+            out[str(rec["name"])] = load_history(path).to_dict("records")
+    return out
+
+
+def normalise(
+    frame: pd.DataFrame,
+    cells: Sequence[Cell],
+    params: Mapping[str, int] | None = None,
+    histories_by_run: Mapping[str, list[dict[str, Any]]] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The sweep's result table (one row per named config, `name` = `run_name(cell)`) and the
+    runs' per-epoch histories → (results, histories) frames as stored in the report dir.
+
+    A cell missing from `frame` or without test metrics is kept with status "missing" /
+    "error: ..." so the report names it instead of silently dropping it. `time_s` is the sum
+    of the epochs' times (training + validation), the cost a run's budget buys.
+    """
+    by_name = {str(r["name"]): r for r in frame.to_dict("records")} if len(frame) else {}
+    histories_by_run = histories_by_run or {}
+    results, histories = [], []
+    for cell in cells:
+        rec = by_name.get(run_name(cell.name))
+        row: dict[str, Any] = {
+            "cell": cell.name,
+            "row": cell.row,
+            "group": cell.group,
+            "dataset": cell.dataset,
+            "backbone": cell.backbone,
+            "variant": cell.variant,
+            "axis_value": cell.axis_value,
+            "seed": cell.seed,
+            "model_shape": model_shape(cell.config),
+            "num_params": (params or {}).get(cell.name, math.nan),
+        }
+        history = list(histories_by_run.get(run_name(cell.name), []))
+        if rec is None:
+            row["status"] = "missing"
+        else:
+            row["status"] = _status(rec)
+            row["best_epoch"] = rec.get("best_epoch", math.nan)
+            row["epochs_run"] = rec.get("epochs_run", len(history))
+            times = [float(h["time/epoch_s"]) for h in history if _is_number(h.get("time/epoch_s"))]
+            row["time_s"] = sum(times) if times else math.nan
+            for key, value in rec.items():
+                if isinstance(key, str) and key.startswith(("val/", "test/")) and _is_number(value):
+                    row[key] = float(value)
+            if history:  # the last epoch's training losses (the scaling figure's "loss")
+                for key, value in history[-1].items():
+                    if key.startswith("train/") and _is_number(value):
+                        row[key] = float(value)
+        results.append(row)
+        for epoch in history:
+            histories.append(
+                {
+                    "cell": cell.name,
+                    "epoch": int(epoch["epoch"]),
+                    **{
+                        k: float(v)
+                        for k, v in epoch.items()
+                        if k.startswith(HISTORY_PREFIXES) and _is_number(v)
+                    },
+                }
+            )
+    return pd.DataFrame(results), pd.DataFrame(histories, columns=None if histories else ["cell", "epoch"])
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _status(rec: Mapping[str, Any]) -> str:
+    error = rec.get("error")
+    if isinstance(error, str) and error:
+        return f"error: {error.splitlines()[-1][:200]}"
+    if not any(isinstance(k, str) and k.startswith("test/") and _is_number(v) for k, v in rec.items()):
+        return "error: no test metrics reported"
+    return OK_STATUS
+
+
+# --------------------------------------------------------------------------------------------
+# the entry point
+# --------------------------------------------------------------------------------------------
+
+
+def report_dir_for(spec: GridSpec, cells: Sequence[Cell]) -> Path:
+    roots = {c.config.results_dir for c in cells}
+    if len(roots) != 1:
+        raise ValueError(f"grid {spec.name}: every cell must share one results_dir, got {sorted(roots)}")
+    return Path(roots.pop()) / "ablations" / spec.name
+
+
+def run_ablation(
+    spec: GridSpec,
+    cli_overrides: Mapping[str, Any] | None = None,
+    *,
+    address: str | None = None,
+    storage_path: str | None = None,
+    resume: bool = False,
+    use_gpu: bool = False,
+    max_concurrent: int | None = None,
+    command: str = "",
+    verbose: bool = True,
+) -> tuple[Path, Rendered]:
+    """Run every cell of `spec` and write the report; returns (report dir, rendered report)."""
+    import ray
+
+    from unigrf.ray_utils import init_ray
+    from unigrf.sweep import run_fixed_configs
+
+    overrides = dict(cli_overrides or {})
+    if use_gpu:
+        overrides["train.use_gpu"] = True
+    cells = spec.expand(overrides)
+    cells = [_with_config(c, absolute_paths(c.config)) for c in cells]
+    names = [run_name(c.name) for c in cells]
+    if len(set(names)) != len(names):
+        raise GridError(f"{spec.path or spec.name}: two cells map to the same run name; rename a label")
+    report_dir = report_dir_for(spec, cells)
+
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    started_ray = init_ray(address)
+    try:
+        datasets, params = dataset_info(cells, verbose=verbose)
+        # the grid's directory is the Tune experiment: runs/<run name>/ per cell, ray/ storage
+        frame = run_fixed_configs(
+            [(run_name(c.name), c.config) for c in cells],
+            experiment_dir=report_dir,
+            storage_path=storage_path,
+            resume=resume,
+            max_concurrent=max_concurrent,
+            address=address,
+        )
+    finally:
+        if started_ray:
+            ray.shutdown()
+    results, histories = normalise(frame, cells, params, read_histories(frame))
+    meta = {
+        "grid": spec.name,
+        "grid_file": str(spec.path) if spec.path is not None else None,
+        "command": command,
+        "git_commit": git_commit(Path(spec.path).parent if spec.path is not None else None),
+        "started_at": started_at,
+        "wall_s": time.perf_counter() - t0,
+        "resume": resume,
+        "cli_overrides": {k: v for k, v in overrides.items()},
+        "storage_path": storage_path or str(report_dir / "ray"),
+        "budget": budget(cells),
+    }
+    configs = {c.name: config_to_dict(c.config) for c in cells}
+    store_inputs(report_dir, spec, results, histories, meta, datasets, configs)
+    rendered = write_report(report_dir)
+    if verbose:
+        print(rendered.markdown, flush=True)
+        print(f"report written to {report_dir}/report.md (+ report.tex, results.csv, figures/)", flush=True)
+    return report_dir, rendered
+
+
+def _with_config(cell: Cell, cfg: ExperimentConfig) -> Cell:
+    import dataclasses
+
+    return dataclasses.replace(cell, config=cfg)

@@ -1,0 +1,386 @@
+"""Raw ratings -> per-user chronological sequences on disk (Ray Data), cached.
+
+`prepare_dataset(cfg, results_dir)`:
+1. parse + validate (`unigrf.data.readers`, pandas C parser), keeping `row` = file order;
+2. optional k-core (iterative: every user AND every item >= k), then drop users with < 3
+   interactions (leave-one-out needs a train, a validation and a test item), repeated until
+   stable and counted;
+3. remap users to 0..U-1 and items to 1..N (0 = padding), both by first appearance in the file;
+4. **Ray Data**: users are hash-partitioned into blocks (`user % num_blocks`) and one
+   `map_batches` task per block sorts its rows by (user, timestamp, row) and cuts them into
+   per-user lists. `row` as the last key is what keeps tied timestamps in file order whatever
+   order the rows reach the task in. (Partitioning ourselves and grouping per block with numpy
+   was measured ~7x faster than `groupby().map_groups()` on 1M rows.)
+5. write `sequences.parquet`, `item_map.parquet`, `user_map.parquet` and `meta.json`
+   (format: docs/ARCHITECTURE.md; loaded by `unigrf.data.sequences.SequenceData.load`).
+
+Cache: `<results_dir>/data/<dataset>-<key>/`, `key` hashing the source files' md5 and the data
+config (`config_hash`; `data_dir`/`path` are left out, the md5 already identifies the content;
+the synthetic generator's settings count only for the synthetic dataset). A hit is reused and
+said so; any change of a source file or of the config gives a new key. The directory is written
+under a temporary name in the same parent and renamed into place (`os.replace`), so a crash
+never leaves a half-written cache that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from unigrf.config import DataConfig, SyntheticConfig, config_hash, config_to_dict
+from unigrf.data.download import file_md5
+from unigrf.data.readers import DataError, read_interactions, source_files
+
+PREPARE_VERSION = 1  # bump when the output format or the pipeline's semantics change
+MIN_INTERACTIONS = 3  # leave-one-out: train, validation and test items
+ROWS_PER_BLOCK = 50_000  # below this a block is not worth a Ray task
+MAX_ROWS_PER_BLOCK = 2_000_000  # bounds one task's memory
+
+SEQUENCE_SCHEMA = pa.schema(
+    [
+        ("user", pa.int64()),
+        ("items", pa.list_(pa.int64())),
+        ("ratings", pa.list_(pa.float64())),
+        ("timestamps", pa.list_(pa.int64())),
+    ]
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Cache key
+# --------------------------------------------------------------------------------------------
+
+
+def _key_config(cfg: DataConfig) -> DataConfig:
+    """The part of `cfg` that determines the output: not where the files are (their md5 says
+    what they are), and the generator's settings only for the synthetic dataset."""
+    synthetic = cfg.synthetic if cfg.dataset == "synthetic" else SyntheticConfig()
+    return dataclasses.replace(cfg, data_dir=None, path=None, synthetic=synthetic)
+
+
+def cache_key(cfg: DataConfig, source_md5s: list[str]) -> str:
+    blob = json.dumps(
+        {"version": PREPARE_VERSION, "config": config_hash(_key_config(cfg)), "sources": source_md5s},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Filtering (vectorised, on integer codes)
+# --------------------------------------------------------------------------------------------
+
+
+def filter_interactions(
+    users: np.ndarray, items: np.ndarray, k_core: int, min_interactions: int = MIN_INTERACTIONS
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Keep-mask [n] for codes `users`/`items` [n] (0..U-1, 0..I-1).
+
+    Iterates to a fixed point: k-core (users and items with >= k_core interactions), then users
+    with >= `min_interactions`. Returns the mask and counts of what each rule removed.
+    """
+    keep = np.ones(len(users), dtype=bool)
+    n_users, n_items = int(users.max()) + 1, int(items.max()) + 1
+    stats = {"kcore_removed_interactions": 0, "users_dropped_short": 0, "kcore_iterations": 0}
+    while True:
+        changed = False
+        if k_core > 1:
+            while True:  # the k-core fixed point
+                u_count = np.bincount(users[keep], minlength=n_users)
+                i_count = np.bincount(items[keep], minlength=n_items)
+                new = keep & (u_count[users] >= k_core) & (i_count[items] >= k_core)
+                removed = int(keep.sum() - new.sum())
+                if removed == 0:
+                    break
+                stats["kcore_removed_interactions"] += removed
+                stats["kcore_iterations"] += 1
+                keep, changed = new, True
+        u_count = np.bincount(users[keep], minlength=n_users)
+        short = keep & (u_count[users] < min_interactions)
+        if short.any():
+            stats["users_dropped_short"] += int(
+                np.count_nonzero((u_count > 0) & (u_count < min_interactions))
+            )
+            keep = keep & ~short
+            changed = True
+        if not changed or k_core <= 1:
+            return keep, stats
+
+
+# --------------------------------------------------------------------------------------------
+# The Ray Data stage: per-block sort and grouping
+# --------------------------------------------------------------------------------------------
+
+
+def sequences_of_block(block: pd.DataFrame) -> pa.Table:
+    """Rows of whole users [n] (user, item, rating, timestamp, row; any order) -> one row per
+    user with its chronological lists, ties in file order (the `row` key).
+
+    `np.lexsort` sorts by (user, timestamp, row); `row` is unique, so the result does not
+    depend on the order the rows arrive in (a hash shuffle is free to reorder them).
+    """
+    if len(block) == 0:
+        return SEQUENCE_SCHEMA.empty_table()
+    user = block["user"].to_numpy(np.int64)
+    order = np.lexsort((block["row"].to_numpy(np.int64), block["timestamp"].to_numpy(np.int64), user))
+    user = user[order]
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(user)) + 1])
+    offsets = pa.array(np.append(starts, len(user)).astype(np.int32), pa.int32())
+
+    def lists(col: str, dtype: pa.DataType) -> pa.Array:
+        return pa.ListArray.from_arrays(offsets, pa.array(block[col].to_numpy()[order], dtype))
+
+    return pa.table(
+        [
+            pa.array(user[starts], pa.int64()),
+            lists("item", pa.int64()),
+            lists("rating", pa.float64()),
+            lists("timestamp", pa.int64()),
+        ],
+        schema=SEQUENCE_SCHEMA,
+    )
+
+
+def _num_blocks(n_rows: int) -> int:
+    import ray
+
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    wanted = min(cpus, math.ceil(n_rows / ROWS_PER_BLOCK))
+    return max(1, wanted, math.ceil(n_rows / MAX_ROWS_PER_BLOCK))
+
+
+def build_sequences(frame: pd.DataFrame, num_blocks: int | None = None) -> tuple[pa.Table, int]:
+    """Ray Data: `frame` (user 0..U-1, item, rating, timestamp, row) -> (the sequence table, one
+    row per user sorted by user; the number of blocks used). Ray must be initialised."""
+    import ray
+    import ray.data
+
+    num_blocks = num_blocks or _num_blocks(len(frame))
+    part = frame["user"].to_numpy() % num_blocks
+    order = np.argsort(part, kind="stable")
+    bounds = np.searchsorted(part[order], np.arange(1, num_blocks))
+    blocks = [frame.iloc[idx].reset_index(drop=True) for idx in np.split(order, bounds)]
+
+    ctx = ray.data.DataContext.get_current()
+    saved = (ctx.enable_progress_bars, ctx.print_on_execution_start)
+    ctx.enable_progress_bars, ctx.print_on_execution_start = False, False
+    try:
+        ds = ray.data.from_pandas(blocks).map_batches(
+            sequences_of_block, batch_format="pandas", batch_size=None, zero_copy_batch=True
+        )
+        tables = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
+    finally:
+        ctx.enable_progress_bars, ctx.print_on_execution_start = saved
+    table = pa.concat_tables(tables).sort_by("user") if tables else SEQUENCE_SCHEMA.empty_table()
+    users = table.column("user").to_numpy()
+    if len(users) and (np.any(np.diff(users) == 0) or users[-1] != len(users) - 1):
+        # a block split by the executor would cut a user's rows in two: never silently accept it
+        raise RuntimeError("prepare: a user's rows were split across Ray Data blocks")
+    return table, num_blocks
+
+
+# --------------------------------------------------------------------------------------------
+# The pipeline
+# --------------------------------------------------------------------------------------------
+
+
+def _log(verbose: bool, message: str) -> None:
+    if verbose:
+        print(f"data: {message}", flush=True)
+
+
+def _is_complete(path: Path) -> bool:
+    return (path / "meta.json").is_file() and (path / "sequences.parquet").is_file()
+
+
+def load_meta(prepared_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(prepared_dir) / "meta.json").read_text())
+
+
+def prepare_dataset(
+    cfg: DataConfig, results_dir: str | Path, *, num_blocks: int | None = None, verbose: bool = True
+) -> Path:
+    """Prepare `cfg`'s dataset under `<results_dir>/data/` (or reuse the cache); returns the dir.
+
+    Starts a local Ray (or joins $RAY_ADDRESS) only if none is initialised, and shuts down only
+    a Ray it started. `num_blocks` overrides the number of Ray Data blocks (default: from the
+    row count and the cluster's CPUs).
+    """
+    sources = source_files(cfg)
+    md5s = [file_md5(p) for p in sources]
+    final = Path(results_dir) / "data" / f"{cfg.dataset}-{cache_key(cfg, md5s)}"
+    if _is_complete(final):
+        _log(verbose, f"reusing cached {final} (same source md5 and data config)")
+        return final
+
+    start = time.perf_counter()
+    what = ", ".join(map(str, sources)) or f"the generator (seed {cfg.synthetic.seed})"
+    _log(verbose, f"reading {cfg.dataset} from {what}")
+    df, _ = read_interactions(cfg)
+    bad_rows = int(df.attrs.get("bad_rows", 0))
+    if bad_rows:
+        _log(verbose, f"skipped {bad_rows:,} bad rows (first: {df.attrs.get('first_bad_row')})")
+    raw_users, raw_items = df["user"].nunique(), df["item"].nunique()
+
+    # filter on integer codes, then remap by first appearance in file order
+    user_codes, _ = pd.factorize(df["user"], sort=False)
+    item_codes, _ = pd.factorize(df["item"], sort=False)
+    k = cfg.resolved_k_core()
+    keep, filter_stats = filter_interactions(user_codes, item_codes, k)
+    if not keep.any():
+        where = sources[0] if sources else "synthetic data"
+        raise DataError(
+            f"{where}: no user left after filtering ({len(df):,} interactions of {raw_users:,} users "
+            f"read; k_core={k}, each user needs >= {MIN_INTERACTIONS} interactions)"
+        )
+    rows = np.flatnonzero(keep)  # file order of the kept interactions
+    kept = df.iloc[rows]
+    user_idx, user_raw = pd.factorize(kept["user"], sort=False)
+    item_idx, item_raw = pd.factorize(kept["item"], sort=False)
+    frame = pd.DataFrame(
+        {
+            "user": user_idx.astype(np.int64),
+            "item": item_idx.astype(np.int64) + 1,  # 0 is padding
+            "rating": kept["rating"].to_numpy(np.float64),
+            "timestamp": kept["timestamp"].to_numpy(np.int64),
+            "row": rows.astype(np.int64),
+        }
+    )
+
+    from unigrf.ray_utils import init_ray
+
+    started = init_ray()
+    try:
+        t_ray = time.perf_counter()
+        table, used_blocks = build_sequences(frame, num_blocks)
+        ray_seconds = time.perf_counter() - t_ray
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+    lengths = np.asarray(table.column("items").combine_chunks().value_lengths())
+    ratings = frame["rating"].to_numpy()
+    flat_ts = np.asarray(table.column("timestamps").combine_chunks().flatten())
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    pairs = owner[1:] == owner[:-1]  # consecutive interactions of one user
+    tied = int(np.count_nonzero((flat_ts[1:] == flat_ts[:-1]) & pairs))
+    rating_values = sorted(float(r) for r in np.unique(ratings))
+    stats = {
+        "users": int(len(lengths)),
+        "items": int(len(item_raw)),
+        "interactions": int(len(frame)),
+        "seq_len_mean": round(float(lengths.mean()), 2),
+        "seq_len_median": float(np.median(lengths)),
+        "seq_len_max": int(lengths.max()),
+        "seq_len_min": int(lengths.min()),
+        "like_ratio": round(float(np.mean(ratings >= cfg.like_threshold)), 4),
+        "tied_next_share": round(tied / max(1, int(pairs.sum())), 4),
+        "raw_interactions": int(len(df) + bad_rows),
+        "raw_users": int(raw_users),
+        "raw_items": int(raw_items),
+        "bad_rows_skipped": bad_rows,
+        "first_bad_row": df.attrs.get("first_bad_row"),
+        "users_dropped_short": filter_stats["users_dropped_short"],
+        "kcore_removed_interactions": filter_stats["kcore_removed_interactions"],
+        "ray_blocks": int(used_blocks),
+        "ray_stage_seconds": round(ray_seconds, 3),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    meta = {
+        "dataset": cfg.dataset,
+        "num_users": stats["users"],
+        "num_items": stats["items"],
+        "num_interactions": stats["interactions"],
+        "rating_values": rating_values,
+        "like_threshold": cfg.like_threshold,
+        "max_len": cfg.resolved_max_len(),
+        "k_core": k,
+        "sources": [{"path": str(p.resolve()), "md5": m} for p, m in zip(sources, md5s)],
+        "config_hash": config_hash(_key_config(cfg)),
+        "config": config_to_dict(cfg),
+        "prepare_version": PREPARE_VERSION,
+        "stats": stats,
+    }
+    user_map = pa.table(
+        {
+            "raw": pa.array(np.asarray(user_raw, dtype=object), pa.string()),
+            "index": pa.array(np.arange(len(user_raw)), pa.int64()),
+        }
+    )
+    item_map = pa.table(
+        {
+            "raw": pa.array(np.asarray(item_raw, dtype=object), pa.string()),
+            "index": pa.array(np.arange(1, len(item_raw) + 1), pa.int64()),
+        }
+    )
+    _write_atomically(final, table, user_map, item_map, meta)
+    _log(verbose, f"prepared {final} in {time.perf_counter() - start:.1f} s")
+    return final
+
+
+def _write_atomically(
+    final: Path, table: pa.Table, user_map: pa.Table, item_map: pa.Table, meta: dict[str, Any]
+) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the cache is as readable as its parent
+    try:
+        pq.write_table(table, tmp / "sequences.parquet")
+        pq.write_table(user_map, tmp / "user_map.parquet")
+        pq.write_table(item_map, tmp / "item_map.parquet")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not _is_complete(final):  # not a concurrent writer winning the race: a real error
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Display
+# --------------------------------------------------------------------------------------------
+
+
+def format_stats(meta: dict[str, Any]) -> str:
+    """A readable table of a prepared dataset's meta.json."""
+    s = meta["stats"]
+    values = ", ".join(f"{v:g}" for v in meta["rating_values"])
+    rows = [
+        ("dataset", meta["dataset"]),
+        ("users", f"{s['users']:,}"),
+        ("items", f"{s['items']:,}"),
+        ("interactions", f"{s['interactions']:,}"),
+        (
+            "sequence length",
+            f"mean {s['seq_len_mean']:.1f}, median {s['seq_len_median']:g}, "
+            f"min {s['seq_len_min']:,}, max {s['seq_len_max']:,}",
+        ),
+        ("rating values", values),
+        ("like ratio", f"{s['like_ratio']:.3f} (rating >= {meta['like_threshold']:g})"),
+        ("tied timestamps", f"{s['tied_next_share']:.3f} of consecutive pairs (kept in file order)"),
+        ("max_len", f"{meta['max_len']}"),
+        ("k-core", f"{meta['k_core']} ({s['kcore_removed_interactions']:,} interactions removed)"),
+        ("users dropped (< 3)", f"{s['users_dropped_short']:,}"),
+        ("bad rows skipped", f"{s['bad_rows_skipped']:,}"),
+        ("raw", f"{s['raw_users']:,} users, {s['raw_items']:,} items, {s['raw_interactions']:,} rows"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)

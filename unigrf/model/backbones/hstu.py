@@ -1,0 +1,166 @@
+"""HSTU: Hierarchical Sequential Transduction Units ("Actions Speak Louder than Words",
+Zhai et al., ICML 2024), dense-tensor form.
+
+One block, for input X [B, T, D] (H heads, d = D / H):
+
+    U, V, Q, K = split(SiLU(W1 · LayerNorm(X) + b1))                  (one linear, 4·D wide)
+    A          = SiLU(Q Kᵀ + rab) ⊙ mask / T_norm                     (pointwise, no softmax)
+    Y          = X + W2 · Dropout(LayerNorm(A V) ⊙ U) + b2
+
+`rab` is a learned per-head bias over bucketed relative positions (exact up to 16, then
+log-spaced up to `max_positions`; past and future distances get separate buckets) plus,
+with `ModelConfig.time_bias`, a learned per-head bias over bucketed log time differences
+(bucket = ⌊ln(max(|t_q − t_k|, 1)) / 0.301⌋, as in the reference implementation). Each block
+has its own bias tables; the bucket indices are computed once per forward.
+
+Normalisation T_norm: the fixed `max_positions`, not the number of attended tokens. The
+reference implementation divides by the padded sequence length, which is a constant there
+because every batch is padded to the maximum length; a constant keeps the intensity signal of
+pointwise attention (a user with many related actions produces a larger A V than one with
+few, which a per-row count would average away) and makes outputs independent of how much
+right padding or how many packed candidates a batch carries. Since LayerNorm(A V) follows, the
+constant only sets the numeric range relative to LayerNorm's eps.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from unigrf.config import ModelConfig
+from unigrf.model.backbones.base import Backbone, BackboneContext, Block, merge_heads, split_heads, with_past
+
+POSITION_BUCKETS_PER_SIDE = 32  # buckets for distances >= 0 (past and self); as many for < 0
+POSITION_EXACT = 16  # distances below this get their own bucket
+TIME_BUCKETS = 128
+TIME_BUCKET_DIVISOR = 0.301  # ln-seconds per time bucket (the reference implementation's)
+
+
+def relative_position_buckets(delta: Tensor, max_distance: int) -> Tensor:
+    """delta = query position − key position (any shape, long) -> bucket ids in
+    [0, 2 · POSITION_BUCKETS_PER_SIDE)."""
+    n = delta.abs()
+    span = max(max_distance, 2 * POSITION_EXACT) / POSITION_EXACT
+    log_part = torch.log(n.clamp(min=1).float() / POSITION_EXACT) / math.log(span)
+    far = POSITION_EXACT + (log_part * (POSITION_BUCKETS_PER_SIDE - POSITION_EXACT)).long()
+    far = far.clamp(max=POSITION_BUCKETS_PER_SIDE - 1)
+    bucket = torch.where(n < POSITION_EXACT, n, far)
+    return bucket + (delta < 0).long() * POSITION_BUCKETS_PER_SIDE
+
+
+def time_buckets(delta: Tensor) -> Tensor:
+    """delta = query time − key time (long, seconds or any unit) -> bucket ids in [0, TIME_BUCKETS)."""
+    b = (torch.log(delta.abs().clamp(min=1).float()) / TIME_BUCKET_DIVISOR).long()
+    return b.clamp(min=0, max=TIME_BUCKETS - 1)
+
+
+def _rows_identical(t: Tensor) -> bool:
+    return t.shape[0] == 1 or bool((t == t[:1]).all())
+
+
+class HSTUAux(NamedTuple):
+    """Per-forward tensors shared by all blocks (b = 1 when every row has the same positions)."""
+
+    position_bucket: Tensor  # [b, T, S] long
+    time_bucket: Tensor | None  # [B, T, S] long
+    mask_bias: Tensor  # [B, 1, T, S]: 0 where a query may attend a key, MASKED elsewhere
+
+
+def masked_value(x: Tensor) -> float:
+    """A score offset that makes SiLU exactly 0 (and its gradient exactly 0) at masked entries
+    while staying finite in the dtype the scores are computed in (autocast's, if on):
+    SiLU(v) = v·σ(v) with σ(v) = 0 in floating point."""
+    dtype = x.dtype
+    if torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
+    return torch.finfo(dtype).min / 4
+
+
+class HSTUBlock(Block):
+    def __init__(self, dim: int, heads: int, dropout: float, norm_len: int, time_bias: bool) -> None:
+        super().__init__()
+        self.dim, self.heads, self.norm_len = dim, heads, float(norm_len)
+        self.norm = nn.LayerNorm(dim)
+        self.uvqk = nn.Linear(dim, 4 * dim)
+        self.attn_norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(dim, dim)
+        self.position_bias = nn.Parameter(torch.zeros(heads, 2 * POSITION_BUCKETS_PER_SIDE))
+        self.time_bias = nn.Parameter(torch.zeros(heads, TIME_BUCKETS)) if time_bias else None
+
+    def _bias(self, aux: HSTUAux) -> Tensor:
+        """[B, H, T, S]: relative attention bias + mask bias."""
+
+        def gather(table: Tensor, bucket: Tensor) -> Tensor:  # [H, n] x [b, T, S] -> [b, H, T, S]
+            return table[:, bucket].transpose(0, 1)
+
+        bias = gather(self.position_bias, aux.position_bucket)
+        if self.time_bias is not None and aux.time_bucket is not None:
+            bias = bias + gather(self.time_bias, aux.time_bucket)
+        return bias + aux.mask_bias
+
+    def keys_values(self, x: Tensor, aux: object) -> tuple[Tensor, Tensor]:
+        d = self.dim
+        h = self.norm(x)
+        w, b = self.uvqk.weight, self.uvqk.bias
+        v = F.silu(F.linear(h, w[d : 2 * d], b[d : 2 * d]))
+        k = F.silu(F.linear(h, w[3 * d :], b[3 * d :]))
+        return split_heads(k, self.heads), split_heads(v, self.heads)
+
+    def forward(
+        self, x: Tensor, aux: object, past: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        u, v, q, k = F.silu(self.uvqk(self.norm(x))).split(self.dim, dim=-1)
+        q, k, v = (split_heads(t, self.heads) for t in (q, k, v))
+        k_all, v_all = with_past(k, v, past)
+        b, h, t, d = q.shape
+        s = k_all.shape[2]
+        # scores = bias + Q Kᵀ in one batched GEMM; masked entries sit at a huge negative value
+        # so SiLU gives exactly 0 there: no separate masking pass over [B, H, T, S].
+        scores = torch.baddbmm(
+            self._bias(aux).reshape(b * h, t, s),
+            q.reshape(b * h, t, d),
+            k_all.reshape(b * h, s, d).transpose(1, 2),
+        )
+        o = torch.bmm(F.silu(scores), v_all.reshape(b * h, s, d)).view(b, h, t, d)
+        o = merge_heads(o) / self.norm_len
+        y = x + self.out(self.dropout(self.attn_norm(o) * u))
+        return y, k, v
+
+
+class HSTU(Backbone):
+    def __init__(self, cfg: ModelConfig, max_positions: int) -> None:
+        super().__init__()
+        layers, heads, dim = cfg.resolved_shape()
+        self.max_positions = max_positions
+        self.time_bias = cfg.time_bias
+        self.blocks = nn.ModuleList(
+            HSTUBlock(dim, heads, cfg.dropout, max_positions, cfg.time_bias) for _ in range(layers)
+        )
+
+    def prepare(
+        self,
+        x: Tensor,
+        attn_mask: Tensor,
+        positions: Tensor,
+        timestamps: Tensor | None,
+        context: BackboneContext | None,
+    ) -> tuple[Tensor, object]:
+        key_pos = positions if context is None else torch.cat([context.positions, positions], dim=1)
+        q_pos = positions
+        if _rows_identical(q_pos) and _rows_identical(key_pos):  # the usual case: compute once
+            q_pos, key_pos = q_pos[:1], key_pos[:1]
+        pos_bucket = relative_position_buckets(q_pos[:, :, None] - key_pos[:, None, :], self.max_positions)
+        time_bucket = None
+        if self.time_bias:
+            if timestamps is None or (context is not None and context.timestamps is None):
+                raise ValueError("model.time_bias is on: the HSTU backbone needs timestamps")
+            key_t = timestamps if context is None else torch.cat([context.timestamps, timestamps], dim=1)
+            time_bucket = time_buckets(timestamps[:, :, None] - key_t[:, None, :])
+        mask_bias = torch.zeros(attn_mask.shape, dtype=x.dtype, device=x.device)
+        mask_bias.masked_fill_(~attn_mask, masked_value(x))
+        return x, HSTUAux(pos_bucket, time_bucket, mask_bias.unsqueeze(1))

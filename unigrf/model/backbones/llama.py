@@ -1,0 +1,107 @@
+"""A Llama-style decoder: pre-RMSNorm blocks, softmax attention with rotary position
+embeddings (RoPE) applied at the given positions, and a SwiGLU MLP.
+
+    Y = X + Dropout(W_o · Attn(RoPE(W_q N(X)), RoPE(W_k N(X)), W_v N(X)))
+    Z = Y + Dropout(W_2 · (SiLU(W_1 N(Y)) ⊙ W_3 N(Y)))              N = RMSNorm
+
+followed by a final RMSNorm. RoPE is evaluated at each token's `positions` entry (not its
+index), so packed candidates that share a position get the same rotation; cached keys are
+stored already rotated.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from unigrf.config import ModelConfig
+from unigrf.model.backbones.base import (
+    Backbone,
+    BackboneContext,
+    Block,
+    masked_sdpa,
+    merge_heads,
+    softmax_mask,
+    split_heads,
+    with_past,
+)
+
+ROPE_BASE = 10000.0
+MLP_MULTIPLE = 16  # SwiGLU width = 8/3 · D rounded up to this multiple (the Llama recipe)
+
+
+def rope_tables(positions: Tensor, head_dim: int) -> tuple[Tensor, Tensor]:
+    """positions [B, T] -> (cos, sin) [B, 1, T, head_dim / 2] in float32."""
+    inv_freq = ROPE_BASE ** (-torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim)
+    angles = positions.float()[:, None, :, None] * inv_freq
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate pairs (x[..., i], x[..., i + d/2]) of x [B, H, T, d] by the position angles."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
+
+
+class LlamaBlock(Block):
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if (dim // heads) % 2:
+            raise ValueError(f"llama backbone: head dim {dim // heads} must be even for RoPE")
+        self.heads = heads
+        self.attn_norm = nn.RMSNorm(dim)
+        self.wq = nn.Linear(dim, dim, bias=False)
+        self.wk = nn.Linear(dim, dim, bias=False)
+        self.wv = nn.Linear(dim, dim, bias=False)
+        self.wo = nn.Linear(dim, dim, bias=False)
+        hidden = MLP_MULTIPLE * -(-(8 * dim // 3) // MLP_MULTIPLE)
+        self.mlp_norm = nn.RMSNorm(dim)
+        self.w1 = nn.Linear(dim, hidden, bias=False)
+        self.w3 = nn.Linear(dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, dim, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def _keys_values(self, h: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+        k = apply_rope(split_heads(self.wk(h), self.heads), cos, sin)
+        return k, split_heads(self.wv(h), self.heads)
+
+    def keys_values(self, x: Tensor, aux: object) -> tuple[Tensor, Tensor]:
+        cos, sin, _ = aux
+        return self._keys_values(self.attn_norm(x), cos, sin)
+
+    def forward(
+        self, x: Tensor, aux: object, past: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        cos, sin, mask = aux
+        h = self.attn_norm(x)
+        q = apply_rope(split_heads(self.wq(h), self.heads), cos, sin)
+        k, v = self._keys_values(h, cos, sin)
+        k_all, v_all = with_past(k, v, past)
+        y = x + self.dropout(self.wo(merge_heads(masked_sdpa(q, k_all, v_all, mask))))
+        h = self.mlp_norm(y)
+        z = y + self.dropout(self.w2(F.silu(self.w1(h)) * self.w3(h)))
+        return z, k, v
+
+
+class Llama(Backbone):
+    def __init__(self, cfg: ModelConfig, max_positions: int) -> None:
+        super().__init__()
+        layers, heads, dim = cfg.resolved_shape()
+        self.head_dim = dim // heads
+        self.max_positions = max_positions  # RoPE needs no table; kept for a uniform interface
+        self.blocks = nn.ModuleList(LlamaBlock(dim, heads, cfg.dropout) for _ in range(layers))
+        self.final_norm = nn.RMSNorm(dim)
+
+    def prepare(
+        self,
+        x: Tensor,
+        attn_mask: Tensor,
+        positions: Tensor,
+        timestamps: Tensor | None,
+        context: BackboneContext | None,
+    ) -> tuple[Tensor, object]:
+        return x, (*rope_tables(positions, self.head_dim), softmax_mask(attn_mask))
+
+    def finish(self, x: Tensor) -> Tensor:
+        return self.final_norm(x)

@@ -1,0 +1,301 @@
+"""UniGRF: one autoregressive model for retrieval and ranking [SPEC §1].
+
+A user's history is one interleaved sequence (i_1, b_1, …, i_N, b_N) of item and feedback
+(rating level) tokens — item tokens at even indices, feedback tokens at odd ones — read by one
+causal backbone. Outputs are told apart by position:
+- at item token i_k (the item is seen, its feedback not yet) the ranking head f_φ predicts
+  like_k (BCE against `likes`);
+- at feedback token b_k the L2-normalised hidden state is a retrieval query for i_{k+1}
+  (`next_items[:, k]`), scored by cosine against the L2-normalised item embedding table (the
+  same table that embeds input items) divided by `retrieval_temperature`.
+
+Token positions are the interleaved indices 0..2N−1, so `max_positions = 2·max_len + 2` covers
+evaluation batches (history + one appended target) and packed candidates (position 2·length).
+A token is padding where its item is 0 (right padding): keys at padding are masked and the
+mask is causal, so padding never changes a real position's output.
+
+Retrieval training uses a sampled softmax: the positive against `num_negatives` uniform
+negatives drawn from 1..num_items once per batch and shared by all positions (one [P, M]
+matmul instead of a gather per row; uniform sampling does not depend on the row, so sharing
+is unbiased), optionally in-batch negatives (each other row's anchor positive, the target of
+its last retrieval position) and per-row hard negatives from the ranking-driven enhancer.
+Collisions with the positive, and hard-negative id 0, are masked out of the softmax.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from unigrf.config import ModelConfig
+from unigrf.model.backbones import BackboneContext, build_backbone
+from unigrf.model.losses import sampled_softmax_loss
+
+HardNegativeScope = Literal["all", "anchor"]
+EMBEDDING_INIT_STD = 0.02
+
+
+class Prefix(NamedTuple):
+    """An encoded prefix, ready to score tokens placed right after it (see `encode_prefix`).
+
+    context: the backbone's per-layer keys/values over S = 2·W prefix tokens;
+    key_valid [B, S] bool: prefix tokens a following token may attend (index < 2·length);
+    next_position [B] long: 2·length, the position of a token placed after the prefix;
+    next_time [B] long | None: its timestamp; query [B, D]: the L2-normalised retrieval query
+    at the prefix's last feedback token (zeros where the prefix is empty).
+    """
+
+    context: BackboneContext
+    key_valid: Tensor
+    next_position: Tensor
+    next_time: Tensor | None
+    query: Tensor
+
+
+def causal_mask(valid: Tensor) -> Tensor:
+    """valid [B, T] bool (False = padding key) -> [B, T, T] bool: causal and key-padding."""
+    t = valid.shape[1]
+    causal = torch.ones(t, t, dtype=torch.bool, device=valid.device).tril()
+    return causal & valid[:, None, :]
+
+
+def anchor_columns(next_items: Tensor) -> Tensor:
+    """[B, N] retrieval targets -> [B] the last column with a target (−1 where none)."""
+    cols = torch.arange(next_items.shape[1], device=next_items.device)
+    return torch.where(next_items > 0, cols, -1).amax(dim=1)
+
+
+class UniGRF(nn.Module):
+    """The unified generative retrieval + ranking model over one backbone."""
+
+    def __init__(self, cfg: ModelConfig, num_items: int, num_levels: int, max_len: int) -> None:
+        super().__init__()
+        _, _, dim = cfg.resolved_shape()
+        self.cfg = cfg
+        self.num_items, self.num_levels, self.max_len = num_items, num_levels, max_len
+        self.max_positions = 2 * max_len + 2
+        # Set by `build_model` from EnhancerConfig.scope; `losses(hard_negative_scope=...)` overrides.
+        self.hard_negative_scope: HardNegativeScope = "all"
+        self.item_embedding = nn.Embedding(num_items + 1, dim, padding_idx=0)
+        self.feedback_embedding = nn.Embedding(num_levels + 1, dim, padding_idx=0)
+        for emb in (self.item_embedding, self.feedback_embedding):
+            nn.init.normal_(emb.weight, std=EMBEDDING_INIT_STD)
+            with torch.no_grad():
+                emb.weight[0].zero_()
+        self.embed_scale = math.sqrt(dim)  # small-std tables, unit-scale backbone input
+        self.input_dropout = nn.Dropout(cfg.dropout)
+        self.backbone = build_backbone(cfg, self.max_positions)
+        self.rank_head = nn.Sequential(
+            nn.Linear(dim, cfg.ranking_hidden), nn.GELU(), nn.Linear(cfg.ranking_hidden, 1)
+        )
+
+    # ---------------------------------------------------------------------------------------
+    # encoding and heads
+    # ---------------------------------------------------------------------------------------
+
+    def _tokens(self, items: Tensor, feedback: Tensor) -> Tensor:
+        """items, feedback [B, N] -> interleaved token embeddings [B, 2N, D]."""
+        x = torch.stack([self.item_embedding(items), self.feedback_embedding(feedback)], dim=2)
+        return self.input_dropout(x.flatten(1, 2) * self.embed_scale)
+
+    @staticmethod
+    def _token_times(timestamps: Tensor | None) -> Tensor | None:
+        """[B, N] -> [B, 2N]: an item token and its feedback token share the interaction time."""
+        return None if timestamps is None else timestamps.repeat_interleave(2, dim=1)
+
+    def encode(self, items: Tensor, feedback: Tensor, timestamps: Tensor | None = None) -> Tensor:
+        """items, feedback, timestamps [B, N] -> hidden [B, 2N, D] (item tokens at even indices)."""
+        b, n = items.shape
+        valid = (items != 0).repeat_interleave(2, dim=1)
+        positions = torch.arange(2 * n, device=items.device).expand(b, 2 * n)
+        return self.backbone(
+            self._tokens(items, feedback), causal_mask(valid), positions, self._token_times(timestamps)
+        )
+
+    def rank_logits(self, h: Tensor) -> Tensor:
+        """h [..., D] -> like logits [...] (the ranking head f_φ)."""
+        return self.rank_head(h).squeeze(-1)
+
+    def queries(self, h: Tensor) -> Tensor:
+        """h [..., D] -> L2-normalised retrieval queries [..., D]."""
+        return F.normalize(h, dim=-1)
+
+    def item_table(self) -> Tensor:
+        """[num_items + 1, D] L2-normalised item embeddings (row 0, padding, is all zeros)."""
+        return F.normalize(self.item_embedding.weight, dim=-1)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The last backbone block's parameters: both tasks' gradients meet there (grad_norm)."""
+        return list(self.backbone.blocks[-1].parameters())
+
+    # ---------------------------------------------------------------------------------------
+    # training losses
+    # ---------------------------------------------------------------------------------------
+
+    def losses(
+        self,
+        batch: dict[str, Tensor],
+        hard_negatives: Tensor | None = None,
+        retrieval: bool = True,
+        ranking: bool = True,
+        hard_negative_scope: HardNegativeScope | None = None,
+    ) -> dict[str, Tensor]:
+        """Scalar losses of a `train_batch`, means over valid positions (only the keys asked for).
+
+        hard_negatives [B, m] item ids (0 = none) join the retrieval softmax of every retrieval
+        position of their row (scope "all") or of its anchor position only (scope "anchor": the
+        last position with a target); the scope defaults to `self.hard_negative_scope`.
+        """
+        items = batch["items"]
+        h = self.encode(items, batch["feedback"], batch.get("timestamps"))
+        out: dict[str, Tensor] = {}
+        if retrieval:
+            scope = hard_negative_scope or self.hard_negative_scope
+            out["retrieval"] = self._retrieval_loss(h[:, 1::2], batch["next_items"], hard_negatives, scope)
+        if ranking:
+            valid = items != 0
+            if valid.any():
+                logits = self.rank_logits(h[:, 0::2][valid])
+                out["ranking"] = F.binary_cross_entropy_with_logits(logits, batch["likes"][valid].float())
+            else:
+                out["ranking"] = h.sum() * 0.0
+        return out
+
+    def _retrieval_loss(
+        self, h_feedback: Tensor, next_items: Tensor, hard_negatives: Tensor | None, scope: HardNegativeScope
+    ) -> Tensor:
+        """h_feedback [B, N, D] (outputs at feedback tokens), next_items [B, N] -> scalar."""
+        valid = next_items > 0
+        if not valid.any():
+            return h_feedback.sum() * 0.0
+        b = next_items.shape[0]
+        device = next_items.device
+        rows, cols = valid.nonzero(as_tuple=True)  # P retrieval positions
+        q_all = self.queries(h_feedback)
+        q = q_all[rows, cols]  # [P, D]
+        positives = next_items[rows, cols]  # [P]
+        tau = self.cfg.retrieval_temperature
+        emb = self.item_embedding
+
+        def unit(ids: Tensor) -> Tensor:
+            return F.normalize(emb(ids), dim=-1)
+
+        pos_logits = (q * unit(positives)).sum(-1) / tau
+        sampled = torch.randint(1, self.num_items + 1, (1, self.cfg.num_negatives), device=device)
+        logit_blocks = [q @ unit(sampled[0]).T / tau]  # [P, M]
+        id_blocks = [sampled.expand(len(rows), -1)]
+        anchors = anchor_columns(next_items)  # [B]
+        if self.cfg.in_batch_negatives:
+            anchor_pos = torch.where(
+                anchors >= 0, next_items[torch.arange(b, device=device), anchors.clamp(min=0)], 0
+            )  # [B]
+            own_row = rows[:, None] == torch.arange(b, device=device)[None, :]
+            logit_blocks.append(q @ unit(anchor_pos).T / tau)  # [P, B]
+            id_blocks.append(torch.where(own_row, 0, anchor_pos[None, :]))
+        if hard_negatives is not None and hard_negatives.shape[1] > 0:
+            hard_logits = torch.einsum("bnd,bmd->bnm", q_all, unit(hard_negatives)) / tau
+            hard_ids = hard_negatives[rows]  # [P, m]
+            if scope == "anchor":
+                hard_ids = torch.where((cols == anchors[rows])[:, None], hard_ids, 0)
+            elif scope != "all":
+                raise ValueError(f"enhancer.scope must be 'all' or 'anchor', got {scope!r}")
+            logit_blocks.append(hard_logits[rows, cols])
+            id_blocks.append(hard_ids)
+        return sampled_softmax_loss(
+            pos_logits, torch.cat(logit_blocks, dim=1), torch.cat(id_blocks, dim=1), positives
+        )
+
+    # ---------------------------------------------------------------------------------------
+    # evaluation and candidate scoring
+    # ---------------------------------------------------------------------------------------
+
+    def eval_states(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """One pass over an `eval_batch` -> (hidden at the last history feedback token [B, D],
+        hidden at the appended target item token [B, D])."""
+        h = self.encode(batch["items"], batch["feedback"], batch.get("timestamps"))
+        lengths = batch["lengths"]
+        rows = torch.arange(h.shape[0], device=h.device)
+        return h[rows, (2 * lengths - 1).clamp(min=0)], h[rows, 2 * lengths]
+
+    def score_eval(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """`eval_batch` -> (retrieval scores [B, num_items + 1]: cosine of the query with every
+        item, unmasked; rank_logit [B]: the like logit of the appended target item)."""
+        h_query, h_target = self.eval_states(batch)
+        return self.queries(h_query) @ self.item_table().T, self.rank_logits(h_target)
+
+    def encode_prefix(
+        self, items: Tensor, feedback: Tensor, timestamps: Tensor | None, lengths: Tensor
+    ) -> Prefix:
+        """Encode the first `lengths[b]` interactions of each row (items/feedback/timestamps
+        [B, ≥ max(lengths)]; anything beyond `lengths` is ignored) and the retrieval query at
+        the prefix's last feedback token.
+
+        Tokens placed after the prefix get position 2·length and, when timestamps are given,
+        the time of the interaction that follows the prefix if the batch carries it (a
+        non-padding item at index `lengths`, as in an eval batch or a training window cut
+        before its last item), else the prefix's last timestamp.
+        """
+        b, width_in = items.shape
+        device = items.device
+        rows = torch.arange(b, device=device)
+        width = max(int(lengths.max()) if b else 0, 1)
+        keep = torch.arange(width, device=device)[None, :] < lengths[:, None]  # [B, W]
+        x = self._tokens(torch.where(keep, items[:, :width], 0), torch.where(keep, feedback[:, :width], 0))
+        times = None
+        if timestamps is not None:
+            times = self._token_times(torch.where(keep, timestamps[:, :width], 0))
+        key_valid = keep.repeat_interleave(2, dim=1)  # [B, S]
+        s = 2 * width
+        positions = torch.arange(s, device=device).expand(b, s)
+        context = self.backbone.build_context(x, causal_mask(key_valid), positions, times)
+
+        # The last feedback token again, as a one-token continuation of the context: its own
+        # keys/values are in the context already, so it attends the context before it + itself.
+        last = (2 * lengths - 1).clamp(min=0)  # [B]
+        before = torch.arange(s, device=device)[None, :] < last[:, None]
+        mask = torch.cat([before, torch.ones(b, 1, dtype=torch.bool, device=device)], dim=1)[:, None, :]
+        t_last = times[rows, last][:, None] if times is not None else None
+        h_last = self.backbone(x[rows, last][:, None], mask, last[:, None], t_last, context=context)[:, 0]
+        query = self.queries(h_last) * (lengths > 0)[:, None]
+
+        next_time = None
+        if timestamps is not None:
+            follow = lengths.clamp(max=width_in - 1)
+            follows = (lengths < width_in) & (items[rows, follow] != 0)
+            previous = timestamps[rows, (lengths - 1).clamp(min=0)]
+            next_time = torch.where(follows, timestamps[rows, follow], previous)
+        return Prefix(context, key_valid, 2 * lengths, next_time, query)
+
+    def score_candidates(
+        self,
+        items: Tensor | None,
+        feedback: Tensor | None,
+        timestamps: Tensor | None,
+        lengths: Tensor,
+        candidates: Tensor,
+        prefix: Prefix | None = None,
+    ) -> Tensor:
+        """Like logits [B, K] of each candidate [B, K] as the next item after the prefix
+        (the first `lengths[b]` interactions).
+
+        Equivalent to one packed pass (prefix then the K candidate tokens, each candidate
+        attending the prefix and itself only, all at position 2·length), computed as the
+        prefix's cached keys/values (`encode_prefix`, reused when `prefix` is given; then
+        items/feedback/timestamps/lengths are not read) plus a K-token continuation.
+        """
+        if prefix is None:
+            if items is None or feedback is None:
+                raise ValueError("score_candidates: pass items and feedback, or an encoded prefix")
+            prefix = self.encode_prefix(items, feedback, timestamps, lengths)
+        b, k = candidates.shape
+        x = self.input_dropout(self.item_embedding(candidates) * self.embed_scale)
+        own = torch.eye(k, dtype=torch.bool, device=candidates.device).expand(b, k, k)
+        mask = torch.cat([prefix.key_valid[:, None, :].expand(b, k, -1), own], dim=2)
+        positions = prefix.next_position[:, None].expand(b, k)
+        times = prefix.next_time[:, None].expand(b, k) if prefix.next_time is not None else None
+        h = self.backbone(x, mask, positions, times, context=prefix.context)
+        return self.rank_logits(h)

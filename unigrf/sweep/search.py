@@ -1,0 +1,146 @@
+"""The Tune pieces of a sweep: Optuna sampler and searcher, ASHA, the TensorBoard HParams callback.
+
+Imports Ray and Optuna at module level; `unigrf.sweep.tuner` imports this module only when a
+sweep actually runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from ray.tune import Callback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from unigrf.sweep.space import SweepSpec
+
+TUNE_METRIC = "objective"  # reported every epoch (that epoch's value) and at the end (the best)
+
+
+class TrackedOptunaSearch(OptunaSearch):
+    """`OptunaSearch` that tags each Optuna trial with its Tune trial id (user attribute
+    `tune_trial_id`), so the study and Tune's trials can be matched (dashboard, resume checks)."""
+
+    def suggest(self, trial_id: str) -> dict | None:
+        params = super().suggest(trial_id)
+        self._ot_trials[trial_id].set_user_attr("tune_trial_id", trial_id)
+        return params
+
+
+def make_sampler(
+    spec: SweepSpec, random: bool, multi_objective: bool, num_samples: int
+) -> optuna.samplers.BaseSampler:
+    """Seeded TPE by default, `RandomSampler` with `random`; for `multi_objective` the file's
+    `multi_objective.sampler` (NSGA-II, TPE, which handles several objectives, or random)."""
+    seed = spec.sampler.seed
+    kind = "random" if random else (spec.multi_objective.sampler if multi_objective else spec.sampler.kind)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "nsga2":
+        # Optuna's default population (50) would make every trial of a small sweep part of the
+        # random first generation; half the budget gives at least one evolved generation.
+        return optuna.samplers.NSGAIISampler(population_size=max(2, min(50, num_samples // 2)), seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.sampler.n_startup_trials)
+
+
+def make_searcher(
+    spec: SweepSpec, study_name: str, study_url: str, random: bool, multi_objective: bool, num_samples: int
+) -> TrackedOptunaSearch:
+    """The searcher over `spec`'s space; its study `study_name` lives at `study_url` (an
+    SQLAlchemy URL, e.g. sqlite:///.../study.db), created or, on resume, continued."""
+    if multi_objective:
+        metric: str | list[str] = list(spec.multi_objective.metrics)
+        mode: str | list[str] = list(spec.multi_objective.modes)
+    else:
+        metric, mode = TUNE_METRIC, "max"
+    return TrackedOptunaSearch(
+        space=spec.optuna_space(),
+        metric=metric,
+        mode=mode,
+        sampler=make_sampler(spec, random, multi_objective, num_samples),
+        study_name=study_name,
+        storage=optuna.storages.RDBStorage(study_url),
+    )
+
+
+def make_scheduler(spec: SweepSpec, epochs: int, multi_objective: bool) -> TrialScheduler:
+    """ASHA on the per-epoch validation `objective`, timed by the 0-based `epoch`; FIFO for a
+    multi-objective search (ASHA ranks trials by one metric) or `scheduler.kind: fifo`.
+
+    `max_t = epochs` is one past the last epoch index and `stop_last_trials=False`, so a trial
+    that survives the rungs always finishes and its test metrics are measured."""
+    if multi_objective or spec.scheduler.kind == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="epoch",
+        metric=TUNE_METRIC,
+        mode="max",
+        max_t=epochs,
+        grace_period=spec.scheduler.grace_period,
+        reduction_factor=spec.scheduler.reduction_factor,
+        stop_last_trials=False,
+    )
+
+
+class HParamsCallback(Callback):
+    """One TensorBoard HParams run per finished trial (its config against its metrics), under
+    `log_dir/<trial_id>`; a trial already written is skipped, so a resumed sweep adds none twice."""
+
+    def __init__(self, log_dir: str, metrics: Sequence[str]) -> None:
+        self.log_dir = log_dir
+        self.metrics = list(metrics)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        write_hparams(
+            Path(self.log_dir), trial.trial_id, dict(trial.config), trial.last_result or {}, self.metrics
+        )
+
+
+def write_hparams(
+    log_dir: Path, run_name: str, params: Mapping[str, Any], result: Mapping[str, Any], metrics: Sequence[str]
+) -> bool:
+    """Write one HParams run (`SummaryWriter.add_hparams`) at `log_dir/run_name`; False if it
+    exists already."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    if (log_dir / run_name).exists():
+        return False
+    hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
+    values = {
+        f"hparam/{m}": float(result[m])
+        for m in metrics
+        if isinstance(result.get(m), (int, float)) and math.isfinite(float(result[m]))
+    }
+    log_dir.mkdir(parents=True, exist_ok=True)
+    writer = SummaryWriter(log_dir=str(log_dir))
+    try:
+        writer.add_hparams(hparams, values, run_name=run_name)
+    finally:
+        writer.close()
+    return True
+
+
+def close_orphan_trials(study_url: str, study_name: str) -> int:
+    """Mark FAIL every Optuna trial still RUNNING once Tune is done: trials handed out after
+    Tune's last experiment snapshot before a crash, which no restored Tune trial owns and
+    nothing would ever finish. Returns how many."""
+    study = optuna.load_study(study_name=study_name, storage=study_url)
+    orphans = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for trial in orphans:
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+    return len(orphans)
+
+
+def study_exists(study_url: str, name: str) -> bool:
+    """Whether `study_url` holds a study `name` (an SQLite file that does not exist holds none,
+    and is not created by asking)."""
+    if study_url.startswith("sqlite:///") and not Path(study_url.removeprefix("sqlite:///")).exists():
+        return False
+    try:
+        return name in optuna.get_all_study_names(storage=study_url)
+    except Exception:  # noqa: BLE001 - an absent SQLite file or an empty database: no study yet
+        return False

@@ -1,0 +1,559 @@
+"""Ray Tune sweeps: `Tuner` + `OptunaSearch` (+ ASHA), resume, multi-objective, outputs.
+
+`run_sweep(spec, base, options)` searches `spec`'s space around `base`:
+- every trial is one Ray Train run of its config (`unigrf.sweep.trainable.run_trial`);
+- Optuna samples (seeded TPE, or `RandomSampler` with `--random`; NSGA-II or multi-objective
+  TPE with `--multi-objective`), its study stored in a real database: SQLite at
+  `<sweep_dir>/study.db` unless `--study-storage URL` (any SQLAlchemy URL);
+- ASHA stops weak trials on the per-epoch validation `objective` (single objective only:
+  ASHA needs one metric to rank trials; the multi-objective search runs every trial to its end);
+- trials run as many at a time as the cluster's resources fit (`unigrf.ray_utils`).
+
+`run_fixed_configs(configs, experiment_dir, storage_path, resume)` runs a list of named configs
+as one Tune grid (for the ablation layer); finished cells are skipped on resume.
+
+Outputs of a sweep, under `<results_dir>/tune/<name>/`: `trials.csv` / `trials.md` (every trial,
+best first), `best_config.yaml` (a full config `unigrf train` re-runs unchanged), `pareto.csv` /
+`pareto.md` and `pareto/<trial>.yaml` (multi-objective), `summary.json`, `study.db`,
+`trials/<trial>/` (each training's run directory: TensorBoard curves, metrics, config) and
+`hparams/` (TensorBoard HParams, one run per finished trial).
+
+Resume after the driver died (even SIGKILL): `Tuner.restore` keeps finished trials, restarts
+unfinished ones (their training resumes from its last epoch checkpoint) and restores the
+searcher, whose Optuna study lives on in the database. Two gaps of Tune's periodic experiment
+snapshot are closed here: a trial that finished after the last snapshot is re-run by Tune but
+re-reports its stored result instead of training (see `trainable`), and an Optuna trial that
+was asked for after the last snapshot (so no restored Tune trial owns it) is marked FAIL at the
+end rather than left RUNNING forever.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from unigrf.config import ConfigError, ExperimentConfig, config_hash, config_to_dict, config_to_yaml
+from unigrf.sweep.results import (
+    COMPLETED,
+    ERROR,
+    markdown_table,
+    pareto_mask,
+    summary_columns,
+    trial_row,
+    trials_table,
+    write_table,
+    write_text_atomic,
+)
+from unigrf.sweep.space import SweepSpec, clean_value, dump_spec, trial_config
+from unigrf.sweep.trainable import (
+    CELL_KEY,
+    HISTORY_FILE,
+    TRAIN_STORAGE_SUBDIR,
+    TRIAL_DRIVER_RESOURCES,
+    TrialSetup,
+    absolute_paths,
+    read_trial_result,
+    run_trial,
+)
+
+TUNE_SUBDIR = "tune"  # Tune experiments: <storage>/tune/<sweep name>
+FIXED_SUBDIR = "fixed"  # run_fixed_configs experiments: <storage>/fixed/<name>-<time>
+
+
+class SweepError(ConfigError):
+    """A sweep cannot start or resume as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """Command-line choices of one `unigrf tune` invocation (None: the spec's value)."""
+
+    name: str | None = None
+    num_samples: int | None = None
+    resume: bool = False
+    restart: bool = False
+    random: bool = False
+    multi_objective: bool = False
+    address: str | None = None
+    storage_path: str | None = None
+    study_storage: str | None = None
+    max_concurrent: int | None = None
+    max_failures: int = 0  # Train worker-group restarts per trial
+    verbose: int = 1  # Tune's console verbosity (0-3)
+
+
+@dataclass
+class SweepResult:
+    name: str
+    sweep_dir: Path
+    table: pd.DataFrame
+    study_url: str
+    best: dict[str, Any] | None  # the best row (single objective)
+    pareto: pd.DataFrame | None  # multi-objective only
+
+
+def sweep_name(spec: SweepSpec, options: SweepOptions) -> str:
+    """`--name`, else the spec's name with `-random` / `-mo` so the variants never collide."""
+    if options.name:
+        return options.name
+    return spec.name + ("-random" if options.random else "") + ("-mo" if options.multi_objective else "")
+
+
+def default_study_url(sweep_dir: Path) -> str:
+    return f"sqlite:///{sweep_dir / 'study.db'}"
+
+
+def _trial_dirname(trial) -> str:
+    return trial.trial_id  # short, stable, and the same name as the trial's run directory
+
+
+# ---------------------------------------------------------------------------------------------
+# Cluster sizing, data, storage
+# ---------------------------------------------------------------------------------------------
+
+
+def concurrency(cfgs: Sequence[ExperimentConfig], explicit: int | None) -> int:
+    """`explicit`, else how many trials (each cfg.train.num_workers Train workers) the cluster
+    can hold at once, counting nodes the autoscaler may still add. Fails early for --gpu on a
+    cluster without GPUs."""
+    from unigrf.ray_utils import (
+        autoscaler_nodes,
+        cluster_capacity,
+        max_concurrent_trials,
+        node_resources,
+        require_gpus,
+    )
+
+    nodes = cluster_capacity(node_resources(), autoscaler_nodes())
+    use_gpu = any(c.train.use_gpu for c in cfgs)
+    require_gpus(use_gpu, nodes)
+    if explicit:
+        return explicit
+    workers = max(c.train.num_workers for c in cfgs)
+    return max_concurrent_trials(nodes, workers, use_gpu)
+
+
+def prepare_data(cfgs: Sequence[ExperimentConfig]) -> dict[str, str]:
+    """Prepare each distinct dataset once, here in the driver (Ray Data, cached), instead of in
+    every concurrent trial. Returns {config_hash(cfg.data): prepared directory}."""
+    from unigrf.training.run import load_data_dir
+
+    dirs: dict[str, str] = {}
+    for cfg in cfgs:
+        key = config_hash(cfg.data)
+        if key not in dirs:
+            dirs[key] = str(load_data_dir(cfg))
+    return dirs
+
+
+def _delete(path: str) -> None:
+    """Remove a directory, local or URI (`s3://...`), if it exists."""
+    import pyarrow.fs
+
+    if "://" in path:
+        fs, root = pyarrow.fs.FileSystem.from_uri(path)
+        if fs.get_file_info(root).type != pyarrow.fs.FileType.NotFound:
+            fs.delete_dir(root)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _train_runs_root(storage: str) -> str:
+    return f"{storage.rstrip('/')}/{TRAIN_STORAGE_SUBDIR}"
+
+
+def delete_train_runs(storage: str, experiment: str, names: Sequence[str] | None = None) -> None:
+    """Delete the Ray Train runs `<experiment>-<name>` (all of the experiment's when `names` is
+    None), so that a fresh start does not silently resume old checkpoints."""
+    import pyarrow.fs
+
+    root = _train_runs_root(storage)
+    if names is not None:
+        for name in names:
+            _delete(f"{root}/{experiment}-{name}")
+        return
+    if "://" in root:
+        fs, base = pyarrow.fs.FileSystem.from_uri(root)
+    else:
+        fs, base = pyarrow.fs.LocalFileSystem(), root
+    if fs.get_file_info(base).type == pyarrow.fs.FileType.NotFound:
+        return
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(base)):
+        if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith(f"{experiment}-"):
+            fs.delete_dir(info.path)
+
+
+# ---------------------------------------------------------------------------------------------
+# run_sweep
+# ---------------------------------------------------------------------------------------------
+
+
+def run_sweep(spec: SweepSpec, base: ExperimentConfig, options: SweepOptions) -> SweepResult:
+    """Run (or resume) the sweep of `spec` around `base` (see the module docstring)."""
+    import ray
+    from ray import tune
+
+    from unigrf.ray_utils import init_ray, resolve_storage_path
+    from unigrf.sweep.search import (
+        TUNE_METRIC,
+        HParamsCallback,
+        close_orphan_trials,
+        make_scheduler,
+        make_searcher,
+        study_exists,
+    )
+
+    name = sweep_name(spec, options)
+    num_samples = options.num_samples or spec.num_samples
+    sweep_dir = (Path(base.results_dir) / "tune" / name).resolve()
+    storage = resolve_storage_path(options.storage_path, base.results_dir)
+    tune_storage = f"{storage.rstrip('/')}/{TUNE_SUBDIR}"
+    experiment_path = f"{tune_storage}/{name}"
+    summary_path = sweep_dir / "summary.json"
+    if options.resume and summary_path.exists():  # the study URL chosen at the start
+        study_url = json.loads(summary_path.read_text())["study_storage"]
+    else:
+        study_url = options.study_storage or default_study_url(sweep_dir)
+
+    started = init_ray(options.address)
+    try:
+        if options.restart:
+            _delete(str(sweep_dir))
+            _delete(experiment_path)
+            delete_train_runs(storage, name)
+            if study_exists(study_url, name):
+                import optuna
+
+                optuna.delete_study(study_name=name, storage=study_url)
+        exists = tune.Tuner.can_restore(experiment_path)
+        if options.resume and not exists:
+            raise SweepError(
+                f"nothing to resume: no Tune experiment at {experiment_path} (run without --resume)"
+            )
+        if not options.resume and (exists or study_exists(study_url, name)):
+            raise SweepError(
+                f"sweep {name!r} already exists ({experiment_path}, study {name!r} in {study_url}): "
+                "pass --resume to continue it, --restart to delete it and start over, or --name NEW"
+            )
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if options.resume:
+            base = _original_base(sweep_dir, base)
+
+        run_base = absolute_paths(base)
+        max_concurrent = concurrency([run_base], options.max_concurrent or spec.max_concurrent)
+        searches_data = any(k.startswith("data.") for k in spec.params)
+        setup = TrialSetup(
+            experiment=name,
+            runs_dir=str(sweep_dir / "trials"),
+            storage_path=storage,
+            base=config_to_dict(run_base),
+            data_dirs={} if searches_data else prepare_data([run_base]),
+            max_failures=options.max_failures,
+        )
+        trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), TRIAL_DRIVER_RESOURCES)
+        metrics = [TUNE_METRIC, *spec.multi_objective.metrics] if options.multi_objective else [TUNE_METRIC]
+        start = time.time()
+        if options.resume:
+            if options.num_samples:
+                print("note: --num-samples is ignored on --resume (the sweep keeps its budget)", flush=True)
+            tuner = tune.Tuner.restore(
+                experiment_path, trainable=trainable, resume_unfinished=True, resume_errored=True
+            )
+        else:
+            _write_start_files(sweep_dir, spec, base, name, study_url, options, num_samples, max_concurrent)
+            tuner = tune.Tuner(
+                trainable,
+                param_space={},
+                tune_config=tune.TuneConfig(
+                    search_alg=make_searcher(
+                        spec, name, study_url, options.random, options.multi_objective, num_samples
+                    ),
+                    scheduler=make_scheduler(spec, base.train.epochs, options.multi_objective),
+                    num_samples=num_samples,
+                    max_concurrent_trials=max_concurrent,
+                    trial_dirname_creator=_trial_dirname,
+                ),
+                run_config=tune.RunConfig(
+                    name=name,
+                    storage_path=tune_storage,
+                    callbacks=[HParamsCallback(str(sweep_dir / "hparams"), [*metrics, "test/ndcg@10"])],
+                    verbose=options.verbose,
+                ),
+            )
+        print(
+            f"sweep {name}: {num_samples} trials, {max_concurrent} at a time; Optuna study: "
+            f"optuna-dashboard {study_url}",
+            flush=True,
+        )
+        grid = tuner.fit()
+        orphans = close_orphan_trials(study_url, name)
+        if orphans:
+            print(
+                f"marked {orphans} orphaned Optuna trial(s) FAIL (asked before a crash, never run)",
+                flush=True,
+            )
+        return _write_outputs(spec, base, name, sweep_dir, study_url, options, grid, time.time() - start)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _original_base(sweep_dir: Path, base: ExperimentConfig) -> ExperimentConfig:
+    """On resume, the base config the sweep started with (its trials must stay comparable)."""
+    from unigrf.config import load_config
+
+    stored = sweep_dir / "base_config.yaml"
+    if not stored.exists():
+        return base
+    original = load_config(stored)
+    if config_hash(original) != config_hash(base):
+        print(f"note: resuming with the sweep's original base config ({stored}), not today's", flush=True)
+    return original
+
+
+def _write_start_files(
+    sweep_dir: Path,
+    spec: SweepSpec,
+    base: ExperimentConfig,
+    name: str,
+    study_url: str,
+    options: SweepOptions,
+    num_samples: int,
+    max_concurrent: int,
+) -> None:
+    write_text_atomic(sweep_dir / "space.yaml", dump_spec(spec))
+    write_text_atomic(sweep_dir / "base_config.yaml", config_to_yaml(base))
+    summary = {
+        "name": name,
+        "space_file": str(spec.path),
+        "study_storage": study_url,
+        "sampler": "random"
+        if options.random
+        else (spec.multi_objective.sampler if options.multi_objective else spec.sampler.kind),
+        "seed": spec.sampler.seed,
+        "multi_objective": options.multi_objective,
+        "num_samples": num_samples,
+        "max_concurrent": max_concurrent,
+        "epochs": base.train.epochs,
+        "objective": base.train.objective,
+    }
+    write_text_atomic(sweep_dir / "summary.json", json.dumps(summary, indent=2))
+
+
+def _results_table(grid, param_keys: Sequence[str]) -> pd.DataFrame:
+    rows = []
+    for result in grid:
+        params = {k: clean_value(result.config.get(k)) for k in param_keys}
+        rows.append(
+            trial_row(
+                Path(result.path).name,
+                params,
+                result.metrics or {},
+                result.metrics_dataframe,
+                result.error is not None,
+            )
+        )
+    return trials_table(rows)
+
+
+def _write_outputs(
+    spec: SweepSpec,
+    base: ExperimentConfig,
+    name: str,
+    sweep_dir: Path,
+    study_url: str,
+    options: SweepOptions,
+    grid,
+    elapsed_s: float,
+) -> SweepResult:
+    keys = list(spec.params)
+    table = _results_table(grid, keys)
+    extra = list(spec.multi_objective.metrics) if options.multi_objective else []
+    columns = summary_columns(table, keys, extra)
+    write_table(
+        table, sweep_dir, "trials", columns, f"Sweep {name}: every trial, best validation objective first"
+    )
+    print(markdown_table(table, columns), flush=True)
+
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    counts = table["status"].value_counts().to_dict() if not table.empty else {}
+    summary.update({"trials": len(table), "status_counts": counts, "last_run_s": round(elapsed_s, 1)})
+    best_row = None
+    ok = table[table["status"] != ERROR].dropna(subset=["objective"]) if not table.empty else table
+    if not ok.empty:
+        best_row = ok.iloc[0].to_dict()
+        best_cfg = trial_config(base, {k: best_row[k] for k in keys}, f"{name}-best")
+        header = (
+            f"# Best trial {best_row['trial_id']} of sweep {name} (validation objective "
+            f"{base.train.objective} = {best_row['objective']:.4f}).\n"
+            f"# Re-run: unigrf train {sweep_dir / 'best_config.yaml'}\n"
+        )
+        write_text_atomic(sweep_dir / "best_config.yaml", header + config_to_yaml(best_cfg))
+        summary.update({"best_trial": best_row["trial_id"], "best_objective": best_row["objective"]})
+        summary["best_params"] = {k: best_row[k] for k in keys}
+        print(
+            f"best trial {best_row['trial_id']}: objective {best_row['objective']:.4f} -> {sweep_dir / 'best_config.yaml'}"
+        )
+
+    pareto = None
+    if options.multi_objective:
+        pareto = pareto_front(table, spec.multi_objective.metrics, spec.multi_objective.modes)
+        write_table(
+            pareto, sweep_dir, "pareto", columns, f"Sweep {name}: Pareto front of {' vs '.join(extra)}"
+        )
+        for _, row in pareto.iterrows():
+            cfg = trial_config(base, {k: row[k] for k in keys}, f"{name}-{row['trial_id']}")
+            write_text_atomic(sweep_dir / "pareto" / f"{row['trial_id']}.yaml", config_to_yaml(cfg))
+        summary["pareto_trials"] = list(pareto["trial_id"])
+        print(
+            f"Pareto front ({' vs '.join(extra)}): {len(pareto)} trial(s)\n" + markdown_table(pareto, columns)
+        )
+    write_text_atomic(sweep_dir / "summary.json", json.dumps(summary, indent=2, default=str))
+    print(
+        f"results: {sweep_dir}\nOptuna dashboard: optuna-dashboard {study_url}\nTensorBoard: tensorboard --logdir {sweep_dir}"
+    )
+    return SweepResult(name, sweep_dir, table, study_url, best_row, pareto)
+
+
+def pareto_front(table: pd.DataFrame, metrics: Sequence[str], modes: Sequence[str]) -> pd.DataFrame:
+    """The completed trials no other completed trial dominates on `metrics` (the best-epoch
+    validation values), sorted by the first metric."""
+    done = table[table["status"] == COMPLETED]
+    if done.empty or any(m not in done for m in metrics):
+        return done.iloc[0:0]
+    mask = pareto_mask(done[list(metrics)].to_numpy(dtype=float), modes)
+    front = done[mask]
+    return front.sort_values(metrics[0], ascending=modes[0] == "min").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# run_fixed_configs (the ablation layer's entry point)
+# ---------------------------------------------------------------------------------------------
+
+
+def run_fixed_configs(
+    configs: Sequence[tuple[str, ExperimentConfig]],
+    experiment_dir: str | Path,
+    storage_path: str | None,
+    resume: bool,
+    max_concurrent: int | None = None,
+    *,
+    address: str | None = None,
+    max_failures: int = 0,
+    verbose: int = 1,
+) -> pd.DataFrame:
+    """Run each named config as one Tune trial (a grid over the names); one row per config.
+
+    Rows (in `configs` order): `name`, `status` (completed / error), `epochs_run`,
+    `best_epoch`, `objective` (best validation objective), the best epoch's `val/*`, the
+    `test/*` metrics, `time_s` (the training's wall time), `run_dir`, `history` (the list of
+    per-epoch metric dicts) and `history_path` (the same as JSON; `load_history` reads it into
+    a DataFrame), `error` (the message, for failed cells).
+
+    Each cell's run directory is `<experiment_dir>/runs/<name>/`. With `resume`, cells that
+    finished (same name, same config) are skipped and interrupted ones continue from their
+    last epoch checkpoint; without it, a cell that already has a run directory is an error
+    (nothing is overwritten). Ray is started (or joined, `address`) if it is not running.
+    """
+    import ray
+    from ray import tune
+
+    from unigrf.ray_utils import init_ray, resolve_storage_path
+
+    names = [n for n, _ in configs]
+    if len(set(names)) != len(names):
+        raise SweepError(
+            f"run_fixed_configs: duplicate config names: {sorted({n for n in names if names.count(n) > 1})}"
+        )
+    bad = [n for n in names if not n or "/" in n or n.startswith(".")]
+    if bad:
+        raise SweepError(f"run_fixed_configs: invalid config names (used as directory names): {bad}")
+    experiment_dir = Path(experiment_dir).resolve()
+    runs_dir = experiment_dir / "runs"
+    cfgs = {n: absolute_paths(c) for n, c in configs}
+    experiment = experiment_dir.name
+    if not resume:
+        existing = [n for n in names if (runs_dir / n).exists()]
+        if existing:
+            raise SweepError(
+                f"{runs_dir}: {len(existing)} cell(s) already have run directories ({', '.join(existing[:3])}"
+                f"{', ...' if len(existing) > 3 else ''}); resume to skip the finished ones, or delete {experiment_dir}"
+            )
+    todo = [n for n in names if read_trial_result(runs_dir / n, cfgs[n]) is None]
+    errors: dict[str, str] = {}
+    if todo:
+        started = init_ray(address)
+        try:
+            storage = resolve_storage_path(storage_path, experiment_dir)
+            if not resume:  # a fresh start must not pick up stale Train checkpoints of the same names
+                delete_train_runs(storage, experiment, todo)
+            todo_cfgs = [cfgs[n] for n in todo]
+            setup = TrialSetup(
+                experiment=experiment,
+                runs_dir=str(runs_dir),
+                storage_path=storage,
+                cells={n: config_to_dict(cfgs[n]) for n in todo},
+                data_dirs=prepare_data(todo_cfgs),
+                max_failures=max_failures,
+            )
+            trainable = tune.with_resources(
+                tune.with_parameters(run_trial, setup=setup), TRIAL_DRIVER_RESOURCES
+            )
+            tuner = tune.Tuner(
+                trainable,
+                param_space={CELL_KEY: tune.grid_search(todo)},
+                tune_config=tune.TuneConfig(
+                    max_concurrent_trials=concurrency(todo_cfgs, max_concurrent),
+                    trial_dirname_creator=_trial_dirname,
+                ),
+                run_config=tune.RunConfig(
+                    name=f"{experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
+                    storage_path=f"{storage.rstrip('/')}/{FIXED_SUBDIR}",
+                    verbose=verbose,
+                ),
+            )
+            for result in tuner.fit():
+                if result.error is not None:
+                    errors[str(result.config.get(CELL_KEY))] = str(result.error).strip().splitlines()[-1]
+        finally:
+            if started:
+                ray.shutdown()
+    return _fixed_table(names, cfgs, runs_dir, errors)
+
+
+def _fixed_table(
+    names: Sequence[str], cfgs: Mapping[str, ExperimentConfig], runs_dir: Path, errors: Mapping[str, str]
+) -> pd.DataFrame:
+    rows = []
+    for name in names:
+        run_dir = runs_dir / name
+        stored = read_trial_result(run_dir, cfgs[name])
+        if stored is None:
+            row = {"name": name, "status": ERROR, "error": errors.get(name, "no result")}
+        else:
+            row = trial_row(name, {}, stored["final"], None, error=False)
+            row["name"] = row.pop("trial_id")
+            row["error"] = None
+            row["time_s"] = stored.get("time_s", math.nan)
+        history_path = run_dir / HISTORY_FILE
+        row["run_dir"] = str(run_dir)
+        row["history_path"] = str(history_path) if stored is not None else None
+        row["history"] = json.loads(history_path.read_text()) if stored is not None else []
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    front = ["name", "status", "epochs_run", "best_epoch", "objective"]
+    rest = [c for c in table.columns if c not in front]
+    return table[[c for c in front if c in table.columns] + rest]
+
+
+def load_history(path: str | Path) -> pd.DataFrame:
+    """A run's per-epoch metrics (`history_path` of `run_fixed_configs`) as a DataFrame."""
+    return pd.DataFrame(json.loads(Path(path).read_text()))
