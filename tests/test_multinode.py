@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -151,19 +153,26 @@ def scenario(work: Path) -> dict:
 @pytest.mark.timeout(SCENARIO_TIMEOUT_S + 60)
 def test_tune_cli_runs_trials_on_both_nodes_of_a_two_node_cluster(tmp_path: Path) -> None:
     report_file = tmp_path / "report.json"
+    # A Ray temp dir of its own (short: Ray's socket paths live under it). ray.cluster_utils
+    # writes its head's address to <temp dir>/ray/ray_current_cluster, which any `ray.init()`
+    # on this machine would otherwise follow: to this cluster while it runs, or to a dead one
+    # if the scenario were killed.
+    ray_tmp = tempfile.mkdtemp(prefix="unigrf-mn-", dir="/tmp")
+    env = {**hermetic_env(), "RAY_TMPDIR": ray_tmp}
     # Own session: on a timeout the whole group (Ray's node processes too) is killed.
     proc = subprocess.Popen(
-        [sys.executable, __file__, str(tmp_path), str(report_file)],
-        env=hermetic_env(),
-        start_new_session=True,
+        [sys.executable, __file__, str(tmp_path), str(report_file)], env=env, start_new_session=True
     )
     try:
         proc.wait(timeout=SCENARIO_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        pytest.fail(f"the 2-node scenario took more than {SCENARIO_TIMEOUT_S} s")
-    assert proc.returncode == 0 and report_file.exists(), f"scenario failed (exit {proc.returncode})"
+        pytest.fail(f"the 2-node scenario took more than {SCENARIO_TIMEOUT_S} s (Ray logs: {ray_tmp})")
+    assert proc.returncode == 0 and report_file.exists(), (
+        f"scenario failed (exit {proc.returncode}; {ray_tmp})"
+    )
+    shutil.rmtree(ray_tmp, ignore_errors=True)
     report = json.loads(report_file.read_text())
     assert report["cli_returncode"] == 0, report["cli_output_tail"]
 

@@ -3,7 +3,8 @@
 `<results_dir>/ablations/<grid>/` holds the inputs (written by the runner, read back by
 `unigrf report DIR` without re-running anything):
 - `results.csv`   one row per run: cell, row, group, dataset, backbone, variant, axis_value,
-                  seed, status, best_epoch, epochs_run, time_s, model_shape, num_params, the
+                  seed, status, best_epoch, epochs_run, time_s (wall), epoch_time_s,
+                  model_shape, num_params, the
                   final val/* (best epoch), test/* and last-epoch train/* metrics;
 - `histories.csv` one row per run and epoch: cell, epoch (0-based as logged), per-epoch metrics;
 - `grid.yaml`     the grid as run (effective seeds); `meta.json` command, git commit, times,
@@ -133,6 +134,8 @@ def fmt_change(rel: float, p: float, significant: bool) -> str:
 def fmt_duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "—"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
     seconds = int(round(seconds))
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
@@ -290,7 +293,11 @@ def _header_lines(inputs: ReportInputs) -> list[tuple[str, str]]:
     budget = "; ".join(
         f"{k} = {' / '.join(str(v) for v in vals)}" for k, vals in meta.get("budget", {}).items()
     )
-    times = results.loc[results["status"] == OK_STATUS, "time_s"].astype(float)
+    done = results[results["status"] == OK_STATUS]
+
+    def mean_of(col: str) -> float:
+        return float(done[col].astype(float).mean()) if col in done and len(done) else math.nan
+
     seeds = sorted({int(s) for s in results["seed"]})
     lines = [
         ("Dataset", "; ".join(datasets)),
@@ -300,8 +307,8 @@ def _header_lines(inputs: ReportInputs) -> list[tuple[str, str]]:
         (
             "Runs",
             f"{len(results)} ({n_ok} finished, {len(results) - n_ok} failed); mean time per run "
-            f"{fmt_duration(float(times.mean()) if len(times) else math.nan)} (sum of its epochs); wall "
-            "time of the last `unigrf ablate` call "
+            f"{fmt_duration(mean_of('time_s'))} wall ({fmt_duration(mean_of('epoch_time_s'))} in its "
+            f"epochs); wall time of the last `unigrf ablate` call "
             f"{fmt_duration(float(meta.get('wall_s', math.nan)))}",
         ),
         ("Git commit", str(meta.get("git_commit", "unknown"))),

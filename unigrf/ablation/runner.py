@@ -154,14 +154,12 @@ def run_name(cell_name: str) -> str:
 
 
 def read_histories(frame: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
-    """Per-epoch metrics of each finished run (the sweep's `history_path` files), by run name."""
-    from unigrf.sweep import load_history
-
+    """Per-epoch metrics of each finished run (the sweep's `history` lists), by run name."""
     out = {}
     for rec in frame.to_dict("records"):
-        path = rec.get("history_path")
-        if isinstance(path, str) and Path(path).is_file():
-            out[str(rec["name"])] = load_history(path).to_dict("records")
+        history = rec.get("history")
+        if isinstance(history, list) and history:
+            out[str(rec["name"])] = history
     return out
 
 
@@ -175,8 +173,9 @@ def normalise(
     runs' per-epoch histories → (results, histories) frames as stored in the report dir.
 
     A cell missing from `frame` or without test metrics is kept with status "missing" /
-    "error: ..." so the report names it instead of silently dropping it. `time_s` is the sum
-    of the epochs' times (training + validation), the cost a run's budget buys.
+    "error: ..." so the report names it instead of silently dropping it. `time_s` is the run's
+    wall time (Ray Train startup and the test evaluation included), `epoch_time_s` the sum of
+    its epochs' times (training + validation).
     """
     by_name = {str(r["name"]): r for r in frame.to_dict("records")} if len(frame) else {}
     histories_by_run = histories_by_run or {}
@@ -202,8 +201,9 @@ def normalise(
             row["status"] = _status(rec)
             row["best_epoch"] = rec.get("best_epoch", math.nan)
             row["epochs_run"] = rec.get("epochs_run", len(history))
+            row["time_s"] = float(rec["time_s"]) if _is_number(rec.get("time_s")) else math.nan
             times = [float(h["time/epoch_s"]) for h in history if _is_number(h.get("time/epoch_s"))]
-            row["time_s"] = sum(times) if times else math.nan
+            row["epoch_time_s"] = sum(times) if times else math.nan
             for key, value in rec.items():
                 if isinstance(key, str) and key.startswith(("val/", "test/")) and _is_number(value):
                     row[key] = float(value)
@@ -302,7 +302,7 @@ def run_ablation(
         "grid": spec.name,
         "grid_file": str(spec.path) if spec.path is not None else None,
         "command": command,
-        "git_commit": git_commit(Path(spec.path).parent if spec.path is not None else None),
+        "git_commit": git_commit(Path(__file__).resolve().parent),  # the code that ran
         "started_at": started_at,
         "wall_s": time.perf_counter() - t0,
         "resume": resume,

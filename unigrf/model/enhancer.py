@@ -14,9 +14,12 @@ training retrieval position: the feedback token b_{L−1}, whose true next item 
    predicts the user dislikes. With `alpha`, a kept candidate whose like-probability is above
    alpha is replaced by 0 (no negative). Rows with L < 2 (no anchor) get all zeros.
 
-Its extra cost per training step is one no-grad forward of the prefix without the last
-block's attention (only that block's keys/values are needed), a one-token and a K-token
-continuation, and a [B, num_items] top-K; see benchmarks/RESULTS.md "Model step time".
+Cost (see benchmarks/RESULTS.md "Model step time"), all exact — the result equals the plain
+packed pass over each row: rows are mined in `MINING_GROUPS` groups of similar length, each
+padded only to its own longest row; the prefix is encoded once, in causal chunks that skip
+key blocks hidden from the whole chunk, without the last block's attention (later tokens need
+only its keys/values); the anchor query and the K candidates are one- and K-token
+continuations of that cached prefix; plus a [B, num_items] top-K.
 """
 
 from __future__ import annotations

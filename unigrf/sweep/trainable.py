@@ -102,7 +102,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from unigrf.training.distributed import build_trainer
+    from unigrf.training.distributed import build_trainer, final_metrics
 
     trial_id = ray.tune.get_context().get_trial_id()
     name, cfg = resolve_trial(setup, config, trial_id)
@@ -126,13 +126,13 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     )
     start = time.perf_counter()
     outcome = trainer.fit()  # raises on a failed run: the trial errors
-    history = list((outcome.return_value or {}).get("history", []))
-    write_json_atomic(run_dir / HISTORY_FILE, history)
+    result = outcome.return_value  # rank 0's `fit` result (Result.metrics is the last checkpoint's)
+    write_json_atomic(run_dir / HISTORY_FILE, result["history"])
     write_json_atomic(
         run_dir / TRIAL_RESULT,
         {
             "config_hash": config_hash(cfg),
-            "final": dict(outcome.metrics),
+            "final": final_metrics(result),  # exactly the training's last report
             "history_file": HISTORY_FILE,
             "time_s": time.perf_counter() - start,  # this session's Train run (startup included)
         },
