@@ -38,6 +38,7 @@ def ray_cluster():
 
     if not ray.is_initialized():
         ray.init(
+            address="local",
             num_cpus=max(2, os.cpu_count() or 2),
             include_dashboard=False,
             log_to_driver=False,

@@ -59,7 +59,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     target = resolve_address(address)
     if target is None:
-        ray.init(num_cpus=num_cpus, include_dashboard=None)
+        # address="local": always a fresh local Ray, never a cluster some other process left
+        # running on this machine (plain ray.init() would join it via /tmp/ray).
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=None)
         return True
     # No runtime_env here: inside `ray job submit` the job's own runtime env (working_dir,
     # env_vars) applies, and a second one passed to ray.init could conflict with it.

@@ -1,0 +1,248 @@
+"""Training benchmarks behind benchmarks/RESULTS.md "Training on ML-100K" and "Ray Train".
+
+Sub-commands (run from the repository root; each prints Markdown and writes JSON to --out):
+
+  table     the results table of finished runs (their metrics.json) beside the popularity
+            baseline on the same data:
+              python benchmarks/train_bench.py table --config configs/ml-100k.yaml \
+                  --runs results/runs/ml-100k-hstu results/runs/ml-100k-llama ...
+  overhead  Ray Train overhead: the same config trained by the plain loop in this process and
+            by Ray Train with 1 (and 2) workers; wall time including start-up, and s/epoch:
+              python benchmarks/train_bench.py overhead --config configs/ml-100k.yaml train.epochs=3
+  sharding  the per-worker data path: each of 2 Ray Train workers builds all its training
+            batches of an epoch from (a) the prepared Parquet loaded once + `epoch_users`
+            (a seeded permutation, sharded by rank) or (b) a Ray Data dataset passed to the
+            trainer and read with `ray.train.get_dataset_shard` (`iter_batches` with a local
+            shuffle), then `SequenceData.train_batch` (no model: the data path only):
+              python benchmarks/train_bench.py sharding --config configs/ml-100k.yaml --epochs 5
+
+The plain loop runs with one torch thread, as each 1-CPU Ray Train worker does, so the
+comparison isolates Ray Train's own cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from unigrf.config import ExperimentConfig, apply_overrides, load_config
+from unigrf.data.sequences import SequenceData
+from unigrf.evaluation import popularity_baseline
+from unigrf.training.distributed import train_distributed
+from unigrf.training.run import load_data, load_data_dir, run_training
+
+TABLE_METRICS = ("hr@10", "ndcg@10", "hr@50", "auc", "cascade_ndcg@10")
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "—"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# table
+# ---------------------------------------------------------------------------------------------
+
+
+def results_table(cfg: ExperimentConfig, run_dirs: list[Path]) -> tuple[str, list[dict[str, Any]]]:
+    """Markdown table (val / test for each metric) of finished runs + the popularity baseline."""
+    data = load_data(cfg)
+    rows: list[dict[str, Any]] = []
+    pop = {s: popularity_baseline(data, s, cfg.eval) for s in ("val", "test")}
+    rows.append(
+        {"system": "popularity (train counts, history masked)", "cascade": "—", "epochs": "—"}
+        | {f"{s}/{m}": pop[s].get(m) for s in ("val", "test") for m in TABLE_METRICS}
+    )
+    for run_dir in run_dirs:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        run_cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        row = {
+            "system": f"{run_cfg['model']['backbone']} {run_cfg['train']['variant']} ({run_dir.name})",
+            "epochs": f"{metrics['epochs_run']} (best {metrics['best_epoch']})",
+            "s/epoch": metrics["time"]["epoch_s"],
+            "total s": metrics["time"]["total_s"],
+        }
+        row |= {k: v for k, v in metrics["val"].items()} | {k: v for k, v in metrics["test"].items()}
+        rows.append(row)
+    header = [
+        "system",
+        *(f"{s}/{m}" for m in TABLE_METRICS for s in ("val", "test")),
+        "epochs",
+        "s/epoch",
+        "total s",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = []
+        for h in header:
+            v = row.get(h)
+            cells.append(_fmt(v, 1) if h in ("s/epoch", "total s") else _fmt(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines), rows
+
+
+# ---------------------------------------------------------------------------------------------
+# overhead
+# ---------------------------------------------------------------------------------------------
+
+
+def overhead(cfg: ExperimentConfig, workers: list[int]) -> list[dict[str, Any]]:
+    """Plain loop vs Ray Train with each worker count, same config; returns one row each."""
+    torch.set_num_threads(1)
+    load_data_dir(cfg)  # prepare (cached) outside the timings
+    out = []
+    runs = [("plain loop (1 thread)", 1)] + [(f"Ray Train, {n} worker(s)", n) for n in workers]
+    for label, n in runs:
+        run_cfg = apply_overrides(
+            cfg, {"train.num_workers": n, "name": f"{cfg.name}-overhead-{n}-{label[:5]}"}
+        )
+        start = time.perf_counter()
+        if label.startswith("plain"):
+            result = run_training(run_cfg, restart=True, verbose=False)
+        else:  # directly: run_training would pick the plain loop for 1 worker without --address
+            result = train_distributed(run_cfg, verbose=False, restart=True)
+        wall = time.perf_counter() - start
+        epochs = [h["time/epoch_s"] for h in result["history"]]
+        train_s = [h["time/train_s"] for h in result["history"]]
+        out.append(
+            {
+                "run": label,
+                "wall_s": wall,
+                "epochs": len(epochs),
+                "epoch_s_median": statistics.median(epochs),
+                "train_s_median": statistics.median(train_s),
+                "outside_epochs_s": wall - sum(epochs),
+                "test/ndcg@10": result["test"]["test/ndcg@10"],
+                "test/hr@10": result["test"]["test/hr@10"],
+                "test/auc": result["test"]["test/auc"],
+            }
+        )
+        print(json.dumps(out[-1]), flush=True)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# sharding
+# ---------------------------------------------------------------------------------------------
+
+
+def _sharding_worker(config: dict[str, Any]) -> None:
+    """One Ray Train worker: time `epochs` epochs of batch building with both data paths."""
+    import ray.train
+
+    from unigrf.training.loop import epoch_users
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    t0 = time.perf_counter()
+    data = SequenceData.load(config["data_dir"], max_len=config["max_len"])
+    load_s = time.perf_counter() - t0
+    bs, seed = config["batch_size"], config["seed"]
+    numpy_s, raydata_s, n_users = [], [], [0, 0]
+    for epoch in range(config["epochs"]):
+        t = time.perf_counter()
+        users = epoch_users(data.num_users, seed, epoch, rank, world)
+        for start in range(0, len(users), bs):
+            batch = data.train_batch(users[start : start + bs])
+            n_users[0] += len(batch["users"])
+        numpy_s.append(time.perf_counter() - t)
+
+        t = time.perf_counter()
+        shard = ray.train.get_dataset_shard("train")
+        for rows in shard.iter_batches(
+            batch_size=bs,
+            batch_format="numpy",
+            local_shuffle_buffer_size=4 * bs,
+            local_shuffle_seed=seed + epoch,
+        ):
+            batch = data.train_batch(rows["user"])
+            n_users[1] += len(batch["users"])
+        raydata_s.append(time.perf_counter() - t)
+    ray.train.report(
+        {
+            "rank": rank,
+            "load_s": load_s,
+            "numpy_epoch_s": statistics.median(numpy_s),
+            "raydata_epoch_s": statistics.median(raydata_s),
+            "raydata_first_epoch_s": raydata_s[0],
+            "users_numpy": n_users[0],
+            "users_raydata": n_users[1],
+        }
+    )
+
+
+def sharding(cfg: ExperimentConfig, epochs: int) -> dict[str, Any]:
+    import ray
+    import ray.data
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from unigrf.ray_utils import init_ray
+
+    data_dir = load_data_dir(cfg)
+    started = init_ray()
+    try:
+        ds = ray.data.read_parquet(str(data_dir / "sequences.parquet"), columns=["user"])
+        trainer = TorchTrainer(
+            _sharding_worker,
+            train_loop_config={
+                "data_dir": str(data_dir),
+                "max_len": cfg.data.resolved_max_len(),
+                "batch_size": cfg.train.batch_size,
+                "seed": cfg.train.seed,
+                "epochs": epochs,
+            },
+            scaling_config=ScalingConfig(num_workers=2),
+            run_config=RunConfig(
+                name="sharding-bench", storage_path=str(Path(cfg.results_dir, "ray").resolve())
+            ),
+            datasets={"train": ds},
+        )
+        result = trainer.fit()
+    finally:
+        if started:
+            ray.shutdown()
+    return {"epochs": epochs, "batch_size": cfg.train.batch_size, **result.metrics}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("command", choices=["table", "overhead", "sharding"])
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    parser.add_argument("--config", default="configs/ml-100k.yaml")
+    parser.add_argument("--runs", nargs="*", default=[], help="run directories (table)")
+    parser.add_argument(
+        "--workers", type=int, nargs="*", default=[1, 2], help="Ray Train worker counts (overhead)"
+    )
+    parser.add_argument("--epochs", type=int, default=5, help="epochs of batch building (sharding)")
+    parser.add_argument("--out", default=None, help="JSON output file")
+    args = parser.parse_args()
+    cfg = load_config(args.config, args.overrides)
+
+    if args.command == "table":
+        table, rows = results_table(cfg, [Path(r) for r in args.runs])
+        print(table)
+        payload: Any = rows
+    elif args.command == "overhead":
+        payload = overhead(cfg, args.workers)
+    else:
+        payload = sharding(cfg, args.epochs)
+        print(json.dumps(payload, indent=2))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(payload, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
