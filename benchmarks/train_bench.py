@@ -227,7 +227,7 @@ def main() -> None:
     )
     parser.add_argument("--epochs", type=int, default=5, help="epochs of batch building (sharding)")
     parser.add_argument("--out", default=None, help="JSON output file")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     cfg = load_config(args.config, args.overrides)
 
     if args.command == "table":

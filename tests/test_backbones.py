@@ -151,7 +151,11 @@ def test_context_equals_one_packed_pass(name: str, min_chunk: int, monkeypatch: 
     new_pos = lengths[:, None].expand(b, k).clone()  # all candidates at one position per row
     positions = torch.cat([pos[:, :s], new_pos], dim=1)
     full = model(x, packed_mask(key_valid, k), positions, times)
-    ctx = model.build_context(x[:, :s], causal(b, s) & key_valid[:, None, :], pos[:, :s], times[:, :s])
+    prefix_mask = causal(b, s) & key_valid[:, None, :]
+    last = lengths - 1
+    ctx, h_last = model.build_context(x[:, :s], prefix_mask, pos[:, :s], times[:, :s], query_index=last)
+    rows = torch.arange(b)
+    torch.testing.assert_close(h_last, full[rows, last], rtol=1e-5, atol=1e-5)  # the prefix's own output
     cont_mask = torch.cat(
         [key_valid[:, None, :].expand(b, k, s), torch.eye(k, dtype=torch.bool).expand(b, k, k)], 2
     )
@@ -160,13 +164,18 @@ def test_context_equals_one_packed_pass(name: str, min_chunk: int, monkeypatch: 
     assert ctx.keys[0].shape[2] == s and ctx.positions.shape == (b, s)
 
 
-def test_context_needs_a_mask_without_lookahead() -> None:
+def test_context_needs_a_mask_without_lookahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(base, "PREFILL_MIN_CHUNK", 2)  # 6 tokens -> chunks [0, 2) [2, 4) [4, 6)
     model = make("hstu")
     x, pos, times = inputs(2, 6)
     mask = causal(2, 6)
     mask[0, 1, 4] = True
     with pytest.raises(ValueError, match="later one"):
         model.build_context(x, mask, pos, times)
+    mask[0, 1, 4] = False
+    mask[0, 4, 5] = True  # lookahead inside a chunk is fine: that chunk's keys are all there
+    ctx, none = model.build_context(x, mask, pos, times)
+    assert none is None and len(ctx.keys) == 2
 
 
 @pytest.mark.parametrize("name", ["hstu", "hstu_time", "llama"])

@@ -251,15 +251,8 @@ class UniGRF(nn.Module):
         key_valid = keep.repeat_interleave(2, dim=1)  # [B, S]
         s = 2 * width
         positions = torch.arange(s, device=device).expand(b, s)
-        context = self.backbone.build_context(x, causal_mask(key_valid), positions, times)
-
-        # The last feedback token again, as a one-token continuation of the context: its own
-        # keys/values are in the context already, so it attends the context before it + itself.
-        last = (2 * lengths - 1).clamp(min=0)  # [B]
-        before = torch.arange(s, device=device)[None, :] < last[:, None]
-        mask = torch.cat([before, torch.ones(b, 1, dtype=torch.bool, device=device)], dim=1)[:, None, :]
-        t_last = times[rows, last][:, None] if times is not None else None
-        h_last = self.backbone(x[rows, last][:, None], mask, last[:, None], t_last, context=context)[:, 0]
+        last = (2 * lengths - 1).clamp(min=0)  # the last feedback token of each prefix
+        context, h_last = self.backbone.build_context(x, causal_mask(key_valid), positions, times, last)
         query = self.queries(h_last) * (lengths > 0)[:, None]
 
         next_time = None

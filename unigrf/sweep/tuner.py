@@ -280,8 +280,6 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, options: SweepOptions) ->
                     num_samples=num_samples,
                     max_concurrent_trials=max_concurrent,
                     trial_dirname_creator=_trial_dirname,
-                    # a finished trial's process drives the next one: saves its start and imports
-                    reuse_actors=True,
                 ),
                 run_config=tune.RunConfig(
                     name=name,
@@ -515,8 +513,6 @@ def run_fixed_configs(
                 tune_config=tune.TuneConfig(
                     max_concurrent_trials=concurrency(todo_cfgs, max_concurrent),
                     trial_dirname_creator=_trial_dirname,
-                    # a finished trial's process drives the next one: saves its start and imports
-                    reuse_actors=True,
                 ),
                 run_config=tune.RunConfig(
                     name=f"{experiment}-{time.strftime('%Y%m%d-%H%M%S')}",

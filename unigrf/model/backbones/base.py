@@ -12,6 +12,10 @@ then encodes new tokens whose mask columns are `[prefix keys (S_ctx), new keys (
 result is exactly what one packed pass over `prefix + new tokens` gives at the new tokens (the
 prefix never attends the new tokens under a causal/packed mask), at a fraction of the cost;
 the ranking-driven enhancer uses it to score its candidates without re-encoding the prefix.
+
+A block is split into `keys_values` (what later tokens need from a token) and `attend` (a
+token's output given the keys/values it may see), so the prefix can be encoded layer by layer
+with its queries in chunks that only read the keys their mask can reach.
 """
 
 from __future__ import annotations
@@ -22,8 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-PREFILL_CHUNKS = 4  # causal chunks of `build_context`
+PREFILL_CHUNKS = 4  # query chunks per layer in `build_context`
 PREFILL_MIN_CHUNK = 32  # tokens; shorter prefixes use fewer chunks
 
 
@@ -41,36 +44,62 @@ class BackboneContext(NamedTuple):
 
 
 class Block(nn.Module):
-    """One backbone layer. `aux` carries what the backbone precomputes once per forward for
-    all layers from the mask, positions and timestamps (mask tensors, RoPE tables,
-    relative-bias buckets)."""
+    """One backbone layer.
 
-    def keys_values(self, x: Tensor, aux: object) -> tuple[Tensor, Tensor]:
-        """Keys/values [B, H, T, d_head] this layer derives from its input x [B, T, D]."""
+    `key_aux` / `query_aux` carry what the backbone precomputes once per pass for all layers
+    (`Backbone.key_aux` / `Backbone.query_aux`: RoPE tables, mask tensors, relative-bias
+    buckets).
+    """
+
+    def attn_input(self, x: Tensor) -> Tensor:
+        """The (normalised) input [B, T, D] that queries, keys and values are projected from."""
+        raise NotImplementedError
+
+    def keys_values(self, h: Tensor, key_aux: object) -> tuple[Tensor, Tensor]:
+        """h = attn_input(x) [B, T, D] -> keys, values [B, H, T, d_head]."""
+        raise NotImplementedError
+
+    def attend(self, x: Tensor, h: Tensor, k: Tensor, v: Tensor, query_aux: object) -> Tensor:
+        """The block's output [B, T, D] for tokens x (h = attn_input(x)) whose queries see the
+        keys/values k, v [B, H, S, d_head] under `query_aux`."""
         raise NotImplementedError
 
     def forward(
-        self, x: Tensor, aux: object, past: tuple[Tensor, Tensor] | None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """x [B, T, D] (attending S_past + T keys) -> (output [B, T, D], keys, values of x)."""
-        raise NotImplementedError
+        self, x: Tensor, key_aux: object, query_aux: object, past: tuple[Tensor, Tensor] | None
+    ) -> Tensor:
+        """x [B, T, D] attending `past` (cached [B, H, S_ctx, d]) then itself -> [B, T, D]."""
+        h = self.attn_input(x)
+        k, v = self.keys_values(h, key_aux)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        return self.attend(x, h, k, v, query_aux)
 
 
 class Backbone(nn.Module):
-    """The layer loop shared by all backbones; subclasses define `blocks`, `prepare` and
-    `finish`."""
+    """The layer loop shared by all backbones; subclasses define `blocks` and may override
+    `embed`, `key_aux`, `query_aux` and `finish`."""
 
     blocks: nn.ModuleList
 
-    def prepare(
+    def embed(self, x: Tensor, positions: Tensor) -> Tensor:
+        """Before the first block (e.g. add absolute position embeddings)."""
+        return x
+
+    def key_aux(self, positions: Tensor, timestamps: Tensor | None) -> object:
+        """What `keys_values` needs for tokens at `positions` [B, T] (e.g. RoPE tables)."""
+        return None
+
+    def query_aux(
         self,
-        x: Tensor,
         attn_mask: Tensor,
         positions: Tensor,
         timestamps: Tensor | None,
-        context: BackboneContext | None,
-    ) -> tuple[Tensor, object]:
-        """Per-forward work before the first block: returns (block input, aux)."""
+        key_positions: Tensor,
+        key_timestamps: Tensor | None,
+        dtype: torch.dtype,
+    ) -> object:
+        """What `attend` needs for queries at `positions` [B, T] over keys at `key_positions`
+        [B, S] under attn_mask [B, T, S]."""
         raise NotImplementedError
 
     def finish(self, x: Tensor) -> Tensor:
@@ -93,71 +122,92 @@ class Backbone(nn.Module):
                 f"attn_mask must be bool [B, T, S] = {(x.shape[0], x.shape[1], expected)}, "
                 f"got {attn_mask.dtype} {tuple(attn_mask.shape)}"
             )
-        h, aux = self.prepare(x, attn_mask, positions, timestamps, context)
+        key_pos, key_t = positions, timestamps
+        if context is not None:
+            key_pos = torch.cat([context.positions, positions], dim=1)
+            key_t = None
+            if timestamps is not None and context.timestamps is not None:
+                key_t = torch.cat([context.timestamps, timestamps], dim=1)
+        h = self.embed(x, positions)
+        k_aux = self.key_aux(positions, timestamps)
+        q_aux = self.query_aux(attn_mask, positions, timestamps, key_pos, key_t, x.dtype)
         for i, block in enumerate(self.blocks):
             past = (context.keys[i], context.values[i]) if context is not None else None
-            h, _, _ = block(h, aux, past)
+            h = block(h, k_aux, q_aux, past)
         return self.finish(h)
 
     def build_context(
-        self, x: Tensor, attn_mask: Tensor, positions: Tensor, timestamps: Tensor | None = None
-    ) -> BackboneContext:
-        """Encode a prefix x [B, S, D] (mask [B, S, S], in which no token attends a later one)
-        and keep every layer's keys/values.
-
-        Exact, and cheaper than one forward: the prefix is encoded in `PREFILL_CHUNKS` causal
-        chunks, each attending the keys/values cached so far plus itself, so key blocks that the
-        mask hides from a whole chunk are never computed (about 5/8 of the attention work of a
-        full pass for a causal mask); the last block's output is never needed by later tokens,
-        only its keys/values, so its attention and output projection are skipped.
-        """
-        s = x.shape[1]
-        if attn_mask.shape != (x.shape[0], s, s):
-            raise ValueError(f"build_context: attn_mask must be [B, S, S], got {tuple(attn_mask.shape)}")
-        if attn_mask.triu(1).any():
-            raise ValueError("build_context: the prefix mask lets a token attend a later one")
-        n_chunks = max(1, min(PREFILL_CHUNKS, s // PREFILL_MIN_CHUNK))
-        context = None
-        for chunk in torch.arange(s, device=x.device).tensor_split(n_chunks):
-            i0, i1 = int(chunk[0]), int(chunk[-1]) + 1
-            t = timestamps[:, i0:i1] if timestamps is not None else None
-            context = self._extend_context(context, x[:, i0:i1], attn_mask[:, i0:i1, :i1], positions[:, i0:i1], t)
-        assert context is not None
-        return context
-
-    def _extend_context(
         self,
-        context: BackboneContext | None,
         x: Tensor,
         attn_mask: Tensor,
         positions: Tensor,
-        timestamps: Tensor | None,
-    ) -> BackboneContext:
-        """Append the keys/values of x [B, T, D] (mask [B, T, S_ctx + T]) to `context`."""
-        h, aux = self.prepare(x, attn_mask, positions, timestamps, context)
+        timestamps: Tensor | None = None,
+        query_index: Tensor | None = None,
+    ) -> tuple[BackboneContext, Tensor | None]:
+        """Encode a prefix x [B, S, D] under attn_mask [B, S, S] and keep every layer's
+        keys/values; with query_index [B] also return the final output [B, D] at that token of
+        each row (what `forward` would give there).
+
+        Exact, and cheaper than a forward pass: layer by layer, all keys/values are projected
+        at once and the queries are processed in `PREFILL_CHUNKS` chunks, each reading only the
+        keys up to its own end, so under a causal mask about 5/8 of the attention work is done;
+        the last block's attention runs only for the `query_index` tokens, since later tokens
+        need only its keys/values. The mask must not let a token attend a later chunk (a causal
+        mask never does); this is checked.
+        """
+        b, s, _ = x.shape
+        if attn_mask.shape != (b, s, s):
+            raise ValueError(f"build_context: attn_mask must be [B, S, S], got {tuple(attn_mask.shape)}")
+        n_chunks = max(1, min(PREFILL_CHUNKS, s // PREFILL_MIN_CHUNK))
+        bounds = [(int(c[0]), int(c[-1]) + 1) for c in torch.arange(s).tensor_split(n_chunks)]
+        if any(attn_mask[:, i0:i1, i1:].any() for i0, i1 in bounds[:-1]):
+            raise ValueError("build_context: the prefix mask lets a token attend a later one")
+
+        def part(t: Tensor | None, i0: int, i1: int) -> Tensor | None:
+            return t[:, i0:i1] if t is not None else None
+
+        chunk_aux = [
+            self.query_aux(
+                attn_mask[:, i0:i1, :i1],
+                positions[:, i0:i1],
+                part(timestamps, i0, i1),
+                positions[:, :i1],
+                part(timestamps, 0, i1),
+                x.dtype,
+            )
+            for i0, i1 in bounds
+        ]
+        h = self.embed(x, positions)
+        k_aux = self.key_aux(positions, timestamps)
         keys, values = [], []
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            past = (context.keys[i], context.values[i]) if context is not None else None
-            if i < last:
-                h, k, v = block(h, aux, past)
-            else:
-                k, v = block.keys_values(h, aux)
-            k, v = with_past(k, v, past)
+            hn = block.attn_input(h)
+            k, v = block.keys_values(hn, k_aux)
             keys.append(k)
             values.append(v)
-        if context is not None:
-            positions = torch.cat([context.positions, positions], dim=1)
-            if timestamps is not None and context.timestamps is not None:
-                timestamps = torch.cat([context.timestamps, timestamps], dim=1)
-        return BackboneContext(tuple(keys), tuple(values), positions, timestamps)
-
-
-def with_past(k: Tensor, v: Tensor, past: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
-    """Prepend cached prefix keys/values ([B, H, S_ctx, d]) to the new ones ([B, H, T, d])."""
-    if past is None:
-        return k, v
-    return torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+            if i < last:
+                outs = [
+                    block.attend(h[:, i0:i1], hn[:, i0:i1], k[:, :, :i1], v[:, :, :i1], aux)
+                    for (i0, i1), aux in zip(bounds, chunk_aux)
+                ]
+                h = torch.cat(outs, dim=1)
+        context = BackboneContext(tuple(keys), tuple(values), positions, timestamps)
+        if query_index is None:
+            return context, None
+        rows = torch.arange(b, device=x.device)
+        q_t = timestamps[rows, query_index][:, None] if timestamps is not None else None
+        aux = self.query_aux(
+            attn_mask[rows, query_index][:, None],
+            positions[rows, query_index][:, None],
+            q_t,
+            positions,
+            timestamps,
+            x.dtype,
+        )
+        hq = h[rows, query_index][:, None]
+        out = self.blocks[last].attend(hq, self.blocks[last].attn_input(hq), keys[last], values[last], aux)
+        return context, self.finish(out)[:, 0]
 
 
 def split_heads(x: Tensor, heads: int) -> Tensor:
@@ -176,20 +226,22 @@ class SoftmaxMask(NamedTuple):
     """A boolean mask made safe for softmax attention (see `softmax_mask`)."""
 
     safe: Tensor  # [B, 1, T, S] bool
-    attends: Tensor  # [B, 1, T, 1] bool: the row may attend at least one key
+    empty_rows: Tensor | None  # [B, 1, T, 1] bool: rows that may attend nothing (None: no such row)
 
 
 def softmax_mask(attn_mask: Tensor) -> SoftmaxMask:
-    """attn_mask [B, T, S] bool -> SoftmaxMask, computed once per forward for all layers.
+    """attn_mask [B, T, S] bool -> SoftmaxMask, computed once per pass for all layers.
 
     A query row that may attend nothing would softmax over all −inf (NaN); such rows get an
     all-True row for the kernel and `masked_sdpa` sets their output to 0.
     """
-    attends = attn_mask.any(dim=-1, keepdim=True)
-    return SoftmaxMask((attn_mask | ~attends).unsqueeze(1), attends.unsqueeze(1))
+    empty = ~attn_mask.any(dim=-1, keepdim=True)
+    if not empty.any():
+        return SoftmaxMask(attn_mask.unsqueeze(1), None)
+    return SoftmaxMask((attn_mask | empty).unsqueeze(1), empty.unsqueeze(1))
 
 
 def masked_sdpa(q: Tensor, k: Tensor, v: Tensor, mask: SoftmaxMask, dropout_p: float = 0.0) -> Tensor:
     """Softmax attention q [B, H, T, d], k/v [B, H, S, d] under `mask` -> [B, H, T, d]."""
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.safe, dropout_p=dropout_p)
-    return out.masked_fill(~mask.attends, 0.0)
+    return out if mask.empty_rows is None else out.masked_fill(mask.empty_rows, 0.0)

@@ -10,8 +10,10 @@ One block, for input X [B, T, D] (H heads, d = D / H):
 `rab` is a learned per-head bias over bucketed relative positions (exact up to 16, then
 log-spaced up to `max_positions`; past and future distances get separate buckets) plus,
 with `ModelConfig.time_bias`, a learned per-head bias over bucketed log time differences
-(bucket = ⌊ln(max(|t_q − t_k|, 1)) / 0.301⌋, as in the reference implementation). Each block
-has its own bias tables; the bucket indices are computed once per forward.
+(bucket = ⌊ln(max(|t_q − t_k|, 1)) / 0.301⌋, the reference implementation's bucketing, applied
+to the tokens' own timestamps — the item and feedback tokens of an interaction share its time;
+the reference shifts each query to the next interaction's time instead). Each block has its
+own bias tables; the bucket indices are computed once per pass. Masked entries get a huge negative score, so SiLU is exactly 0 there.
 
 Normalisation T_norm: the fixed `max_positions`, not the number of attended tokens. The
 reference implementation divides by the padded sequence length, which is a constant there
@@ -32,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unigrf.config import ModelConfig
-from unigrf.model.backbones.base import Backbone, BackboneContext, Block, merge_heads, split_heads, with_past
+from unigrf.model.backbones.base import Backbone, Block, merge_heads, split_heads
 
 POSITION_BUCKETS_PER_SIDE = 32  # buckets for distances >= 0 (past and self); as many for < 0
 POSITION_EXACT = 16  # distances below this get their own bucket
@@ -63,20 +65,19 @@ def _rows_identical(t: Tensor) -> bool:
 
 
 class HSTUAux(NamedTuple):
-    """Per-forward tensors shared by all blocks (b = 1 when every row has the same positions)."""
+    """Per-pass tensors shared by all blocks (b = 1 when every row has the same positions)."""
 
     position_bucket: Tensor  # [b, T, S] long
     time_bucket: Tensor | None  # [B, T, S] long
-    mask_bias: Tensor  # [B, 1, T, S]: 0 where a query may attend a key, MASKED elsewhere
+    mask_bias: Tensor  # [B, 1, T, S]: 0 where a query may attend a key, masked_value elsewhere
 
 
-def masked_value(x: Tensor) -> float:
+def masked_value(dtype: torch.dtype, device_type: str) -> float:
     """A score offset that makes SiLU exactly 0 (and its gradient exactly 0) at masked entries
     while staying finite in the dtype the scores are computed in (autocast's, if on):
     SiLU(v) = v·σ(v) with σ(v) = 0 in floating point."""
-    dtype = x.dtype
-    if torch.is_autocast_enabled(x.device.type):
-        dtype = torch.get_autocast_dtype(x.device.type)
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
     return torch.finfo(dtype).min / 4
 
 
@@ -85,12 +86,18 @@ class HSTUBlock(Block):
         super().__init__()
         self.dim, self.heads, self.norm_len = dim, heads, float(norm_len)
         self.norm = nn.LayerNorm(dim)
-        self.uvqk = nn.Linear(dim, 4 * dim)
+        self.uvqk = nn.Linear(dim, 4 * dim)  # rows: U, Q (for a token's own output) | V, K (for others)
         self.attn_norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(dim, dim)
         self.position_bias = nn.Parameter(torch.zeros(heads, 2 * POSITION_BUCKETS_PER_SIDE))
         self.time_bias = nn.Parameter(torch.zeros(heads, TIME_BUCKETS)) if time_bias else None
+
+    def _project(self, h: Tensor, half: int) -> tuple[Tensor, Tensor]:
+        """SiLU of one half of the U, Q | V, K projection: half 0 -> (U, Q), 1 -> (V, K)."""
+        rows = slice(half * 2 * self.dim, (half + 1) * 2 * self.dim)
+        a, b = F.silu(F.linear(h, self.uvqk.weight[rows], self.uvqk.bias[rows])).split(self.dim, dim=-1)
+        return a, b
 
     def _bias(self, aux: HSTUAux) -> Tensor:
         """[B, H, T, S]: relative attention bias + mask bias."""
@@ -103,33 +110,29 @@ class HSTUBlock(Block):
             bias = bias + gather(self.time_bias, aux.time_bucket)
         return bias + aux.mask_bias
 
-    def keys_values(self, x: Tensor, aux: object) -> tuple[Tensor, Tensor]:
-        d = self.dim
-        h = self.norm(x)
-        w, b = self.uvqk.weight, self.uvqk.bias
-        v = F.silu(F.linear(h, w[d : 2 * d], b[d : 2 * d]))
-        k = F.silu(F.linear(h, w[3 * d :], b[3 * d :]))
+    def attn_input(self, x: Tensor) -> Tensor:
+        return self.norm(x)
+
+    def keys_values(self, h: Tensor, key_aux: object) -> tuple[Tensor, Tensor]:
+        v, k = self._project(h, 1)
         return split_heads(k, self.heads), split_heads(v, self.heads)
 
-    def forward(
-        self, x: Tensor, aux: object, past: tuple[Tensor, Tensor] | None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        u, v, q, k = F.silu(self.uvqk(self.norm(x))).split(self.dim, dim=-1)
-        q, k, v = (split_heads(t, self.heads) for t in (q, k, v))
-        k_all, v_all = with_past(k, v, past)
-        b, h, t, d = q.shape
-        s = k_all.shape[2]
+    def attend(self, x: Tensor, h: Tensor, k: Tensor, v: Tensor, query_aux: object) -> Tensor:
+        assert isinstance(query_aux, HSTUAux)
+        u, q = self._project(h, 0)
+        q = split_heads(q, self.heads)
+        b, heads, t, d = q.shape
+        s = k.shape[2]
         # scores = bias + Q Kᵀ in one batched GEMM; masked entries sit at a huge negative value
         # so SiLU gives exactly 0 there: no separate masking pass over [B, H, T, S].
         scores = torch.baddbmm(
-            self._bias(aux).reshape(b * h, t, s),
-            q.reshape(b * h, t, d),
-            k_all.reshape(b * h, s, d).transpose(1, 2),
+            self._bias(query_aux).reshape(b * heads, t, s),
+            q.reshape(b * heads, t, d),
+            k.reshape(b * heads, s, d).transpose(1, 2),
         )
-        o = torch.bmm(F.silu(scores), v_all.reshape(b * h, s, d)).view(b, h, t, d)
+        o = torch.bmm(F.silu(scores), v.reshape(b * heads, s, d)).view(b, heads, t, d)
         o = merge_heads(o) / self.norm_len
-        y = x + self.out(self.dropout(self.attn_norm(o) * u))
-        return y, k, v
+        return x + self.out(self.dropout(self.attn_norm(o) * u))
 
 
 class HSTU(Backbone):
@@ -142,25 +145,24 @@ class HSTU(Backbone):
             HSTUBlock(dim, heads, cfg.dropout, max_positions, cfg.time_bias) for _ in range(layers)
         )
 
-    def prepare(
+    def query_aux(
         self,
-        x: Tensor,
         attn_mask: Tensor,
         positions: Tensor,
         timestamps: Tensor | None,
-        context: BackboneContext | None,
-    ) -> tuple[Tensor, object]:
-        key_pos = positions if context is None else torch.cat([context.positions, positions], dim=1)
-        q_pos = positions
+        key_positions: Tensor,
+        key_timestamps: Tensor | None,
+        dtype: torch.dtype,
+    ) -> HSTUAux:
+        q_pos, key_pos = positions, key_positions
         if _rows_identical(q_pos) and _rows_identical(key_pos):  # the usual case: compute once
             q_pos, key_pos = q_pos[:1], key_pos[:1]
         pos_bucket = relative_position_buckets(q_pos[:, :, None] - key_pos[:, None, :], self.max_positions)
         time_bucket = None
         if self.time_bias:
-            if timestamps is None or (context is not None and context.timestamps is None):
+            if timestamps is None or key_timestamps is None:
                 raise ValueError("model.time_bias is on: the HSTU backbone needs timestamps")
-            key_t = timestamps if context is None else torch.cat([context.timestamps, timestamps], dim=1)
-            time_bucket = time_buckets(timestamps[:, :, None] - key_t[:, None, :])
-        mask_bias = torch.zeros(attn_mask.shape, dtype=x.dtype, device=x.device)
-        mask_bias.masked_fill_(~attn_mask, masked_value(x))
-        return x, HSTUAux(pos_bucket, time_bucket, mask_bias.unsqueeze(1))
+            time_bucket = time_buckets(timestamps[:, :, None] - key_timestamps[:, None, :])
+        mask_bias = torch.zeros(attn_mask.shape, dtype=dtype, device=attn_mask.device)
+        mask_bias.masked_fill_(~attn_mask, masked_value(dtype, attn_mask.device.type))
+        return HSTUAux(pos_bucket, time_bucket, mask_bias.unsqueeze(1))

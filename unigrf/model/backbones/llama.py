@@ -18,13 +18,12 @@ from torch import Tensor, nn
 from unigrf.config import ModelConfig
 from unigrf.model.backbones.base import (
     Backbone,
-    BackboneContext,
     Block,
+    SoftmaxMask,
     masked_sdpa,
     merge_heads,
     softmax_mask,
     split_heads,
-    with_past,
 )
 
 ROPE_BASE = 10000.0
@@ -62,26 +61,20 @@ class LlamaBlock(Block):
         self.w2 = nn.Linear(hidden, dim, bias=False)
         self.dropout = nn.Dropout(dropout)
 
-    def _keys_values(self, h: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+    def attn_input(self, x: Tensor) -> Tensor:
+        return self.attn_norm(x)
+
+    def keys_values(self, h: Tensor, key_aux: object) -> tuple[Tensor, Tensor]:
+        cos, sin = key_aux  # type: ignore[misc]
         k = apply_rope(split_heads(self.wk(h), self.heads), cos, sin)
         return k, split_heads(self.wv(h), self.heads)
 
-    def keys_values(self, x: Tensor, aux: object) -> tuple[Tensor, Tensor]:
-        cos, sin, _ = aux
-        return self._keys_values(self.attn_norm(x), cos, sin)
-
-    def forward(
-        self, x: Tensor, aux: object, past: tuple[Tensor, Tensor] | None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        cos, sin, mask = aux
-        h = self.attn_norm(x)
+    def attend(self, x: Tensor, h: Tensor, k: Tensor, v: Tensor, query_aux: object) -> Tensor:
+        cos, sin, mask = query_aux  # type: ignore[misc]
         q = apply_rope(split_heads(self.wq(h), self.heads), cos, sin)
-        k, v = self._keys_values(h, cos, sin)
-        k_all, v_all = with_past(k, v, past)
-        y = x + self.dropout(self.wo(merge_heads(masked_sdpa(q, k_all, v_all, mask))))
-        h = self.mlp_norm(y)
-        z = y + self.dropout(self.w2(F.silu(self.w1(h)) * self.w3(h)))
-        return z, k, v
+        y = x + self.dropout(self.wo(merge_heads(masked_sdpa(q, k, v, mask))))
+        g = self.mlp_norm(y)
+        return y + self.dropout(self.w2(F.silu(self.w1(g)) * self.w3(g)))
 
 
 class Llama(Backbone):
@@ -93,15 +86,19 @@ class Llama(Backbone):
         self.blocks = nn.ModuleList(LlamaBlock(dim, heads, cfg.dropout) for _ in range(layers))
         self.final_norm = nn.RMSNorm(dim)
 
-    def prepare(
+    def key_aux(self, positions: Tensor, timestamps: Tensor | None) -> tuple[Tensor, Tensor]:
+        return rope_tables(positions, self.head_dim)
+
+    def query_aux(
         self,
-        x: Tensor,
         attn_mask: Tensor,
         positions: Tensor,
         timestamps: Tensor | None,
-        context: BackboneContext | None,
-    ) -> tuple[Tensor, object]:
-        return x, (*rope_tables(positions, self.head_dim), softmax_mask(attn_mask))
+        key_positions: Tensor,
+        key_timestamps: Tensor | None,
+        dtype: torch.dtype,
+    ) -> tuple[Tensor, Tensor, SoftmaxMask]:
+        return (*rope_tables(positions, self.head_dim), softmax_mask(attn_mask))
 
     def finish(self, x: Tensor) -> Tensor:
         return self.final_norm(x)

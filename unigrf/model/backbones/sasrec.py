@@ -12,18 +12,18 @@ FFN = Linear(D, D) → ReLU → Dropout → Linear(D, D); attention weights use 
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from unigrf.config import ModelConfig
 from unigrf.model.backbones.base import (
     Backbone,
-    BackboneContext,
     Block,
+    SoftmaxMask,
     masked_sdpa,
     merge_heads,
     softmax_mask,
     split_heads,
-    with_past,
 )
 
 
@@ -40,31 +40,22 @@ class SASRecBlock(Block):
         self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim))
         self.dropout = nn.Dropout(dropout)
 
-    def _attn_input(self, x: Tensor) -> Tensor:
+    def attn_input(self, x: Tensor) -> Tensor:
         return self.attn_norm(x) if self.pre_norm else x
 
-    def _keys_values(self, h: Tensor) -> tuple[Tensor, Tensor]:
+    def keys_values(self, h: Tensor, key_aux: object) -> tuple[Tensor, Tensor]:
         return split_heads(self.wk(h), self.heads), split_heads(self.wv(h), self.heads)
 
-    def keys_values(self, x: Tensor, aux: object) -> tuple[Tensor, Tensor]:
-        return self._keys_values(self._attn_input(x))
-
-    def forward(
-        self, x: Tensor, aux: object, past: tuple[Tensor, Tensor] | None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        h = self._attn_input(x)
+    def attend(self, x: Tensor, h: Tensor, k: Tensor, v: Tensor, query_aux: object) -> Tensor:
+        assert isinstance(query_aux, SoftmaxMask)
         q = split_heads(self.wq(h), self.heads)
-        k, v = self._keys_values(h)
-        k_all, v_all = with_past(k, v, past)
         p = self.attn_dropout if self.training else 0.0
-        a = self.dropout(self.wo(merge_heads(masked_sdpa(q, k_all, v_all, aux, dropout_p=p))))
+        a = self.dropout(self.wo(merge_heads(masked_sdpa(q, k, v, query_aux, dropout_p=p))))
         if self.pre_norm:
             y = x + a
-            z = y + self.dropout(self.ffn(self.ffn_norm(y)))
-        else:
-            y = self.attn_norm(x + a)
-            z = self.ffn_norm(y + self.dropout(self.ffn(y)))
-        return z, k, v
+            return y + self.dropout(self.ffn(self.ffn_norm(y)))
+        y = self.attn_norm(x + a)
+        return self.ffn_norm(y + self.dropout(self.ffn(y)))
 
 
 class SASRec(Backbone):
@@ -77,19 +68,23 @@ class SASRec(Backbone):
         self.blocks = nn.ModuleList(SASRecBlock(dim, heads, cfg.dropout, pre_norm) for _ in range(layers))
         self.final_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
 
-    def prepare(
-        self,
-        x: Tensor,
-        attn_mask: Tensor,
-        positions: Tensor,
-        timestamps: Tensor | None,
-        context: BackboneContext | None,
-    ) -> tuple[Tensor, object]:
+    def embed(self, x: Tensor, positions: Tensor) -> Tensor:
         if positions.numel() and int(positions.max()) >= self.max_positions:
             raise ValueError(
                 f"sasrec backbone: position {int(positions.max())} >= max_positions {self.max_positions}"
             )
-        return x + self.position_embedding(positions), softmax_mask(attn_mask)
+        return x + self.position_embedding(positions)
+
+    def query_aux(
+        self,
+        attn_mask: Tensor,
+        positions: Tensor,
+        timestamps: Tensor | None,
+        key_positions: Tensor,
+        key_timestamps: Tensor | None,
+        dtype: torch.dtype,
+    ) -> SoftmaxMask:
+        return softmax_mask(attn_mask)
 
     def finish(self, x: Tensor) -> Tensor:
         return self.final_norm(x)
