@@ -189,7 +189,8 @@ def sharding(cfg: ExperimentConfig, epochs: int) -> dict[str, Any]:
     from unigrf.ray_utils import init_ray
 
     data_dir = load_data_dir(cfg)
-    started = init_ray()
+    # Ray Data's read tasks need CPUs beside the 2 workers' (a 2-CPU node would deadlock)
+    started = init_ray(num_cpus=4)
     try:
         ds = ray.data.read_parquet(str(data_dir / "sequences.parquet"), columns=["user"])
         trainer = TorchTrainer(
