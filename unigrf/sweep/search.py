@@ -17,6 +17,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from unigrf.sweep.space import SweepSpec
+from unigrf.sweep.trainable import CELL_KEY, PLACEMENT_GROUP_FILE
 
 TUNE_METRIC = "objective"  # reported every epoch (that epoch's value) and at the end (the best)
 
@@ -98,6 +99,46 @@ class HParamsCallback(Callback):
         write_hparams(
             Path(self.log_dir), trial.trial_id, dict(trial.config), trial.last_result or {}, self.metrics
         )
+
+
+class PlacementGroupCleanup(Callback):
+    """Removes the Train workers' placement group of every trial that ended (stopped by ASHA,
+    errored or finished), from the record `sweep_worker` leaves in the trial's run directory.
+
+    A finished Train run has removed its own; a trial that Tune stopped has not: its actor,
+    Train controller and workers are gone, but a placement group lives as long as the job, so
+    without this each pruned trial would keep its CPUs (or GPUs) reserved until the sweep ends.
+    (Ray Train's own cleaner does this only where the State API, i.e. the dashboard, runs.)"""
+
+    def __init__(self, runs_dir: str, use_cell_names: bool) -> None:
+        self.runs_dir = runs_dir
+        self.use_cell_names = use_cell_names
+
+    def _run_dir(self, trial: Any) -> Path:
+        name = trial.config.get(CELL_KEY) if self.use_cell_names else trial.trial_id
+        return Path(self.runs_dir) / str(name)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        remove_recorded_placement_group(self._run_dir(trial))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        remove_recorded_placement_group(self._run_dir(trial))
+
+
+def remove_recorded_placement_group(run_dir: Path) -> bool:
+    """Remove the placement group recorded in `run_dir` if it still exists; True if removed."""
+    import ray.cloudpickle
+    from ray.util.placement_group import placement_group_table, remove_placement_group
+
+    path = run_dir / PLACEMENT_GROUP_FILE
+    if not path.exists():
+        return False
+    pg = ray.cloudpickle.loads(path.read_bytes())
+    path.unlink()
+    if placement_group_table(pg).get("state", "REMOVED") == "REMOVED":
+        return False
+    remove_placement_group(pg)
+    return True
 
 
 def write_hparams(

@@ -35,6 +35,7 @@ from unigrf.config import ExperimentConfig, config_from_dict, config_hash, confi
 from unigrf.sweep.space import trial_config
 
 TRIAL_RESULT = "trial_result.json"
+PLACEMENT_GROUP_FILE = ".placement_group.pkl"  # the Train workers' placement group (see sweep_worker)
 HISTORY_FILE = "history.json"
 CELL_KEY = "cell"
 TRAIN_STORAGE_SUBDIR = "tune-train"
@@ -97,6 +98,30 @@ def read_trial_result(run_dir: Path, cfg: ExperimentConfig) -> dict[str, Any] | 
     return stored if stored.get("config_hash") == config_hash(cfg) else None
 
 
+def sweep_worker(config: dict[str, Any]) -> dict[str, Any]:
+    """The Train worker function of a sweep trial: `train_worker`, after rank 0 records its
+    worker group's placement group in the run directory (`PLACEMENT_GROUP_FILE`).
+
+    Why: Tune stops an ASHA-pruned trial by ending its actor, and the Train controller and
+    workers die with it, but a placement group lives as long as the job that made it. Ray's
+    own cleaner needs the State API (the dashboard), so the driver removes it from this record
+    (`unigrf.sweep.search.PlacementGroupCleanup`)."""
+    import ray
+    import ray.cloudpickle
+    import ray.train
+
+    from unigrf.training.distributed import train_worker
+
+    pg = ray.util.get_current_placement_group()
+    if pg is not None and ray.train.get_context().get_world_rank() == 0:
+        path = Path(config["run_dir"]) / PLACEMENT_GROUP_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(ray.cloudpickle.dumps(pg))
+        os.replace(tmp, path)
+    return train_worker(config)
+
+
 def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     """The Tune function trainable: one Ray Train run of the trial's config."""
     import ray.tune
@@ -121,6 +146,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         f"{setup.experiment}-{name}",
         max_failures=setup.max_failures,
         data_dir=setup.data_dirs.get(config_hash(cfg.data)),
+        train_fn=sweep_worker,
         callbacks=[TuneReportCallback()],
         verbose=setup.verbose,
     )

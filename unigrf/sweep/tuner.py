@@ -205,6 +205,7 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, options: SweepOptions) ->
     from unigrf.sweep.search import (
         TUNE_METRIC,
         HParamsCallback,
+        PlacementGroupCleanup,
         close_orphan_trials,
         make_scheduler,
         make_searcher,
@@ -284,7 +285,10 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, options: SweepOptions) ->
                 run_config=tune.RunConfig(
                     name=name,
                     storage_path=tune_storage,
-                    callbacks=[HParamsCallback(str(sweep_dir / "hparams"), [*metrics, "test/ndcg@10"])],
+                    callbacks=[
+                        HParamsCallback(str(sweep_dir / "hparams"), [*metrics, "test/ndcg@10"]),
+                        PlacementGroupCleanup(setup.runs_dir, use_cell_names=False),
+                    ],
                     verbose=options.verbose,
                 ),
             )
@@ -467,6 +471,7 @@ def run_fixed_configs(
     from ray import tune
 
     from unigrf.ray_utils import init_ray, resolve_storage_path
+    from unigrf.sweep.search import PlacementGroupCleanup
 
     names = [n for n, _ in configs]
     if len(set(names)) != len(names):
@@ -517,6 +522,7 @@ def run_fixed_configs(
                 run_config=tune.RunConfig(
                     name=f"{experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
                     storage_path=f"{storage.rstrip('/')}/{FIXED_SUBDIR}",
+                    callbacks=[PlacementGroupCleanup(setup.runs_dir, use_cell_names=True)],
                     verbose=verbose,
                 ),
             )

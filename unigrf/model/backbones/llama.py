@@ -98,7 +98,7 @@ class Llama(Backbone):
         key_timestamps: Tensor | None,
         dtype: torch.dtype,
     ) -> tuple[Tensor, Tensor, SoftmaxMask]:
-        return (*rope_tables(positions, self.head_dim), softmax_mask(attn_mask))
+        return (*rope_tables(positions, self.head_dim), softmax_mask(attn_mask, dtype))
 
     def finish(self, x: Tensor) -> Tensor:
         return self.final_norm(x)

@@ -84,7 +84,7 @@ class SASRec(Backbone):
         key_timestamps: Tensor | None,
         dtype: torch.dtype,
     ) -> SoftmaxMask:
-        return softmax_mask(attn_mask)
+        return softmax_mask(attn_mask, dtype)
 
     def finish(self, x: Tensor) -> Tensor:
         return self.final_norm(x)
