@@ -6,9 +6,11 @@ Sub-commands (run from the repository root; each prints Markdown and writes JSON
             baseline on the same data:
               python benchmarks/train_bench.py table --config configs/ml-100k.yaml \
                   --runs results/runs/ml-100k-hstu results/runs/ml-100k-llama ...
-  overhead  Ray Train overhead: the same config trained by the plain loop in this process and
-            by Ray Train with 1 (and 2) workers; wall time including start-up, and s/epoch:
-              python benchmarks/train_bench.py overhead --config configs/ml-100k.yaml train.epochs=3
+  overhead  Ray Train overhead: the same config trained by the plain loop in this process (one
+            run per --seeds: the noise level) and by Ray Train with 1 and 2 workers (same global
+            batch); wall time including start-up, s/epoch, test metrics:
+              python benchmarks/train_bench.py overhead --config configs/ml-100k.yaml \
+                  --seeds 0 1 2 --workers 1 2 train.epochs=10 train.patience=100
   sharding  the per-worker data path: each of 2 Ray Train workers builds all its training
             batches of an epoch from (a) the prepared Parquet loaded once + `epoch_users`
             (a seeded permutation, sharded by rank) or (b) a Ray Data dataset passed to the
@@ -95,18 +97,28 @@ def results_table(cfg: ExperimentConfig, run_dirs: list[Path]) -> tuple[str, lis
 # ---------------------------------------------------------------------------------------------
 
 
-def overhead(cfg: ExperimentConfig, workers: list[int]) -> list[dict[str, Any]]:
-    """Plain loop vs Ray Train with each worker count, same config; returns one row each."""
+def overhead(cfg: ExperimentConfig, workers: list[int], seeds: list[int]) -> list[dict[str, Any]]:
+    """Plain loop (one run per seed: the seed-to-seed spread is the noise level) vs Ray Train
+    with each worker count (seed `cfg.train.seed`); returns one row per run.
+
+    With N workers each takes `train.batch_size / N` users per step, so every run makes the same
+    optimizer steps on the same global batch size and the test metrics are comparable.
+    """
     torch.set_num_threads(1)
     load_data_dir(cfg)  # prepare (cached) outside the timings
+    runs: list[tuple[str, int, dict[str, Any]]] = [
+        (f"plain loop, seed {s}", 0, {"train.seed": s}) for s in seeds
+    ]
+    for n in workers:
+        if cfg.train.batch_size % n:
+            raise ValueError(f"train.batch_size {cfg.train.batch_size} is not divisible by {n} workers")
+        batch = {"train.batch_size": cfg.train.batch_size // n, "train.num_workers": n}
+        runs.append((f"Ray Train, {n} worker(s) x batch {cfg.train.batch_size // n}", n, batch))
     out = []
-    runs = [("plain loop (1 thread)", 1)] + [(f"Ray Train, {n} worker(s)", n) for n in workers]
-    for label, n in runs:
-        run_cfg = apply_overrides(
-            cfg, {"train.num_workers": n, "name": f"{cfg.name}-overhead-{n}-{label[:5]}"}
-        )
+    for label, n, changes in runs:
+        run_cfg = apply_overrides(cfg, {**changes, "name": f"{cfg.name}-overhead-{len(out)}"})
         start = time.perf_counter()
-        if label.startswith("plain"):
+        if n == 0:
             result = run_training(run_cfg, restart=True, verbose=False)
         else:  # directly: run_training would pick the plain loop for 1 worker without --address
             result = train_distributed(run_cfg, verbose=False, restart=True)
@@ -116,14 +128,13 @@ def overhead(cfg: ExperimentConfig, workers: list[int]) -> list[dict[str, Any]]:
         out.append(
             {
                 "run": label,
+                "seed": run_cfg.train.seed,
                 "wall_s": wall,
                 "epochs": len(epochs),
                 "epoch_s_median": statistics.median(epochs),
                 "train_s_median": statistics.median(train_s),
                 "outside_epochs_s": wall - sum(epochs),
-                "test/ndcg@10": result["test"]["test/ndcg@10"],
-                "test/hr@10": result["test"]["test/hr@10"],
-                "test/auc": result["test"]["test/auc"],
+                **{k: result["test"][k] for k in ("test/hr@10", "test/ndcg@10", "test/hr@50", "test/auc")},
             }
         )
         print(json.dumps(out[-1]), flush=True)
@@ -135,7 +146,7 @@ def overhead(cfg: ExperimentConfig, workers: list[int]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _sharding_worker(config: dict[str, Any]) -> None:
+def _sharding_worker(config: dict[str, Any]) -> dict[str, Any]:
     """One Ray Train worker: time `epochs` epochs of batch building with both data paths."""
     import ray.train
 
@@ -167,17 +178,17 @@ def _sharding_worker(config: dict[str, Any]) -> None:
             batch = data.train_batch(rows["user"])
             n_users[1] += len(batch["users"])
         raydata_s.append(time.perf_counter() - t)
-    ray.train.report(
-        {
-            "rank": rank,
-            "load_s": load_s,
-            "numpy_epoch_s": statistics.median(numpy_s),
-            "raydata_epoch_s": statistics.median(raydata_s),
-            "raydata_first_epoch_s": raydata_s[0],
-            "users_numpy": n_users[0],
-            "users_raydata": n_users[1],
-        }
-    )
+    timings = {
+        "rank": rank,
+        "load_s": load_s,
+        "numpy_epoch_s": statistics.median(numpy_s),
+        "raydata_epoch_s": statistics.median(raydata_s),
+        "raydata_first_epoch_s": raydata_s[0],
+        "users_numpy": n_users[0],
+        "users_raydata": n_users[1],
+    }
+    ray.train.report(timings)  # logged by every rank
+    return timings  # rank 0's becomes Result.return_value
 
 
 def sharding(cfg: ExperimentConfig, epochs: int) -> dict[str, Any]:
@@ -212,7 +223,7 @@ def sharding(cfg: ExperimentConfig, epochs: int) -> dict[str, Any]:
     finally:
         if started:
             ray.shutdown()
-    return {"epochs": epochs, "batch_size": cfg.train.batch_size, **result.metrics}
+    return {"epochs": epochs, "batch_size": cfg.train.batch_size, **result.return_value}
 
 
 def main() -> None:
@@ -226,6 +237,7 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, nargs="*", default=[1, 2], help="Ray Train worker counts (overhead)"
     )
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0], help="plain-loop seeds (overhead)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs of batch building (sharding)")
     parser.add_argument("--out", default=None, help="JSON output file")
     args = parser.parse_intermixed_args()
@@ -236,7 +248,7 @@ def main() -> None:
         print(table)
         payload: Any = rows
     elif args.command == "overhead":
-        payload = overhead(cfg, args.workers)
+        payload = overhead(cfg, args.workers, args.seeds)
     else:
         payload = sharding(cfg, args.epochs)
         print(json.dumps(payload, indent=2))

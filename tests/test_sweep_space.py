@@ -108,7 +108,7 @@ BAD = [
     ({"multi_objective": {"modes": ["max", "up"]}}, ["multi_objective.modes[1]", "'up'"]),
     ({"sampler": {"kind": "grid"}}, ["sampler.kind", "'grid'"]),
     ({"sampler": {"kind": "tpe", "sed": 1}}, ["sampler.sed", "unknown setting"]),
-    ({"scheduler": {"grace_period": 3}}, ["scheduler.grace_period (3)", "epochs (3)"]),
+    ({"scheduler": {"grace_period": 2}}, ["scheduler.grace_period (2)", "epochs (3) - 2"]),
     ({"scheduler": {"reduction_factor": 1}}, ["reduction_factor must be >= 2"]),
     ({"num_samples": 0}, ["num_samples", "positive integer"]),
     ({"bogus": 1}, ["unknown setting 'bogus'"]),

@@ -80,7 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse assigns positionals in one run, so KEY=VALUE overrides after an option
+    # (`unigrf train CONFIG --workers 2 train.epochs=3`) come back unrecognised: keep them.
+    late = [a for a in extra if "=" in a and not a.startswith("-")]
+    if len(late) != len(extra) or (late and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if late:
+        args.overrides = [*(args.overrides or []), *late]
     try:
         return int(args._run(args) or 0)
     except ConfigError as err:

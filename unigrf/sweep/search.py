@@ -72,15 +72,17 @@ def make_scheduler(spec: SweepSpec, epochs: int, multi_objective: bool) -> Trial
     """ASHA on the per-epoch validation `objective`, timed by the 0-based `epoch`; FIFO for a
     multi-objective search (ASHA ranks trials by one metric) or `scheduler.kind: fifo`.
 
-    `max_t = epochs` is one past the last epoch index and `stop_last_trials=False`, so a trial
-    that survives the rungs always finishes and its test metrics are measured."""
+    Rungs sit at epoch indices grace_period * reduction_factor**k up to `max_t = epochs - 2`,
+    i.e. never at the last epoch, and `stop_last_trials=False`: a trial that survives the rungs
+    always finishes, so its test metrics are measured (stopping it after its last epoch would
+    only throw them away)."""
     if multi_objective or spec.scheduler.kind == "fifo":
         return FIFOScheduler()
     return ASHAScheduler(
         time_attr="epoch",
         metric=TUNE_METRIC,
         mode="max",
-        max_t=epochs,
+        max_t=epochs - 2,
         grace_period=spec.scheduler.grace_period,
         reduction_factor=spec.scheduler.reduction_factor,
         stop_last_trials=False,
@@ -165,14 +167,25 @@ def write_hparams(
     return True
 
 
-def close_orphan_trials(study_url: str, study_name: str) -> int:
-    """Mark FAIL every Optuna trial still RUNNING once Tune is done: trials handed out after
-    Tune's last experiment snapshot before a crash, which no restored Tune trial owns and
-    nothing would ever finish. Returns how many."""
+def close_orphan_trials(
+    study_url: str, study_name: str, known_tune_ids: set[str] | None = None, requeue: bool = False
+) -> int:
+    """Mark FAIL the Optuna trials still RUNNING that no Tune trial will finish: those handed
+    out after Tune's last experiment snapshot before the driver died (their Tune trial is not
+    in `known_tune_ids`, the restored experiment's trials; None: every RUNNING trial, for use
+    once Tune is done). With `requeue`, each one's parameters are enqueued, so the resumed
+    sweep evaluates the points the dead driver had drawn. Returns how many."""
     study = optuna.load_study(study_name=study_name, storage=study_url)
-    orphans = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    orphans = [
+        t
+        for t in running
+        if known_tune_ids is None or t.user_attrs.get("tune_trial_id") not in known_tune_ids
+    ]
     for trial in orphans:
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        if requeue:
+            study.enqueue_trial(trial.params, user_attrs={"requeued_from_trial": trial.number})
     return len(orphans)
 
 

@@ -104,8 +104,8 @@ class Param:
 class SchedulerSpec:
     """ASHA on the per-epoch validation `objective`, with the 0-based `epoch` as its time: the
     first rung is at epoch index `grace_period` (a trial trains at least grace_period + 1
-    epochs), the next at grace_period * reduction_factor, ... Trials that pass every rung run
-    to the end (`max_epochs`), so their test metrics are always measured."""
+    epochs), the next at grace_period * reduction_factor, ..., none at the last epoch. Trials
+    that pass every rung run to the end (`max_epochs`), so their test metrics are measured."""
 
     kind: str = "asha"
     grace_period: int = 1
@@ -397,10 +397,10 @@ def base_config(spec: SweepSpec, overrides: list[str] | None = None) -> Experime
         cfg = apply_overrides(cfg, sweep_keys)
     except ConfigError as err:
         raise SpaceError(f"{where}: objective: {err}") from None
-    if spec.scheduler.kind == "asha" and spec.scheduler.grace_period >= cfg.train.epochs:
+    if spec.scheduler.kind == "asha" and spec.scheduler.grace_period > cfg.train.epochs - 2:
         raise SpaceError(
-            f"{where}: scheduler.grace_period ({spec.scheduler.grace_period}) must be < the trials' "
-            f"epochs ({cfg.train.epochs}), or ASHA never compares trials"
+            f"{where}: scheduler.grace_period ({spec.scheduler.grace_period}) must be <= the trials' "
+            f"epochs ({cfg.train.epochs}) - 2: ASHA's rungs are epoch indices before the last one"
         )
     return cfg
 

@@ -23,8 +23,8 @@ unfinished ones (their training resumes from its last epoch checkpoint) and rest
 searcher, whose Optuna study lives on in the database. Two gaps of Tune's periodic experiment
 snapshot are closed here: a trial that finished after the last snapshot is re-run by Tune but
 re-reports its stored result instead of training (see `trainable`), and an Optuna trial that
-was asked for after the last snapshot (so no restored Tune trial owns it) is marked FAIL at the
-end rather than left RUNNING forever.
+was asked for after the last snapshot (so no restored Tune trial owns it) is marked FAIL rather
+than left RUNNING forever, and its parameters are enqueued so the resumed sweep runs them.
 """
 
 from __future__ import annotations
@@ -268,6 +268,14 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, options: SweepOptions) ->
             tuner = tune.Tuner.restore(
                 experiment_path, trainable=trainable, resume_unfinished=True, resume_errored=True
             )
+            known = {t.trial_id for t in tune.ExperimentAnalysis(experiment_path).trials}
+            requeued = close_orphan_trials(study_url, name, known, requeue=True)
+            if requeued:
+                print(
+                    f"{requeued} Optuna trial(s) were drawn after Tune's last snapshot and never ran: "
+                    "marked FAIL, their parameters queued to run now",
+                    flush=True,
+                )
         else:
             _write_start_files(sweep_dir, spec, base, name, study_url, options, num_samples, max_concurrent)
             tuner = tune.Tuner(
@@ -298,12 +306,9 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, options: SweepOptions) ->
             flush=True,
         )
         grid = tuner.fit()
-        orphans = close_orphan_trials(study_url, name)
+        orphans = close_orphan_trials(study_url, name)  # none expected: every Tune trial has ended
         if orphans:
-            print(
-                f"marked {orphans} orphaned Optuna trial(s) FAIL (asked before a crash, never run)",
-                flush=True,
-            )
+            print(f"marked {orphans} Optuna trial(s) without a finished Tune trial FAIL", flush=True)
         return _write_outputs(spec, base, name, sweep_dir, study_url, options, grid, time.time() - start)
     finally:
         if started:

@@ -74,10 +74,13 @@ class RayTrainContext(TrainContext):
                 (Path(tmp) / "metrics.json").write_text(json.dumps(metrics, indent=2))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
                 ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+        self.log(progress_line(metrics))
+
+    def log(self, message: str) -> None:
+        # Through logging, not print: Train V2 patches print into the root logger *and* tees it
+        # to the redirected stdout, so a print would reach the console twice.
         if self.verbose and self.is_main:
-            # Through logging, not print: Train V2 patches print into the root logger *and* tees
-            # it to the redirected stdout, so a print would reach the console twice.
-            logger.info(progress_line(metrics))
+            logger.info(message)
 
 
 def final_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -188,7 +191,7 @@ def build_trainer(
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from unigrf.ray_utils import worker_resources
+    from unigrf.ray_utils import resolve_storage_path, worker_resources
 
     if data_dir is None:
         from unigrf.data.prepare import prepare_dataset
@@ -211,7 +214,7 @@ def build_trainer(
         ),
         run_config=RunConfig(
             name=name,
-            storage_path=storage_path,
+            storage_path=resolve_storage_path(storage_path, cfg.results_dir),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=cfg.train.keep_checkpoints,
                 checkpoint_score_attribute="objective",

@@ -6,10 +6,22 @@ weighter, mines hard negatives with the enhancer after its warm-up, evaluates th
 split, reports and checkpoints through `ctx`, and early-stops on `cfg.train.objective`. At the
 end the best checkpoint is evaluated once on the test split [SPEC §2: test is read once].
 
-The same function runs in the plain local runner (`LocalContext`) and in Ray Train workers
-(`unigrf.training.distributed`): a context supplies rank / world size / device, restores the
-latest checkpoint and receives each epoch's metrics and state. With world_size > 1 the model is
-wrapped in DistributedDataParallel and each rank trains on its shard of the users.
+The same function runs in the plain local runner (`TrainContext`, checkpoints under
+`run_dir/checkpoints/`) and in Ray Train workers (`unigrf.training.distributed.RayTrainContext`):
+a context supplies rank / world size / device, restores the latest checkpoint and receives each
+epoch's metrics and state. With world_size > 1 the model is wrapped in DistributedDataParallel
+and each rank trains on its shard of the users (`epoch_users`); rank 0 evaluates.
+
+Determinism: the initial weights come from `train.seed`; each epoch re-seeds torch from
+(seed, epoch, rank) and permutes the users from (seed, epoch), so an epoch's negatives, dropout
+masks and batches do not depend on what ran before it. A run resumed from a checkpoint (model,
+optimizer, weighter, early-stopping state, history) therefore repeats an uninterrupted run
+exactly, for the same thread count.
+
+Outputs under `ctx.run_dir` (rank 0): `tensorboard/` (per-epoch scalars: train/*, weights/*,
+val/*, objective, time/*, then test/* at the best epoch; `tensorboard/steps/`: per-step losses
+and weights every `train.log_every` steps), `metrics.json` (best epoch, its val metrics, test
+metrics, timing) and `best_model.pt` (the selected weights).
 """
 
 from __future__ import annotations
@@ -105,8 +117,12 @@ class TrainContext:
         """Called once per epoch on every rank; `state` is the checkpoint (rank 0 only)."""
         if state is not None and self.is_main:
             self._save(metrics, state)
+        self.log(progress_line(metrics))
+
+    def log(self, message: str) -> None:
+        """A console line from rank 0 (when verbose)."""
         if self.verbose and self.is_main:
-            print(progress_line(metrics), flush=True)
+            print(message, flush=True)
 
     def _save(self, metrics: dict[str, float], state: dict[str, Any]) -> None:
         root = self.run_dir / "checkpoints"
@@ -253,8 +269,7 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         start_epoch = state["epoch"] + 1
         best_obj, best_epoch, stale = state["best_objective"], state["best_epoch"], state["stale"]
         best_state, best_val, history = state["best_model"], state["best_val"], state["history"]
-        if ctx.is_main and ctx.verbose:
-            print(f"resuming after epoch {state['epoch']} (best epoch {best_epoch})", flush=True)
+        ctx.log(f"resuming after epoch {state['epoch']} (best epoch {best_epoch})")
 
     per_epoch = steps_per_epoch(data.num_users, ctx.world_size, cfg.train.batch_size)
     step = start_epoch * per_epoch

@@ -232,8 +232,8 @@ class SoftmaxMask(NamedTuple):
 def softmax_mask(attn_mask: Tensor, dtype: torch.dtype) -> SoftmaxMask:
     """attn_mask [B, T, S] bool -> SoftmaxMask, computed once per pass for all layers.
 
-    An additive float mask (SDPA's CPU kernel runs about a quarter faster with it than with
-    a boolean one, which it would convert in every layer). A query row that may attend nothing
+    An additive float mask: SDPA's CPU kernel ran about a quarter faster with it than with a
+    boolean one (benchmarks/RESULTS.md, "Model step time"). A query row that may attend nothing
     would softmax over all −inf (NaN); such rows attend every key instead and `masked_sdpa`
     sets their output to 0.
     """
