@@ -267,3 +267,38 @@ def test_real_unigrf_through_evaluate(backbone):
     assert full["num_users"] == 9 and 0.0 <= full["hr@10"] <= 1.0 and full["logloss"] > 0
     # per-user results do not depend on the batch's padding width (float noise aside)
     assert one == pytest.approx(full, nan_ok=True)
+
+
+class TwoPass(nn.Module):
+    """Hides `eval_prefix`, so `evaluate` takes the two-pass path (score_eval, then
+    score_candidates re-encoding the prefix)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def score_eval(self, batch):
+        return self.model.score_eval(batch)
+
+    def score_candidates(self, *args):
+        return self.model.score_candidates(*args)
+
+
+@pytest.mark.parametrize("backbone", ["hstu", "llama", "sasrec"])
+def test_prefix_reuse_gives_the_two_pass_numbers(backbone):
+    from unigrf.model.two_stage import TwoStage
+    from unigrf.model.unified import UniGRF
+
+    torch.manual_seed(1)
+    data = random_data(40, 60, seed=7)
+    cfg = EvalConfig(ks=(5, 10, 50), cascade_top_c=20, cascade_k=10, batch_size=16)
+    args = (ModelConfig(backbone=backbone, size="tiny"), data.num_items, data.num_levels, data.max_len)
+    for model in (UniGRF(*args), TwoStage(*args)):
+        assert hasattr(model, "eval_prefix")
+        # train the ranking head a little off zero so the like logits differ across items
+        for p in model.parameters():
+            p.data.add_(0.05 * torch.randn_like(p))
+        fast = evaluate(model, data, "test", cfg)
+        slow = evaluate(TwoPass(model), data, "test", cfg)
+        assert fast.keys() == slow.keys()
+        assert fast == pytest.approx(slow, rel=1e-5, abs=1e-6, nan_ok=True)

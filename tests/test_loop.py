@@ -18,6 +18,7 @@ from unigrf.data.synthetic import generate_synthetic
 from unigrf.training.loop import (
     CHECKPOINT_FILE,
     TrainContext,
+    epoch_batches,
     epoch_users,
     fit,
     objective_value,
@@ -123,6 +124,20 @@ def test_epoch_users_shards_a_seeded_permutation():
     shards = [epoch_users(10, seed=3, epoch=1, rank=r, world_size=3) for r in range(3)]
     assert [len(s) for s in shards] == [4, 4, 4]  # padded by wrapping: equal batch counts
     assert set(np.concatenate(shards)) == set(range(10))
+
+
+def test_epoch_batches_cover_every_user_once_with_less_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 200, size=1000)
+    users = epoch_users(1000, seed=0, epoch=0, rank=0, world_size=1)
+    batches = epoch_batches(users, lengths, 16, seed=0, epoch=0, rank=0)
+    assert len(batches) == 63  # ceil(1000 / 16), as DDP's equal step counts need
+    assert sorted(np.concatenate(batches)) == list(range(1000))
+    padded = sum(len(b) * lengths[b].max() for b in batches)
+    unsorted = sum(len(b) * lengths[b].max() for b in np.array_split(users, range(16, 1000, 16)))
+    assert padded < 0.8 * unsorted
+    again = epoch_batches(users, lengths, 16, seed=0, epoch=0, rank=0)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again))
 
 
 def test_fit_writes_metrics_checkpoints_and_learns(data, tmp_path):

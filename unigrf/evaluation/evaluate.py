@@ -12,7 +12,10 @@ Model API used (docs/ARCHITECTURE.md):
   raw retrieval scores of all items at the last history position, and the ranking logit of
   the appended target item;
 - `score_candidates(items, feedback, timestamps, lengths, candidates [B, C]) -> [B, C]`: the
-  ranking logit of each candidate as the next item after the prefix (positions < lengths).
+  ranking logit of each candidate as the next item after the prefix (positions < lengths);
+- optionally `eval_prefix(batch) -> (scores, prefix)` plus `score_candidates(..., prefix=)`:
+  the history encoded once, then the target and the cascade's candidates scored as one
+  continuation of it (`PrefixEvalModel`; UniGRF and TwoStage have it) — half the model work.
 """
 
 from __future__ import annotations
@@ -52,6 +55,26 @@ class EvalModel(Protocol):
         timestamps: torch.Tensor,
         lengths: torch.Tensor,
         candidates: torch.Tensor,
+    ) -> torch.Tensor: ...
+
+
+class PrefixEvalModel(EvalModel, Protocol):
+    """The faster contract (UniGRF, TwoStage): the history is encoded once and reused.
+
+    `eval_prefix(batch) -> (scores [B, num_items + 1], prefix)`: the retrieval scores of
+    `score_eval` and an encoded prefix that `score_candidates(..., prefix=prefix)` continues.
+    """
+
+    def eval_prefix(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, object]: ...
+
+    def score_candidates(
+        self,
+        items: torch.Tensor | None,
+        feedback: torch.Tensor | None,
+        timestamps: torch.Tensor | None,
+        lengths: torch.Tensor,
+        candidates: torch.Tensor,
+        prefix: object | None = None,
     ) -> torch.Tensor: ...
 
 
@@ -127,6 +150,43 @@ def _score_eval(
     return scores, rank_logit
 
 
+def cascade_candidates(scores: torch.Tensor, mask: torch.Tensor, top_c: int) -> torch.Tensor:
+    """Retrieval's top-C item ids [B, C] from scores [B, I] with excluded items (mask [B, I],
+    True = excluded) never chosen ahead of an eligible one."""
+    top_c = min(top_c, scores.shape[1])
+    return scores.masked_fill(mask, -math.inf).topk(top_c, dim=1).indices
+
+
+def cascade_ranks_from_logits(
+    logits: torch.Tensor,
+    candidates: torch.Tensor,
+    mask: torch.Tensor,
+    targets: torch.Tensor,
+    retrieval_ranks: torch.Tensor,
+    ties: Ties = "pessimistic",
+) -> torch.Tensor:
+    """The target's rank [B] after re-scoring retrieval's top-C `candidates` [B, C] by the
+    ranking `logits` [B, C] [SPEC §2.3]: its 0-based rank among the C candidates, or C when
+    retrieval did not put it in its top C (a miss at every cut-off k <= C).
+
+    mask: [B, I] bool (True = excluded); retrieval_ranks: [B] under the same tie rule `ties`.
+    """
+    if tuple(logits.shape) != tuple(candidates.shape):
+        raise ValueError(
+            f"ranking logits {tuple(logits.shape)} do not match candidates {tuple(candidates.shape)}"
+        )
+    top_c = candidates.shape[1]
+    # With fewer eligible items than C, topk pads the candidates with excluded ones: never rank them.
+    logits = logits.float().masked_fill(mask.gather(1, candidates), -math.inf)
+    is_target = candidates == targets.view(-1, 1)  # [B, C]
+    # `retrieval_ranks < C` keeps the cascade consistent with hr@C under the tie rule, whatever
+    # order topk gives tied scores (optimistic ties can rank more than C items "in" the top C).
+    retrieved = is_target.any(dim=1) & (retrieval_ranks < top_c)
+    position = is_target.int().argmax(dim=1)  # the target's column when retrieved
+    ranks = target_ranks(logits, position, ties=ties)
+    return torch.where(retrieved, ranks, torch.full_like(ranks, top_c))
+
+
 def cascade_ranks(
     ranking_model: EvalModel,
     batch: Mapping[str, torch.Tensor],
@@ -143,26 +203,48 @@ def cascade_ranks(
     Returns [B] long: the target's 0-based rank among the C candidates by ranking logit, or C
     when retrieval did not put it in its top C (a miss at every cut-off k <= C).
     """
-    top_c = min(top_c, scores.shape[1])
-    targets = batch["targets"]
-    candidates = scores.masked_fill(mask, -math.inf).topk(top_c, dim=1).indices  # [B, C]
+    candidates = cascade_candidates(scores, mask, top_c)
     logits = ranking_model.score_candidates(
         batch["items"], batch["feedback"], batch["timestamps"], batch["lengths"], candidates
-    ).float()  # [B, C]
+    )
     if tuple(logits.shape) != tuple(candidates.shape):
         raise ValueError(
             f"{type(ranking_model).__name__}.score_candidates returned {tuple(logits.shape)}, "
             f"expected {tuple(candidates.shape)}"
         )
-    # With fewer eligible items than C, topk pads the candidates with excluded ones: never rank them.
-    logits = logits.masked_fill(mask.gather(1, candidates), -math.inf)
-    is_target = candidates == targets.view(-1, 1)  # [B, C]
-    # `retrieval_ranks < C` keeps the cascade consistent with hr@C under the tie rule, whatever
-    # order topk gives tied scores (optimistic ties can rank more than C items "in" the top C).
-    retrieved = is_target.any(dim=1) & (retrieval_ranks < top_c)
-    position = is_target.int().argmax(dim=1)  # the target's column when retrieved
-    ranks = target_ranks(logits, position, ties=ties)
-    return torch.where(retrieved, ranks, torch.full_like(ranks, top_c))
+    return cascade_ranks_from_logits(logits, candidates, mask, batch["targets"], retrieval_ranks, ties)
+
+
+def _score_with_prefix(
+    model: PrefixEvalModel,
+    batch: Mapping[str, torch.Tensor],
+    num_items: int,
+    top_c: int,
+    ties: Ties,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One prefix pass + one continuation: -> (retrieval ranks [B], cascade ranks [B],
+    target like logits [B]).
+
+    The history is encoded once (`eval_prefix`); the target and retrieval's top-C candidates
+    are then scored together as tokens placed right after it, each seeing the prefix and
+    itself only — what `score_eval`'s appended target token sees, so the numbers equal the
+    two-pass path's (tests/test_evaluate.py checks it) at about half the cost.
+    """
+    scores, prefix = model.eval_prefix(batch)
+    scores = scores.float()
+    targets = batch["targets"]
+    if tuple(scores.shape) != (targets.shape[0], num_items + 1):
+        raise ValueError(
+            f"{type(model).__name__}.eval_prefix returned scores {tuple(scores.shape)}; "
+            f"expected {(targets.shape[0], num_items + 1)}"
+        )
+    mask = history_mask(batch["history"], num_items, targets)
+    ranks = target_ranks(scores, targets, mask, ties=ties)
+    candidates = cascade_candidates(scores, mask, top_c)
+    tokens = torch.cat([targets[:, None], candidates], dim=1)  # [B, 1 + C]
+    logits = model.score_candidates(None, None, None, batch["lengths"], tokens, prefix=prefix).float()
+    cascade = cascade_ranks_from_logits(logits[:, 1:], candidates, mask, targets, ranks, ties)
+    return ranks, cascade, logits[:, 0]
 
 
 def evaluate(
@@ -186,16 +268,24 @@ def evaluate(
     users = _check_users(data, split, users)
     ranker = ranking_model if ranking_model is not None else model
     all_ranks, all_cascade, all_logits, all_likes = [], [], [], []
+    # One prefix pass when the model offers it (and serves both stages); else score_eval's
+    # pass over history + target, then score_candidates over the prefix again.
+    reuse_prefix = ranking_model is None and hasattr(model, "eval_prefix")
     with _inference(model, ranker):
         for chunk in _batches(data, users, cfg.batch_size):
             batch = _to_device(data.eval_batch(chunk, split), device)
-            scores, rank_logit = _score_eval(model, batch, data.num_items)
-            if ranking_model is not None:
-                _, rank_logit = _score_eval(ranking_model, batch, data.num_items)
-            scores = scores.float()
-            mask = history_mask(batch["history"], data.num_items, batch["targets"])
-            ranks = target_ranks(scores, batch["targets"], mask, ties=cfg.ties)
-            cascade = cascade_ranks(ranker, batch, scores, mask, ranks, cfg.cascade_top_c, cfg.ties)
+            if reuse_prefix:
+                ranks, cascade, rank_logit = _score_with_prefix(
+                    model, batch, data.num_items, cfg.cascade_top_c, cfg.ties
+                )
+            else:
+                scores, rank_logit = _score_eval(model, batch, data.num_items)
+                if ranking_model is not None:
+                    _, rank_logit = _score_eval(ranking_model, batch, data.num_items)
+                scores = scores.float()
+                mask = history_mask(batch["history"], data.num_items, batch["targets"])
+                ranks = target_ranks(scores, batch["targets"], mask, ties=cfg.ties)
+                cascade = cascade_ranks(ranker, batch, scores, mask, ranks, cfg.cascade_top_c, cfg.ties)
             all_ranks.append(ranks.cpu())
             all_cascade.append(cascade.cpu())
             all_logits.append(rank_logit.double().cpu())

@@ -47,6 +47,14 @@ class TwoStage(nn.Module):
         scores = self.retriever.queries(h_query) @ self.retriever.item_table().T
         return scores, self.ranker.rank_logits(h_target)
 
+    def eval_prefix(self, batch: dict[str, Tensor]) -> tuple[Tensor, Prefix]:
+        """(the retriever's scores [B, num_items + 1], the ranker's encoded history)."""
+        scores, _ = self.retriever.eval_prefix(batch)
+        prefix = self.ranker.encode_prefix(
+            batch["items"], batch["feedback"], batch.get("timestamps"), batch["lengths"]
+        )
+        return scores, prefix
+
     def score_candidates(
         self,
         items: Tensor | None,

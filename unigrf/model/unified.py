@@ -227,6 +227,12 @@ class UniGRF(nn.Module):
         h_query, h_target = self.eval_states(batch)
         return self.queries(h_query) @ self.item_table().T, self.rank_logits(h_target)
 
+    def eval_prefix(self, batch: dict[str, Tensor]) -> tuple[Tensor, Prefix]:
+        """`eval_batch` -> (retrieval scores [B, num_items + 1] as `score_eval`'s, the encoded
+        history for `score_candidates(prefix=...)`): one pass over the history only."""
+        prefix = self.encode_prefix(batch["items"], batch["feedback"], batch.get("timestamps"), batch["lengths"])
+        return prefix.query @ self.item_table().T, prefix
+
     def encode_prefix(
         self, items: Tensor, feedback: Tensor, timestamps: Tensor | None, lengths: Tensor
     ) -> Prefix:
