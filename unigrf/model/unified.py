@@ -230,7 +230,9 @@ class UniGRF(nn.Module):
     def eval_prefix(self, batch: dict[str, Tensor]) -> tuple[Tensor, Prefix]:
         """`eval_batch` -> (retrieval scores [B, num_items + 1] as `score_eval`'s, the encoded
         history for `score_candidates(prefix=...)`): one pass over the history only."""
-        prefix = self.encode_prefix(batch["items"], batch["feedback"], batch.get("timestamps"), batch["lengths"])
+        prefix = self.encode_prefix(
+            batch["items"], batch["feedback"], batch.get("timestamps"), batch["lengths"]
+        )
         return prefix.query @ self.item_table().T, prefix
 
     def encode_prefix(
