@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from raw_fixtures import fixtures_dir
 
 from unigrf.cli import main
 from unigrf.config import DataConfig, SyntheticConfig
@@ -25,9 +26,9 @@ from unigrf.data.prepare import (
 from unigrf.data.readers import DataError, read_ml100k
 from unigrf.data.sequences import SequenceData
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = fixtures_dir()
 ML_FIXTURE = DataConfig(dataset="ml-100k", data_dir=str(FIXTURES / "ml-100k"))
-# Hand-derived from tests/fixtures/ml-100k/u.data (see tests/fixtures/README.md): items are
+# Hand-derived from the ml-100k/u.data of tests/raw_fixtures.py: items are
 # numbered by first appearance (10->1, 20->2, 30->3, 5->4, 21->5, 40->6, 22->7), user "4" has
 # two interactions and is dropped; ties stay in file order (user "3": 30, 10, 20 all at t=10).
 EXPECTED_ITEMS = [[4, 1, 3, 6], [2, 5, 7], [3, 1, 2]]

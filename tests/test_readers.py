@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import gzip
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from raw_fixtures import fixtures_dir
 
 from unigrf.config import ColumnsConfig, DataConfig
 from unigrf.data.readers import (
@@ -22,7 +22,7 @@ from unigrf.data.readers import (
     read_table,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = fixtures_dir()
 
 # the 12 interactions of the MovieLens fixtures, in file order
 ML_USERS = ["1", "2", "1", "1", "2", "1", "2", "3", "3", "4", "3", "4"]
