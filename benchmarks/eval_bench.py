@@ -2,7 +2,7 @@
 full-ranking evaluation (retrieval over all items, ranking AUC, cascade re-scoring) of every
 ML-100K user with a random-init UniGRF of the default size.
 
-    nice -n 10 .venv/bin/python benchmarks/eval_bench.py [--threads 2] [--repeats 5]
+    nice -n 10 .venv/bin/python benchmarks/eval_bench.py [--threads 2] [--repeats 5] [--max-len 200]
 
 Prints a Markdown section (paste it under "## Evaluation" in benchmarks/RESULTS.md).
 """
@@ -14,6 +14,7 @@ import os
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,24 +58,31 @@ def load_ml100k(path: Path, max_len: int = 200) -> SequenceData:
 
 
 class Timed(nn.Module):
-    """Wraps a model and accumulates the wall time spent in each evaluation method."""
+    """Wraps a model and accumulates the wall time spent in its evaluation methods. Without
+    `eval_prefix`, `evaluate` takes the two-pass path (score_eval, then score_candidates
+    re-encoding the history); `TimedPrefix` exposes it (one pass + a continuation)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.seconds = {"score_eval": 0.0, "score_candidates": 0.0}
+        self.seconds = 0.0
+
+    def _timed(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        out = getattr(self.model, method)(*args, **kwargs)
+        self.seconds += time.perf_counter() - start
+        return out
 
     def score_eval(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        start = time.perf_counter()
-        out = self.model.score_eval(batch)
-        self.seconds["score_eval"] += time.perf_counter() - start
-        return out
+        return self._timed("score_eval", batch)
 
-    def score_candidates(self, *args: Tensor) -> Tensor:
-        start = time.perf_counter()
-        out = self.model.score_candidates(*args)
-        self.seconds["score_candidates"] += time.perf_counter() - start
-        return out
+    def score_candidates(self, *args: Any, **kwargs: Any) -> Tensor:
+        return self._timed("score_candidates", *args, **kwargs)
+
+
+class TimedPrefix(Timed):
+    def eval_prefix(self, batch: dict[str, Tensor]) -> tuple[Tensor, Any]:
+        return self._timed("eval_prefix", batch)
 
 
 class RandomScores(nn.Module):
@@ -96,19 +104,18 @@ class RandomScores(nn.Module):
         return self.items[candidates]
 
 
-def time_evaluate(model: nn.Module, data: SequenceData, cfg: EvalConfig, repeats: int) -> dict[str, float]:
-    """Median and min wall time of `evaluate` on all test users; the time inside the model's two
-    methods is that of the fastest run."""
-    timed = Timed(model)
+def time_evaluate(timed: Timed, data: SequenceData, cfg: EvalConfig, repeats: int) -> dict[str, float]:
+    """Median and min wall time of `evaluate` on all test users, and the time inside the
+    model's methods in the fastest run."""
     evaluate(timed, data, "test", cfg, users=np.arange(64))  # warm-up (first-call overheads)
     runs = []
     for _ in range(repeats):
-        timed.seconds = dict.fromkeys(timed.seconds, 0.0)
+        timed.seconds = 0.0
         start = time.perf_counter()
         evaluate(timed, data, "test", cfg)
-        runs.append((time.perf_counter() - start, dict(timed.seconds)))
+        runs.append((time.perf_counter() - start, timed.seconds))
     walls = [wall for wall, _ in runs]
-    return {"median_s": statistics.median(walls), "min_s": min(walls), **min(runs, key=lambda r: r[0])[1]}
+    return {"median_s": statistics.median(walls), "min_s": min(walls), "model_s": min(runs)[1]}
 
 
 def main() -> None:
@@ -123,11 +130,12 @@ def main() -> None:
     )
     parser.add_argument("--backbones", default="hstu,llama,sasrec")
     parser.add_argument("--size", default=ModelConfig.size)
+    parser.add_argument("--max-len", type=int, default=200, help="items kept per user (SPEC §2: 200)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    data = load_ml100k(args.data)
+    data = load_ml100k(args.data, args.max_len)
     print(
         f"## Evaluation\n\n`{data.name}`: {data.num_users} users, {data.num_items} items, {len(data.items)} ratings"
     )
@@ -154,12 +162,15 @@ def main() -> None:
     print(
         f"\nFull evaluation of all {data.num_users} test users (`evaluate`: retrieval over all items, "
         f"AUC, cascade top-{EvalConfig.cascade_top_c} -> {EvalConfig.cascade_k}), random-init UniGRF size "
-        f"`{args.size}`, torch {torch.__version__}, {args.threads} thread(s), "
+        f"`{args.size}`, last {args.max_len} items per user, torch {torch.__version__}, {args.threads} thread(s), "
         f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; warm-up on 64 users, then "
-        f"median/min of {args.repeats} runs; model-method seconds from the fastest run:\n"
+        f"median/min of {args.repeats} runs; "
+        "seconds inside the model from the fastest run. Path `two-pass`: score_eval over history + target, "
+        "then score_candidates re-encoding the history; `prefix reuse`: the history encoded once "
+        "(eval_prefix), then target + candidates as one continuation:\n"
     )
-    print("| model | eval batch | params | median s | min s | in score_eval s | in score_candidates s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| model | path | eval batch | params | median s | min s | in model s |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     from unigrf.model.unified import UniGRF  # the real model (imported late: the data part needs none)
 
     models: dict[str, nn.Module] = {
@@ -170,13 +181,17 @@ def main() -> None:
         models[backbone] = UniGRF(cfg, data.num_items, data.num_levels, data.max_len)
     for name, model in models.items():
         params = sum(p.numel() for p in model.parameters())
+        paths = {"two-pass": Timed(model)}
+        if hasattr(model, "eval_prefix"):
+            paths["prefix reuse"] = TimedPrefix(model)
         for batch_size in args.batch_sizes:
-            t = time_evaluate(model, data, EvalConfig(batch_size=batch_size), args.repeats)
-            print(
-                f"| {name} | {batch_size} | {params:,} | {t['median_s']:.3f} | {t['min_s']:.3f} | "
-                f"{t['score_eval']:.3f} | {t['score_candidates']:.3f} |",
-                flush=True,
-            )
+            for path, timed in paths.items():
+                t = time_evaluate(timed, data, EvalConfig(batch_size=batch_size), args.repeats)
+                print(
+                    f"| {name} | {path} | {batch_size} | {params:,} | {t['median_s']:.3f} | "
+                    f"{t['min_s']:.3f} | {t['model_s']:.3f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
