@@ -422,6 +422,18 @@ def _evaluate_main(
     return result
 
 
+def _after_existing_event_files(root: Path) -> None:
+    """Wait until the clock's second is past every event file's under `root`.
+
+    TensorBoard reads a directory's event files in name order, and a name is
+    `events.out.tfevents.<unix second>.<host>.<pid>.<per-process counter>`: a resumed writer
+    opened within the second of the one it continues could sort before it (counter 10 < 9 as
+    text), and its purge would then apply to nothing."""
+    seconds = [int(p.name.split(".")[3]) for p in root.rglob("events.out.tfevents.*")]
+    while seconds and int(time.time()) <= max(seconds):
+        time.sleep(0.05)
+
+
 def _tensorboard(ctx: TrainContext, start_epoch: int, start_step: int):
     """(per-epoch writer, per-step writer) on rank 0, else (None, None).
 
@@ -433,6 +445,8 @@ def _tensorboard(ctx: TrainContext, start_epoch: int, start_step: int):
     from torch.utils.tensorboard import SummaryWriter
 
     root = ctx.run_dir / "tensorboard"
+    if start_epoch or start_step:
+        _after_existing_event_files(root)
     epochs = SummaryWriter(log_dir=str(root), purge_step=start_epoch if start_epoch else None)
     steps = SummaryWriter(log_dir=str(root / "steps"), purge_step=start_step if start_step else None)
     return epochs, steps
