@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import yaml
 
+from unigrf.ablation.aggregate import applicable
 from unigrf.config import ExperimentConfig, apply_overrides, load_config
 from unigrf.data.sequences import SequenceData
 from unigrf.evaluation import popularity_baseline
@@ -73,7 +74,10 @@ def results_table(cfg: ExperimentConfig, run_dirs: list[Path]) -> tuple[str, lis
             "s/epoch": metrics["time"]["epoch_s"],
             "total s": metrics["time"]["total_s"],
         }
-        row |= {k: v for k, v in metrics["val"].items()} | {k: v for k, v in metrics["test"].items()}
+        # an untrained head's numbers (a retrieval-only model's AUC, ...) are not results: "—"
+        variant = run_cfg["train"]["variant"]
+        measured = {**metrics["val"], **metrics["test"]}
+        row |= {k: v for k, v in measured.items() if applicable(variant, k)}
         rows.append(row)
     header = [
         "system",
