@@ -13,7 +13,7 @@ Sub-commands (run from the repository root; each prints Markdown and writes JSON
                   --seeds 0 1 2 --workers 1 2 train.epochs=10 train.patience=100
   sharding  the per-worker data path: each of 2 Ray Train workers builds all its training
             batches of an epoch from (a) the prepared Parquet loaded once + `epoch_users`
-            (a seeded permutation, sharded by rank) or (b) a Ray Data dataset passed to the
+            (a seeded permutation, sharded by rank), cut by `epoch_batches` as `fit` does, or (b) a Ray Data dataset passed to the
             trainer and read with `ray.train.get_dataset_shard` (`iter_batches` with a local
             shuffle), then `SequenceData.train_batch` (no model: the data path only):
               python benchmarks/train_bench.py sharding --config configs/ml-100k.yaml --epochs 5
@@ -154,7 +154,7 @@ def _sharding_worker(config: dict[str, Any]) -> dict[str, Any]:
     """One Ray Train worker: time `epochs` epochs of batch building with both data paths."""
     import ray.train
 
-    from unigrf.training.loop import epoch_users
+    from unigrf.training.loop import epoch_batches, epoch_users
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -166,8 +166,9 @@ def _sharding_worker(config: dict[str, Any]) -> dict[str, Any]:
     for epoch in range(config["epochs"]):
         t = time.perf_counter()
         users = epoch_users(data.num_users, seed, epoch, rank, world)
-        for start in range(0, len(users), bs):
-            batch = data.train_batch(users[start : start + bs])
+        window_lengths = np.minimum(data.lengths - 2, data.max_len)  # as `fit` batches them
+        for batch_users in epoch_batches(users, window_lengths, bs, seed, epoch, rank):
+            batch = data.train_batch(batch_users)
             n_users[0] += len(batch["users"])
         numpy_s.append(time.perf_counter() - t)
 
