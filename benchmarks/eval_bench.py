@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument(
         "--batch-sizes",
         type=lambda text: [int(x) for x in text.split(",")],
-        default=[EvalConfig.batch_size, 64],
+        default=[64, 512],
     )
     parser.add_argument("--backbones", default="hstu,llama,sasrec")
     parser.add_argument("--size", default=ModelConfig.size)

@@ -201,7 +201,9 @@ class EvalConfig:
     ks: tuple[int, ...] = (10, 50, 200)
     cascade_top_c: int = 100  # retrieval candidates re-ranked in the cascade metric
     cascade_k: int = 10
-    batch_size: int = 512
+    # users per evaluation batch: on CPU 64 beat 512 by 1.5-2.5x for every backbone
+    # (benchmarks/RESULTS.md "Evaluation"); padded width grows with the longest user in a batch
+    batch_size: int = 64
     # How items scoring exactly equal to the target count (unigrf/evaluation/metrics.py):
     # "pessimistic" ranks them above it (a constant scorer gets 0, not 1); "optimistic" below.
     ties: Literal["pessimistic", "optimistic"] = "pessimistic"
