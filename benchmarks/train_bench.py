@@ -208,7 +208,7 @@ def sharding(cfg: ExperimentConfig, epochs: int) -> dict[str, Any]:
     # Ray Data's read tasks need CPUs beside the 2 workers' (a 2-CPU node would deadlock)
     started = init_ray(num_cpus=4)
     try:
-        ds = ray.data.read_parquet(str(data_dir / "sequences.parquet"), columns=["user"])
+        ds = ray.data.read_parquet(str(data_dir / "sequences.parquet")).select_columns(["user"])
         trainer = TorchTrainer(
             _sharding_worker,
             train_loop_config={
