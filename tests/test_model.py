@@ -110,6 +110,16 @@ def test_input_embedding_is_the_retrieval_table(data: SequenceData) -> None:
     torch.testing.assert_close(model.item_table()[3], F.normalize(model.item_embedding.weight[3], dim=0))
 
 
+def test_sasrec_positions_start_below_the_token_signal(data: SequenceData) -> None:
+    """SASRec adds learned positions to the (scaled) token embeddings: at initialisation they
+    must not drown the items (torch's default N(0, 1) rows did, 12x at D = 16, 6x at D = 64,
+    and cost a third of SASRec's NDCG@10 on ML-100K)."""
+    model = model_for("sasrec", data)
+    token_rms = float(model.item_embedding.weight[1:].std()) * model.embed_scale
+    position_rms = float(model.backbone.position_embedding.weight.std())
+    assert 0.0 < 2 * position_rms < token_rms
+
+
 # ------------------------------------------------------------------------------------------
 # padding and causality
 # ------------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """The SASRec block (Kang & McAuley, ICDM 2018): softmax self-attention and a point-wise
 feed-forward network, with learned absolute position embeddings added to the input at each
-token's `positions` entry.
+token's `positions` entry. The position table starts small (std 0.02, as GPT-2's): the token
+embeddings reach the backbone at ~0.16 per coordinate (std 0.02 × √D, see `UniGRF._tokens`), and
+torch's default N(0, 1) position rows would drown them ~6 to 1 at the start of training.
 
 `ModelConfig.sasrec_norm`:
 - "pre" (the public SASRec.pytorch layout, the default):
@@ -25,6 +27,8 @@ from unigrf.model.backbones.base import (
     softmax_mask,
     split_heads,
 )
+
+POSITION_INIT_STD = 0.02
 
 
 class SASRecBlock(Block):
@@ -65,6 +69,7 @@ class SASRec(Backbone):
         pre_norm = cfg.sasrec_norm == "pre"
         self.max_positions = max_positions
         self.position_embedding = nn.Embedding(max_positions, dim)
+        nn.init.normal_(self.position_embedding.weight, std=POSITION_INIT_STD)
         self.blocks = nn.ModuleList(SASRecBlock(dim, heads, cfg.dropout, pre_norm) for _ in range(layers))
         self.final_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
 
