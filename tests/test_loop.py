@@ -251,6 +251,40 @@ def test_bad_objective_fails_before_training(data, tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
+def test_two_stage_keeps_each_stages_best_epoch(data, tmp_path):
+    """The retriever and the ranker are separate models: each keeps the weights of the epoch
+    its own metric peaked (NDCG@10, AUC), and the test pair is those two checkpoints."""
+    cfg = tiny_config("train.variant=two_stage", "train.epochs=6", "train.objective=val/ndcg@10 + val/auc")
+    result = fit(cfg, data, local(tmp_path))
+    history = result["history"]
+    first_best = {m: int(np.argmax([h[m] for h in history])) for m in ("val/ndcg@10", "val/auc")}
+    stages = result["stage_best_epochs"]
+    assert stages == {"retrieval": first_best["val/ndcg@10"], "ranking": first_best["val/auc"]}
+    assert stages["retrieval"] != stages["ranking"]  # this seed: the stages peak apart
+    assert result["best_epoch"] == max(stages.values()) == history[-1]["best_epoch"]
+    # the composed pair's val metrics: retrieval from the retriever's epoch, ranking from the ranker's
+    assert result["val"]["val/ndcg@10"] == history[stages["retrieval"]]["val/ndcg@10"]
+    assert result["val"]["val/auc"] == history[stages["ranking"]]["val/auc"]
+    assert result["best_objective"] == pytest.approx(result["val"]["val/ndcg@10"] + result["val"]["val/auc"])
+    best = torch.load(tmp_path / "best_model.pt", weights_only=False)
+    for stage, epoch in (("retriever", stages["retrieval"]), ("ranker", stages["ranking"])):
+        ckpt = torch.load(tmp_path / f"checkpoints/epoch_{epoch:04d}" / CHECKPOINT_FILE, weights_only=False)
+        for key, value in ckpt["model"].items():
+            if key.startswith(stage + "."):
+                assert torch.equal(best[key], value), key
+
+
+def test_two_stage_objective_must_judge_each_stage_alone(data, tmp_path):
+    for objective, match in (
+        ("val/ndcg@10", "no ranking metric"),
+        ("val/cascade_ndcg@10 + val/auc", "both stages"),
+    ):
+        cfg = tiny_config("train.variant=two_stage", f"train.objective={objective}")
+        with pytest.raises(ValueError, match=match):
+            fit(cfg, data, local(tmp_path))
+    assert not (tmp_path / "checkpoints").exists()
+
+
 @pytest.mark.parametrize(
     ("variant", "extra"),
     [
@@ -261,7 +295,7 @@ def test_bad_objective_fails_before_training(data, tmp_path):
         ("wo_both", []),
         ("retrieval_only", []),
         ("ranking_only", []),
-        ("two_stage", []),
+        ("two_stage", ["train.objective=0.5*val/ndcg@10 + 0.5*val/auc"]),
     ],
 )
 def test_every_variant_runs_an_epoch(data, tmp_path, variant, extra):

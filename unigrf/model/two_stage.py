@@ -3,7 +3,9 @@ ranking-only UniGRF behind the single-model API.
 
 The two models share no parameter, so stepping one optimizer over their summed losses is the
 same as training each alone (each loss's gradient reaches only its own model; with the
-`fixed` weighter each loss has weight 1).
+`fixed` weighter each loss has weight 1, and each model's gradient norm is clipped alone).
+Model selection is per stage too: `fit` keeps each model's own best epoch (see
+`unigrf.training.loop.Selection`).
 """
 
 from __future__ import annotations

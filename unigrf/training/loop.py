@@ -21,7 +21,7 @@ exactly, for the same thread count.
 Outputs under `ctx.run_dir` (rank 0): `tensorboard/` (per-epoch scalars: train/*, weights/*,
 val/*, objective, time/*, then test/* at the best epoch; `tensorboard/steps/`: per-step losses
 and weights every `train.log_every` steps), `metrics.json` (best epoch, its val metrics, test
-metrics, timing) and `best_model.pt` (the selected weights).
+metrics, timing; for two_stage each stage's best epoch) and `best_model.pt` (the selected weights).
 """
 
 from __future__ import annotations
@@ -76,12 +76,101 @@ def parse_objective(expr: str) -> list[tuple[float, str]]:
 
 
 def objective_value(expr: str, metrics: dict[str, float]) -> float:
+    return terms_value(parse_objective(expr), metrics)
+
+
+def terms_value(terms: list[tuple[float, str]], metrics: dict[str, float]) -> float:
     total = 0.0
-    for weight, name in parse_objective(expr):
+    for weight, name in terms:
         if name not in metrics:
             raise KeyError(f"objective metric {name!r} not reported (have: {', '.join(sorted(metrics))})")
         total += weight * float(metrics[name])
     return total
+
+
+def metric_stage(name: str) -> str | None:
+    """ "retrieval" or "ranking" for a val metric only that stage's model decides, else None
+    (cascade metrics depend on both stages)."""
+    metric = name.removeprefix("val/")
+    if metric.startswith(("hr@", "ndcg@")) or metric == "mrr":
+        return "retrieval"
+    if metric in ("auc", "logloss", "gauc"):
+        return "ranking"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Model selection: the best epoch of each separately trained model on its own objective terms.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Selection:
+    """Early stopping and best-checkpoint tracking for `module` on `terms` (always maximised).
+
+    One Selection covers a single model. The two-stage pipeline has one per stage: its
+    retriever and ranker are separate models, so each keeps the weights of its own best epoch
+    (the ranker typically peaks many epochs before the retriever) and training stops when both
+    are stale — as if each had been trained and early-stopped alone."""
+
+    name: str
+    terms: list[tuple[float, str]]
+    module: nn.Module
+    best_objective: float = -math.inf
+    best_epoch: int = -1
+    stale: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+
+    def update(self, epoch: int, metrics: dict[str, float]) -> bool:
+        """Record `epoch`'s metrics; True when it is this selection's new best (strictly)."""
+        value = terms_value(self.terms, metrics)
+        if value > self.best_objective:
+            self.best_objective, self.best_epoch, self.stale = value, epoch, 0
+            self.best_state = {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
+            return True
+        self.stale += 1
+        return False
+
+    def restore_best(self) -> None:
+        if self.best_state is not None:
+            self.module.load_state_dict(self.best_state)
+
+    def state_dict(self) -> dict[str, Any]:
+        keys = ("best_objective", "best_epoch", "stale", "best_state")
+        return {k: getattr(self, k) for k in keys}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+def selections(objective: str, model: nn.Module) -> list[Selection]:
+    """[one Selection on the whole objective], or for TwoStage [retriever's, ranker's], each on
+    the objective's terms that judge that stage alone. Raises ValueError when the two-stage
+    objective has a term no single stage decides (cascade) or leaves a stage unjudged."""
+    terms = parse_objective(objective)
+    if not isinstance(model, TwoStage):
+        return [Selection("model", terms, model)]
+    by_stage: dict[str, list[tuple[float, str]]] = {"retrieval": [], "ranking": []}
+    for weight, name in terms:
+        stage = metric_stage(name)
+        if stage is None:
+            raise ValueError(
+                f"train.objective {objective!r}: {name} depends on both stages; the two_stage variant "
+                "selects each stage's checkpoint on its own terms (retrieval: hr@k, ndcg@k, mrr; "
+                "ranking: auc, logloss, gauc)"
+            )
+        by_stage[stage].append((weight, name))
+    for stage, own in by_stage.items():
+        if not own:
+            raise ValueError(
+                f"train.objective {objective!r} has no {stage} metric, so the two_stage variant cannot "
+                f"select its {stage} model; e.g. train.objective='0.5*val/ndcg@10 + 0.5*val/auc'"
+            )
+    return [
+        Selection("retrieval", by_stage["retrieval"], model.retriever),
+        Selection("ranking", by_stage["ranking"], model.ranker),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,13 +351,13 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
     Resumes from `ctx.load_checkpoint()` when it returns a state (the epoch after the
     checkpoint's, with its model, optimizer, weighter, early-stopping counters and history).
     """
-    parse_objective(cfg.train.objective)  # a bad objective fails before any training
     spec = variant_spec(cfg)
     tasks = [t for t, on in (("retrieval", spec.retrieval), ("ranking", spec.ranking)) if on]
     device = ctx.device
     seed_everything(cfg.train.seed)  # init is identical on every rank
 
     model = build_model(cfg, data.num_items, data.num_levels, data.max_len).to(device)
+    selected = selections(cfg.train.objective, model)  # a bad objective fails before any training
     loss_module: nn.Module = _LossForward(model)
     if ctx.world_size > 1:
         loss_module = nn.parallel.DistributedDataParallel(
@@ -283,8 +372,7 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
     shared = shared_parameters(model)
     groups = clip_groups(model)
 
-    start_epoch, best_obj, best_epoch, stale = 0, -math.inf, -1, 0
-    best_state: dict[str, torch.Tensor] | None = None
+    start_epoch = 0
     best_val: dict[str, float] = {}
     history: list[dict[str, float]] = []
     state = ctx.load_checkpoint()
@@ -293,16 +381,17 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         optimizer.load_state_dict(state["optimizer"])
         weighter.load_state_dict(state["weighter"])
         start_epoch = state["epoch"] + 1
-        best_obj, best_epoch, stale = state["best_objective"], state["best_epoch"], state["stale"]
-        best_state, best_val, history = state["best_model"], state["best_val"], state["history"]
-        ctx.log(f"resuming after epoch {state['epoch']} (best epoch {best_epoch})")
+        for sel, sel_state in zip(selected, state["selections"], strict=True):
+            sel.load_state_dict(sel_state)
+        best_val, history = state["best_val"], state["history"]
+        ctx.log(f"resuming after epoch {state['epoch']} (best epoch {max(s.best_epoch for s in selected)})")
 
     window_lengths = np.minimum(data.lengths - 2, data.max_len)  # what `train_batch` takes per user
     per_epoch = steps_per_epoch(data.num_users, ctx.world_size, cfg.train.batch_size)
     step = start_epoch * per_epoch
     writer, step_writer = _tensorboard(ctx, start_epoch, step)
     for epoch in range(start_epoch, cfg.train.epochs):
-        if stale >= cfg.train.patience:
+        if all(sel.stale >= cfg.train.patience for sel in selected):
             break
         t0 = time.perf_counter()
         # negatives and dropout depend on (seed, epoch, rank) only: a resumed run is identical
@@ -343,16 +432,15 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         metrics["enhancer/active"] = float(mining)
         val = _evaluate_main(model, data, "val", cfg, ctx)
         metrics.update({f"val/{k}": float(v) for k, v in val.items()})
-        obj = objective_value(cfg.train.objective, metrics)
-        metrics["objective"] = obj
-        if obj > best_obj:
-            best_obj, best_epoch, stale = obj, epoch, 0
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        metrics["objective"] = objective_value(cfg.train.objective, metrics)
+        improved = [sel.update(epoch, metrics) for sel in selected]
+        if len(selected) == 1 and improved[0]:
             best_val = {k: v for k, v in metrics.items() if k.startswith("val/")}
-        else:
-            stale += 1
-        metrics["best_objective"] = best_obj
-        metrics["best_epoch"] = float(best_epoch)
+        # two stages: the stage objectives split the objective's terms, so their bests add up
+        metrics["best_objective"] = sum(sel.best_objective for sel in selected)
+        metrics["best_epoch"] = float(max(sel.best_epoch for sel in selected))
+        if len(selected) > 1:
+            metrics.update({f"best_epoch/{sel.name}": float(sel.best_epoch) for sel in selected})
         metrics["time/train_s"] = train_s
         metrics["time/epoch_s"] = time.perf_counter() - t0
         history.append(metrics)
@@ -368,19 +456,22 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
                 "optimizer": optimizer.state_dict(),
                 "weighter": weighter.state_dict(),
                 "epoch": epoch,
-                "best_objective": best_obj,
-                "best_epoch": best_epoch,
-                "stale": stale,
-                "best_model": best_state,
+                "selections": [sel.state_dict() for sel in selected],
                 "best_val": best_val,
                 "history": history,
                 "config": config_to_dict(cfg),
             }
         ctx.report(metrics, checkpoint)
 
-    # test is read once, on the best checkpoint
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    # test is read once, on the best checkpoint (for two stages: each stage's best epoch)
+    for sel in selected:
+        sel.restore_best()
+    best_epoch = max(sel.best_epoch for sel in selected)
+    best_obj = sum(sel.best_objective for sel in selected)
+    if len(selected) > 1 and best_epoch >= 0:
+        # the stages' best epochs were never evaluated together (cascade metrics need both)
+        val = _evaluate_main(model, data, "val", cfg, ctx)
+        best_val = {f"val/{k}": float(v) for k, v in val.items()}
     test = _evaluate_main(model, data, "test", cfg, ctx)
     epoch_times = [h["time/epoch_s"] for h in history]
     result = {
@@ -392,13 +483,15 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         "time": {"total_s": sum(epoch_times), "epoch_s": sum(epoch_times) / max(len(epoch_times), 1)},
         "history": history,
     }
+    if len(selected) > 1:
+        result["stage_best_epochs"] = {sel.name: sel.best_epoch for sel in selected}
     if ctx.is_main:
         ctx.run_dir.mkdir(parents=True, exist_ok=True)
         tmp = ctx.run_dir / ".metrics.json.tmp"
         tmp.write_text(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2))
         os.replace(tmp, ctx.run_dir / "metrics.json")
         tmp_model = ctx.run_dir / ".best_model.pt.tmp"
-        torch.save(best_state if best_state is not None else model.state_dict(), tmp_model)
+        torch.save(model.state_dict(), tmp_model)  # the selected weights, restored above
         os.replace(tmp_model, ctx.run_dir / "best_model.pt")
     if writer is not None:
         for k, v in result["test"].items():
