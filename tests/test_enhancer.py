@@ -53,7 +53,8 @@ def brute_force(model: UniGRF, batch: dict[str, torch.Tensor], top_k: int, m: in
                 out.append(set())
                 continue
             items, fb, ts = (batch[k][r, :n] for k in ("items", "feedback", "timestamps"))
-            h = model.encode(items[None, : n - 1], fb[None, : n - 1], ts[None, : n - 1])
+            # the anchor query as the training forward pass computes it (the window's own pass)
+            h = model.encode(items[None], fb[None], ts[None, :n])
             scores = model.queries(h[0, 2 * (n - 1) - 1]) @ table.T
             scores[0] = float("-inf")
             scores[items] = float("-inf")

@@ -11,6 +11,8 @@ causal backbone. Outputs are told apart by position:
 
 Token positions are the interleaved indices 0..2N−1, so `max_positions = 2·max_len + 2` covers
 evaluation batches (history + one appended target) and packed candidates (position 2·length).
+Backbones with absolute positions (SASRec: `Backbone.recency_positions`) get them counted back
+from the row's last item slot instead (`_positions`), as SASRec.pytorch's left padding does.
 A token is padding where its item is 0 (right padding): keys at padding are masked and the
 mask is causal, so padding never changes a real position's output.
 
@@ -44,7 +46,8 @@ class Prefix(NamedTuple):
 
     context: the backbone's per-layer keys/values over S = 2·W prefix tokens;
     key_valid [B, S] bool: prefix tokens a following token may attend (index < 2·length);
-    next_position [B] long: 2·length, the position of a token placed after the prefix;
+    next_position [B] long: the backbone position of a token placed after the prefix (index
+    2·length, see `UniGRF._positions`);
     next_time [B] long | None: its timestamp; query [B, D]: the L2-normalised retrieval query
     at the prefix's last feedback token (zeros where the prefix is empty).
     """
@@ -107,11 +110,31 @@ class UniGRF(nn.Module):
         """[B, N] -> [B, 2N]: an item token and its feedback token share the interaction time."""
         return None if timestamps is None else timestamps.repeat_interleave(2, dim=1)
 
+    def _positions(self, index: Tensor, ref: Tensor) -> Tensor:
+        """Backbone positions [B, T] of tokens at interleaved `index` [B, T] in rows whose last
+        item slot — the item a training window ends with, an eval batch's appended target, the
+        slot candidates are scored in — is token index `ref` [B].
+
+        Position-relative backbones (HSTU's bias, Llama's RoPE) get `index` itself. SASRec's
+        learned absolute positions are counted back from `ref`, as SASRec.pytorch's left
+        padding does: the item slot is always position max_positions − 2 and its history sits
+        at fixed distances before it. Counted from the sequence start instead, the latest items
+        sit at a different position for every user and the high positions are trained by the
+        longest users only. (A token's position then depends on the row's length, not on the
+        tokens after it: outputs stay causal in the tokens.) Tokens after the slot (a training
+        window's last feedback token, padding) share position max_positions − 1.
+        """
+        if not self.backbone.recency_positions:
+            return index
+        last = self.max_positions - 2
+        return (last - (ref[:, None] - index)).clamp(max=last + 1)
+
     def encode(self, items: Tensor, feedback: Tensor, timestamps: Tensor | None = None) -> Tensor:
         """items, feedback, timestamps [B, N] -> hidden [B, 2N, D] (item tokens at even indices)."""
         b, n = items.shape
         valid = (items != 0).repeat_interleave(2, dim=1)
-        positions = torch.arange(2 * n, device=items.device).expand(b, 2 * n)
+        last_item = 2 * ((items != 0).sum(dim=1) - 1)  # right padding: the last real item's token
+        positions = self._positions(torch.arange(2 * n, device=items.device).expand(b, 2 * n), last_item)
         return self.backbone(
             self._tokens(items, feedback), causal_mask(valid), positions, self._token_times(timestamps)
         )
@@ -258,7 +281,8 @@ class UniGRF(nn.Module):
             times = self._token_times(torch.where(keep, timestamps[:, :width], 0))
         key_valid = keep.repeat_interleave(2, dim=1)  # [B, S]
         s = 2 * width
-        positions = torch.arange(s, device=device).expand(b, s)
+        slot = 2 * lengths  # where a following item goes
+        positions = self._positions(torch.arange(s, device=device).expand(b, s), slot)
         last = (2 * lengths - 1).clamp(min=0)  # the last feedback token of each prefix
         context, h_last = self.backbone.build_context(x, causal_mask(key_valid), positions, times, last)
         query = self.queries(h_last) * (lengths > 0)[:, None]
@@ -269,7 +293,7 @@ class UniGRF(nn.Module):
             follows = (lengths < width_in) & (items[rows, follow] != 0)
             previous = timestamps[rows, (lengths - 1).clamp(min=0)]
             next_time = torch.where(follows, timestamps[rows, follow], previous)
-        return Prefix(context, key_valid, 2 * lengths, next_time, query)
+        return Prefix(context, key_valid, self._positions(slot[:, None], slot)[:, 0], next_time, query)
 
     def score_candidates(
         self,

@@ -80,6 +80,9 @@ class Backbone(nn.Module):
     `embed`, `key_aux`, `query_aux` and `finish`."""
 
     blocks: nn.ModuleList
+    # True: learned absolute positions, which the model counts back from the row's last item
+    # slot (UniGRF._positions); False: positions enter only through their differences.
+    recency_positions: bool = False
 
     def embed(self, x: Tensor, positions: Tensor) -> Tensor:
         """Before the first block (e.g. add absolute position embeddings)."""

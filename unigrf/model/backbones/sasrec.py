@@ -1,6 +1,7 @@
 """The SASRec block (Kang & McAuley, ICDM 2018): softmax self-attention and a point-wise
 feed-forward network, with learned absolute position embeddings added to the input at each
-token's `positions` entry. The position table starts small (std 0.02, as GPT-2's): the token
+token's `positions` entry (`recency_positions`: UniGRF counts them back from the row's last
+item slot, as SASRec.pytorch's left padding does). The position table starts small (std 0.02, as GPT-2's): the token
 embeddings reach the backbone at ~0.16 per coordinate (std 0.02 × √D, see `UniGRF._tokens`), and
 torch's default N(0, 1) position rows would drown them ~6 to 1 at the start of training.
 
@@ -63,6 +64,8 @@ class SASRecBlock(Block):
 
 
 class SASRec(Backbone):
+    recency_positions = True
+
     def __init__(self, cfg: ModelConfig, max_positions: int) -> None:
         super().__init__()
         layers, heads, dim = cfg.resolved_shape()
@@ -74,9 +77,10 @@ class SASRec(Backbone):
         self.final_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
 
     def embed(self, x: Tensor, positions: Tensor) -> Tensor:
-        if positions.numel() and int(positions.max()) >= self.max_positions:
+        if positions.numel() and not 0 <= int(positions.min()) <= int(positions.max()) < self.max_positions:
             raise ValueError(
-                f"sasrec backbone: position {int(positions.max())} >= max_positions {self.max_positions}"
+                f"sasrec backbone: positions {int(positions.min())}..{int(positions.max())} outside "
+                f"0..max_positions - 1 = {self.max_positions - 1} (a sequence longer than the model's max_len?)"
             )
         return x + self.position_embedding(positions)
 
