@@ -110,6 +110,33 @@ def test_input_embedding_is_the_retrieval_table(data: SequenceData) -> None:
     torch.testing.assert_close(model.item_table()[3], F.normalize(model.item_embedding.weight[3], dim=0))
 
 
+def test_sasrec_positions_count_back_from_the_item_slot(data: SequenceData) -> None:
+    """SASRec's absolute positions are aligned on the row's last item slot (the window's last
+    item, the eval target, the candidates' slot) whatever the user's length; HSTU and Llama,
+    position-relative, get the plain token indices."""
+    sasrec, hstu = model_for("sasrec", data), model_for("hstu", data)
+    users = np.arange(data.num_users)
+    slot = sasrec.max_positions - 2
+    ev = data.eval_batch(users, "test")
+    rows, lengths = torch.arange(len(users)), ev["lengths"]
+    index = torch.arange(ev["items"].shape[1] * 2).expand(len(users), -1)
+    pos = sasrec._positions(index, 2 * lengths)
+    assert (pos[rows, 2 * lengths] == slot).all() and (pos[rows, 2 * lengths - 1] == slot - 1).all()
+    assert (pos[rows, 0] == slot - 2 * lengths).all()  # the first token: 2·length back
+    assert torch.equal(hstu._positions(index, 2 * lengths), index)
+    prefix = sasrec.encode_prefix(ev["items"], ev["feedback"], ev["timestamps"], lengths)
+    assert (prefix.next_position == slot).all()
+    assert torch.equal(
+        hstu.encode_prefix(ev["items"], ev["feedback"], ev["timestamps"], lengths).next_position, 2 * lengths
+    )
+    # a training window's last item takes the slot: the last training step looks like evaluation
+    tr = data.train_batch(users)
+    window_index = torch.arange(tr["items"].shape[1] * 2).expand(len(users), -1)
+    window = sasrec._positions(window_index, 2 * (tr["lengths"] - 1))
+    assert (window[rows, 2 * (tr["lengths"] - 1)] == slot).all()
+    assert int(window.max()) == slot + 1 and int(window.min()) >= 0  # padding shares slot + 1
+
+
 def test_sasrec_positions_start_below_the_token_signal(data: SequenceData) -> None:
     """SASRec adds learned positions to the (scaled) token embeddings: at initialisation they
     must not drown the items (torch's default N(0, 1) rows did, 12x at D = 16, 6x at D = 64,
