@@ -203,6 +203,26 @@ def test_interrupted_run_resumes_without_losing_or_repeating_an_epoch(data, tmp_
     assert tb["test/ndcg@10"] == [(reference["best_epoch"], pytest.approx(reference["test"]["test/ndcg@10"]))]
 
 
+def test_resumes_a_checkpoint_from_before_per_stage_selection(data, tmp_path):
+    """Checkpoints written before `Selection` kept the best-so-far as flat keys."""
+    reference = fit(tiny_config("train.epochs=3"), data, local(tmp_path / "ref"))
+    run = tmp_path / "run"
+    fit(tiny_config("train.epochs=2"), data, local(run))
+    path = run / "checkpoints/epoch_0001" / CHECKPOINT_FILE
+    state = torch.load(path, weights_only=False)
+    (sel,) = state.pop("selections")
+    state.update(
+        best_objective=sel["best_objective"],
+        best_epoch=sel["best_epoch"],
+        stale=sel["stale"],
+        best_model=sel["best_state"],
+    )
+    torch.save(state, path)
+    resumed = fit(tiny_config("train.epochs=3"), data, local(run))
+    assert without_times(resumed["history"]) == without_times(reference["history"])
+    assert resumed["test"] == reference["test"] and resumed["best_epoch"] == reference["best_epoch"]
+
+
 def test_finished_run_is_not_retrained(data, tmp_path):
     cfg = tiny_config("train.epochs=2")
     first = fit(cfg, data, local(tmp_path))

@@ -89,8 +89,8 @@ def terms_value(terms: list[tuple[float, str]], metrics: dict[str, float]) -> fl
 
 
 def metric_stage(name: str) -> str | None:
-    """ "retrieval" or "ranking" for a val metric only that stage's model decides, else None
-    (cascade metrics depend on both stages)."""
+    """The stage whose model alone decides metric `name`: "retrieval" (hr@k, ndcg@k, mrr),
+    "ranking" (auc, logloss, gauc), or None (cascade metrics depend on both stages)."""
     metric = name.removeprefix("val/")
     if metric.startswith(("hr@", "ndcg@")) or metric == "mrr":
         return "retrieval"
@@ -120,6 +120,7 @@ class Selection:
     best_epoch: int = -1
     stale: int = 0
     best_state: dict[str, torch.Tensor] | None = None
+    STATE_KEYS = ("best_objective", "best_epoch", "stale", "best_state")
 
     def update(self, epoch: int, metrics: dict[str, float]) -> bool:
         """Record `epoch`'s metrics; True when it is this selection's new best (strictly)."""
@@ -136,8 +137,7 @@ class Selection:
             self.module.load_state_dict(self.best_state)
 
     def state_dict(self) -> dict[str, Any]:
-        keys = ("best_objective", "best_epoch", "stale", "best_state")
-        return {k: getattr(self, k) for k in keys}
+        return {k: getattr(self, k) for k in self.STATE_KEYS}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, value in state.items():
@@ -381,7 +381,11 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         optimizer.load_state_dict(state["optimizer"])
         weighter.load_state_dict(state["weighter"])
         start_epoch = state["epoch"] + 1
-        for sel, sel_state in zip(selected, state["selections"], strict=True):
+        sel_states = state.get("selections")
+        if sel_states is None:  # a checkpoint from before per-stage selection: one model
+            keys = ("best_objective", "best_epoch", "stale", "best_model")
+            sel_states = [dict(zip(Selection.STATE_KEYS, (state[k] for k in keys), strict=True))]
+        for sel, sel_state in zip(selected, sel_states, strict=True):
             sel.load_state_dict(sel_state)
         best_val, history = state["best_val"], state["history"]
         ctx.log(f"resuming after epoch {state['epoch']} (best epoch {max(s.best_epoch for s in selected)})")

@@ -1,9 +1,9 @@
 """The SASRec block (Kang & McAuley, ICDM 2018): softmax self-attention and a point-wise
 feed-forward network, with learned absolute position embeddings added to the input at each
 token's `positions` entry (`recency_positions`: UniGRF counts them back from the row's last
-item slot, as SASRec.pytorch's left padding does). The position table starts small (std 0.02, as GPT-2's): the token
-embeddings reach the backbone at ~0.16 per coordinate (std 0.02 × √D, see `UniGRF._tokens`), and
-torch's default N(0, 1) position rows would drown them ~6 to 1 at the start of training.
+item slot, as SASRec.pytorch's left padding does). The position table starts small (std 0.02,
+as GPT-2's): the token embeddings reach the backbone at ~0.16 per coordinate (std 0.02 × √D,
+see `UniGRF._tokens`), and torch's default N(0, 1) rows would drown them ~6 to 1.
 
 `ModelConfig.sasrec_norm`:
 - "pre" (the public SASRec.pytorch layout, the default):
