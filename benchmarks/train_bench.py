@@ -13,9 +13,10 @@ Sub-commands (run from the repository root; each prints Markdown and writes JSON
                   --seeds 0 1 2 --workers 1 2 train.epochs=10 train.patience=100
   sharding  the per-worker data path: each of 2 Ray Train workers builds all its training
             batches of an epoch from (a) the prepared Parquet loaded once + `epoch_users`
-            (a seeded permutation, sharded by rank), cut by `epoch_batches` as `fit` does, or (b) a Ray Data dataset passed to the
-            trainer and read with `ray.train.get_dataset_shard` (`iter_batches` with a local
-            shuffle), then `SequenceData.train_batch` (no model: the data path only):
+            (a seeded permutation, sharded by rank), cut by `epoch_batches` as `fit` does, or
+            (b) a Ray Data dataset passed to the trainer and read with
+            `ray.train.get_dataset_shard` (`iter_batches` with a local shuffle), then
+            `SequenceData.train_batch` (no model: the data path only):
               python benchmarks/train_bench.py sharding --config configs/ml-100k.yaml --epochs 5
 
 The plain loop runs with one torch thread, as each 1-CPU Ray Train worker does, so the
@@ -166,8 +167,7 @@ def _sharding_worker(config: dict[str, Any]) -> dict[str, Any]:
     for epoch in range(config["epochs"]):
         t = time.perf_counter()
         users = epoch_users(data.num_users, seed, epoch, rank, world)
-        window_lengths = np.minimum(data.lengths - 2, data.max_len)  # as `fit` batches them
-        for batch_users in epoch_batches(users, window_lengths, bs, seed, epoch, rank):
+        for batch_users in epoch_batches(users, data.train_lengths, bs, seed, epoch, rank):
             batch = data.train_batch(batch_users)
             n_users[0] += len(batch["users"])
         numpy_s.append(time.perf_counter() - t)

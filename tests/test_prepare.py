@@ -159,6 +159,7 @@ def test_leave_one_out_split_through_sequence_data(ray_cluster, tmp_path):
     assert data.eval_batch(users, "val")["targets"].tolist() == [3, 5, 1]
     train = data.train_batch(users)
     assert train["items"].tolist() == [[4, 1], [2, 0], [3, 0]]
+    assert train["lengths"].tolist() == data.train_lengths[users].tolist() == [2, 1, 1]
 
 
 @pytest.mark.ray

@@ -141,6 +141,12 @@ class SequenceData:
         times = np.where(valid, self.timestamps[safe], 0)
         return {"items": items, "feedback": levels, "likes": likes, "timestamps": times, "valid": valid}
 
+    @property
+    def train_lengths(self) -> np.ndarray:
+        """[num_users] items in each user's training window: everything before the validation
+        and test targets, at most the last `max_len` (what `train_batch` gathers)."""
+        return np.minimum(self.lengths - 2, self.max_len)
+
     def train_batch(self, users: np.ndarray) -> dict[str, torch.Tensor]:
         """Training batch: the last `max_len` items of each user's training part.
 
@@ -149,9 +155,8 @@ class SequenceData:
         none), lengths [B], users [B].
         """
         users = np.asarray(users, dtype=np.int64)
-        n_train = self.lengths[users] - 2
-        length = np.minimum(n_train, self.max_len)
-        end = self.offsets[users] + n_train
+        length = self.train_lengths[users]
+        end = self.offsets[users] + self.lengths[users] - 2  # the training part ends before val
         g = self._gather(users, end, length)
         next_items = np.zeros_like(g["items"])
         next_items[:, :-1] = g["items"][:, 1:]

@@ -390,7 +390,7 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         best_val, history = state["best_val"], state["history"]
         ctx.log(f"resuming after epoch {state['epoch']} (best epoch {max(s.best_epoch for s in selected)})")
 
-    window_lengths = np.minimum(data.lengths - 2, data.max_len)  # what `train_batch` takes per user
+    window_lengths = data.train_lengths
     per_epoch = steps_per_epoch(data.num_users, ctx.world_size, cfg.train.batch_size)
     step = start_epoch * per_epoch
     writer, step_writer = _tensorboard(ctx, start_epoch, step)
