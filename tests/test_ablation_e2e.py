@@ -16,7 +16,7 @@ TINY_GRID = {
     "description": "end-to-end test grid",
     "overrides": {
         "model.size": "tiny",
-        "model.num_negatives": 8,
+        "loss.num_negatives": 8,
         "train.epochs": 1,
         "train.batch_size": 32,
         "train.objective": "0.5*val/ndcg@10 + 0.5*val/auc",

@@ -85,3 +85,13 @@ def test_variants_resolve():
     assert effective_m(cfg) == 0 and effective_weighter_kind(cfg) == "fixed"
     cfg = apply_overrides(cfg, {"train.variant": "wo_weighter"})
     assert effective_m(cfg) == 8 and effective_weighter_kind(cfg) == "fixed"
+
+
+def test_exponent_floats_without_a_dot_are_numbers():
+    """YAML 1.1 reads `1e-3` as a string; a float field takes it as the number it means."""
+    cfg = load_config(None, ["train.lr=1e-3", "loss.temperature=5E-2"])
+    assert cfg.train.lr == 0.001 and cfg.loss.temperature == 0.05
+    with pytest.raises(ConfigError, match="train.lr: expected a number, got 'fast'"):
+        load_config(None, ["train.lr=fast"])
+    with pytest.raises(ConfigError, match="train.epochs: expected an integer"):
+        load_config(None, ["train.epochs=1e3"])

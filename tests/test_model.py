@@ -1,5 +1,7 @@
-"""UniGRF and TwoStage: shapes, padding invariance, packed candidate scoring, the sampled
-softmax (collisions, hard and in-batch negatives), over-fitting a tiny dataset, state dicts."""
+"""UniGRF and TwoStage: shapes, padding invariance, packed candidate scoring, the model's use
+of its retrieval loss (collisions, hard and in-batch negatives; the losses themselves are
+tested in test_retrieval_losses.py), the item-only retriever, over-fitting a tiny dataset,
+state dicts."""
 
 from __future__ import annotations
 
@@ -10,10 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unigrf.config import ExperimentConfig, ModelConfig, TrainConfig
+from unigrf.config import ExperimentConfig, LossConfig, ModelConfig, TrainConfig
 from unigrf.data.sequences import SequenceData
 from unigrf.model import TwoStage, UniGRF, build_model
-from unigrf.model.losses import sampled_softmax_loss
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -37,8 +38,11 @@ NUM_ITEMS, MAX_LEN = 40, 10
 
 
 def tiny_cfg(name: str = "hstu", **overrides: object) -> ModelConfig:
-    base = dict(size="tiny", num_layers=2, num_heads=2, dim=16, dropout=0.0, num_negatives=16)
+    base = dict(size="tiny", num_layers=2, num_heads=2, dim=16, dropout=0.0)
     return ModelConfig(**{**base, **BACKBONES[name], **overrides})
+
+
+SAMPLED = LossConfig(retrieval="sampled_softmax", num_negatives=16)
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +55,12 @@ def data() -> SequenceData:
     return SequenceData.from_arrays(items, ratings, times, num_items=NUM_ITEMS, max_len=MAX_LEN)
 
 
-def model_for(name: str, data: SequenceData, seed: int = 0, **overrides: object) -> UniGRF:
+def model_for(
+    name: str, data: SequenceData, seed: int = 0, loss: LossConfig = SAMPLED, feedback_tokens: bool = True
+) -> UniGRF:
     torch.manual_seed(seed)
-    return UniGRF(tiny_cfg(name, **overrides), data.num_items, data.num_levels, data.max_len).eval()
+    cfg = tiny_cfg(name)
+    return UniGRF(cfg, data.num_items, data.num_levels, data.max_len, loss, None, feedback_tokens).eval()
 
 
 def pad_right(batch: dict[str, torch.Tensor], extra: int) -> dict[str, torch.Tensor]:
@@ -260,25 +267,6 @@ def test_candidates_after_a_shorter_prefix(name: str, data: SequenceData) -> Non
 # ------------------------------------------------------------------------------------------
 
 
-def test_sampled_softmax_hand_computed_and_collisions_masked() -> None:
-    pos = torch.tensor([2.0, 0.0])
-    neg = torch.tensor([[1.0, 0.5], [0.0, -1.0]])
-    ids = torch.tensor([[5, 6], [7, 8]])
-    positives = torch.tensor([3, 4])
-    row0 = -np.log(np.exp(2.0) / (np.exp(2.0) + np.exp(1.0) + np.exp(0.5)))
-    row1 = -np.log(1.0 / (1.0 + 1.0 + np.exp(-1.0)))
-    expected = torch.tensor((row0 + row1) / 2, dtype=torch.float32)
-    loss = sampled_softmax_loss(pos, neg, ids, positives)
-    torch.testing.assert_close(loss, expected)
-    # a negative equal to the positive, and an empty slot (id 0), change nothing
-    neg2 = torch.cat([neg, torch.tensor([[9.0, 1.0], [3.0, 5.0]])], dim=1)
-    ids2 = torch.cat([ids, torch.tensor([[3, 0], [4, 0]])], dim=1)
-    torch.testing.assert_close(sampled_softmax_loss(pos, neg2, ids2, positives), loss)
-    # while a real negative at that logit does
-    ids3 = torch.cat([ids, torch.tensor([[9, 10], [11, 12]])], dim=1)
-    assert sampled_softmax_loss(pos, neg2, ids3, positives) > loss + 1.0
-
-
 def test_model_retrieval_loss_matches_manual_with_collisions(data: SequenceData) -> None:
     """With 3 items most sampled negatives collide with the positive; the model's loss equals
     the softmax over the non-colliding negatives only."""
@@ -286,7 +274,8 @@ def test_model_retrieval_loss_matches_manual_with_collisions(data: SequenceData)
     ratings = [np.full(7, 5.0), np.array([1.0, 5.0, 1.0, 5.0, 1.0])]
     small = SequenceData.from_arrays(items, ratings, num_items=3, max_len=10)
     torch.manual_seed(0)
-    model = UniGRF(tiny_cfg("llama", num_negatives=8), 3, small.num_levels, 10).eval()
+    loss_cfg = LossConfig(retrieval="sampled_softmax", num_negatives=8)
+    model = UniGRF(tiny_cfg("llama"), 3, small.num_levels, 10, loss_cfg).eval()
     batch = small.train_batch(np.arange(2))
     torch.manual_seed(11)
     loss = model.losses(batch, ranking=False)["retrieval"]
@@ -294,7 +283,7 @@ def test_model_retrieval_loss_matches_manual_with_collisions(data: SequenceData)
     negatives = torch.randint(1, 4, (8,))  # the draw losses() makes
     h = model.encode(batch["items"], batch["feedback"], batch["timestamps"])
     table = model.item_table()
-    tau = model.cfg.retrieval_temperature
+    tau = loss_cfg.temperature
     terms, collisions = [], 0
     for r in range(2):
         for k in range(batch["items"].shape[1]):
@@ -346,13 +335,14 @@ def test_in_batch_negatives(data: SequenceData) -> None:
     batch = data.train_batch(np.arange(2, data.num_users))
     losses = {}
     for flag in (False, True):
-        model = model_for("sasrec", data, in_batch_negatives=flag)
+        sampler = "in_batch" if flag else "uniform"
+        model = model_for("sasrec", data, loss=LossConfig(sampler=sampler, logq_correction=False))
         torch.manual_seed(5)
         losses[flag] = model.losses(batch, ranking=False)["retrieval"].item()
     assert losses[True] > losses[False]  # more negatives in every softmax
     one = {k: v[:1] for k, v in batch.items()}  # a batch of one row has no other rows
-    model = model_for("sasrec", data, in_batch_negatives=True)
-    plain = model_for("sasrec", data)
+    model = model_for("sasrec", data, loss=LossConfig(sampler="in_batch", logq_correction=False))
+    plain = model_for("sasrec", data, loss=LossConfig())
     torch.manual_seed(5)
     a = model.losses(one, ranking=False)["retrieval"]
     torch.manual_seed(5)
@@ -387,8 +377,14 @@ def cyclic_data() -> SequenceData:
 def test_tiny_model_overfits(name: str) -> None:
     data = cyclic_data()
     torch.manual_seed(0)
-    cfg = ModelConfig(size="tiny", dropout=0.0, num_negatives=32, **BACKBONES[name])
-    model = UniGRF(cfg, data.num_items, data.num_levels, data.max_len)
+    cfg = ModelConfig(size="tiny", dropout=0.0, **BACKBONES[name])
+    model = UniGRF(
+        cfg,
+        data.num_items,
+        data.num_levels,
+        data.max_len,
+        LossConfig(retrieval="sampled_softmax", num_negatives=32),
+    )
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     batch = data.train_batch(np.arange(data.num_users))
     for _ in range(300):
@@ -447,3 +443,64 @@ def test_build_model_by_variant() -> None:
     assert build_model(anchor, 20, 5, 10).hard_negative_scope == "anchor"
     two = dataclasses.replace(cfg, train=TrainConfig(variant="two_stage"))
     assert type(build_model(two, 20, 5, 10)) is TwoStage
+
+
+# ------------------------------------------------------------------------------------------
+# the item-only retriever (SASRec / HSTU as published: no feedback tokens)
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["hstu", "llama", "sasrec"])
+def test_item_only_model_reads_items_alone(name: str, data: SequenceData) -> None:
+    model = model_for(
+        name, data, loss=LossConfig(retrieval="full_softmax", temperature=1.0), feedback_tokens=False
+    )
+    assert not model.has_ranking and model.feedback_embedding is None
+    assert model.max_positions == MAX_LEN + 2
+    batch = data.train_batch(np.arange(data.num_users))
+    h = model.encode(batch["items"], batch["feedback"], batch["timestamps"])
+    assert h.shape == (*batch["items"].shape, 16)
+    other = model.encode(batch["items"], torch.randint_like(batch["feedback"], 1, 3), batch["timestamps"])
+    torch.testing.assert_close(h, other)  # ratings are never read
+    losses = model.losses(batch)
+    assert set(losses) == {"retrieval"}
+    # item token k is the query for item k + 1: full softmax over the catalogue, by hand
+    terms = []
+    for r in range(batch["items"].shape[0]):
+        for k in range(batch["items"].shape[1]):
+            target = int(batch["next_items"][r, k])
+            if target:
+                logits = model.queries(h[r, k]) @ model.item_table()[1:].T
+                terms.append(torch.logsumexp(logits, 0) - logits[target - 1])
+    torch.testing.assert_close(losses["retrieval"], torch.stack(terms).mean(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["hstu", "sasrec"])
+def test_item_only_eval_query_is_the_last_history_item(name: str, data: SequenceData) -> None:
+    model = model_for(name, data, feedback_tokens=False)
+    users = np.arange(data.num_users)
+    ev = data.eval_batch(users, "test")
+    scores, logit = model.score_eval(ev)
+    prefix_scores, _ = model.eval_prefix(ev)
+    torch.testing.assert_close(prefix_scores, scores, rtol=1e-5, atol=1e-5)
+    assert torch.all(logit == 0)
+    for r in range(len(users)):  # the query does not depend on the item the eval batch appends
+        n = int(ev["lengths"][r])
+        items = ev["items"][r : r + 1, : n + 1].clone()
+        items[0, n] = 1 + int(items[0, n]) % data.num_items
+        h = model.encode(items, None, ev["timestamps"][r : r + 1, : n + 1])
+        torch.testing.assert_close(
+            scores[r], model.queries(h[0, n - 1]) @ model.item_table().T, rtol=1e-5, atol=1e-5
+        )
+
+
+def test_item_only_variant_builds_the_item_model_and_evaluates_without_ranking(data: SequenceData) -> None:
+    from unigrf.config import EvalConfig
+    from unigrf.evaluation.evaluate import evaluate
+
+    cfg = ExperimentConfig(model=tiny_cfg("sasrec"), train=TrainConfig(variant="item_only"))
+    model = build_model(cfg, data.num_items, data.num_levels, data.max_len)
+    assert isinstance(model, UniGRF) and not model.has_ranking
+    out = evaluate(model, data, "test", EvalConfig(ks=(10,)))
+    assert 0.0 <= out["ndcg@10"] <= 1.0
+    assert all(np.isnan(out[k]) for k in ("auc", "logloss", "cascade_ndcg@10", "cascade_hr@10"))

@@ -42,7 +42,7 @@ fixed:
   data.synthetic.mean_seq_len: 10
   data.synthetic.min_seq_len: 5
   model.size: tiny
-  model.num_negatives: 8
+  loss.num_negatives: 8
   enhancer.m: 2
   enhancer.top_k: 8
   eval.ks: [10]

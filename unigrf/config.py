@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -126,9 +127,10 @@ class ModelConfig:
     dim: int | None = None
     dropout: float = 0.2
     ranking_hidden: int = 64  # hidden width of the ranking MLP head f_phi
-    retrieval_temperature: float = 0.05  # cosine similarity / temperature
-    num_negatives: int = 128  # uniform sampled negatives per retrieval position
-    in_batch_negatives: bool = False  # also use the batch's other targets as negatives
+    # Retrieval score of item i for query h: "cosine" = <h/|h|, e_i/|e_i|> (then divided by
+    # loss.temperature in training), "dot" = <h, e_i>. The item table is shared with the input.
+    similarity: Literal["cosine", "dot"] = "cosine"
+    embedding_init_std: float = 0.02  # N(0, std) init of the item / feedback embedding tables
     time_bias: bool = False  # HSTU: add a bucketed time-difference bias
     sasrec_norm: Literal["pre", "post"] = "pre"
 
@@ -139,6 +141,31 @@ class ModelConfig:
         heads = self.num_heads if self.num_heads is not None else heads
         dim = self.dim if self.dim is not None else dim
         return layers, heads, dim
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The retrieval loss (`unigrf.model.retrieval_losses`); ranking is always BCE on likes.
+
+    - `full_softmax`: cross-entropy over the whole catalogue (exact; computed in item chunks of
+      `chunk_items` with a custom backward, so memory stays O(positions x chunk_items));
+    - `sampled_softmax`: the positive against `num_negatives` negatives drawn by `sampler`:
+      `uniform`; `popularity` (proportional to training counts, log-Q corrected when
+      `logq_correction`); `in_batch` (the batch's other targets, log-Q corrected, mixed with
+      `num_negatives` uniform ones);
+    - `bce`: binary cross-entropy with `num_negatives` uniform negatives per position
+      (SASRec.pytorch uses 1);
+    - `gbce`: gSASRec's generalised BCE (positive probability raised to beta, calibrated by `gbce_t`).
+    Every logit is the model's similarity (model.similarity) divided by `temperature`.
+    """
+
+    retrieval: Literal["full_softmax", "sampled_softmax", "bce", "gbce"] = "sampled_softmax"
+    sampler: Literal["uniform", "popularity", "in_batch"] = "uniform"
+    num_negatives: int = 128
+    logq_correction: bool = True
+    temperature: float = 0.05
+    gbce_t: float = 0.75
+    chunk_items: int = 8192  # items per chunk of the full softmax
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,6 +180,7 @@ Variant = Literal[
     "retrieval_only",
     "ranking_only",
     "two_stage",
+    "item_only",
 ]
 
 
@@ -162,7 +190,13 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 128
     lr: float = 1e-3
+    # AdamW; the learning rate warms up linearly over `warmup_steps`, then follows `lr_schedule`
+    # ("constant", or "cosine" / "linear" decay to lr * min_lr_ratio at the last epoch's end).
     weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
+    min_lr_ratio: float = 0.0
     grad_clip: float | None = 1.0
     patience: int = 5  # epochs without validation improvement before early stopping
     # The validation objective (maximised): a metric name, or a weighted sum such as
@@ -170,6 +204,9 @@ class TrainConfig:
     objective: str = "val/ndcg@10"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
+    # "auto": bf16 autocast where the hardware computes bf16 natively (CUDA with bf16, CPUs with
+    # AMX or AVX-512-BF16), else fp32; "fp32" / "bf16" force it (`unigrf.training.precision`).
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     num_workers: int = 1  # Ray Train workers (1 and no Ray address: plain loop)
     use_gpu: bool = False
     keep_checkpoints: int = 2  # best-k checkpoints kept by the objective
@@ -215,6 +252,7 @@ class ExperimentConfig:
     results_dir: str = "results"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     enhancer: EnhancerConfig = field(default_factory=EnhancerConfig)
     weighter: WeighterConfig = field(default_factory=WeighterConfig)
@@ -228,8 +266,14 @@ class ExperimentConfig:
             (self.train.lr > 0, "train.lr must be > 0"),
             (self.train.num_workers >= 1, "train.num_workers must be >= 1"),
             (0.0 <= self.model.dropout < 1.0, "model.dropout must be in [0, 1)"),
-            (self.model.num_negatives >= 1, "model.num_negatives must be >= 1"),
-            (self.model.retrieval_temperature > 0, "model.retrieval_temperature must be > 0"),
+            (self.loss.num_negatives >= 1, "loss.num_negatives must be >= 1"),
+            (self.loss.temperature > 0, "loss.temperature must be > 0"),
+            (0.0 < self.loss.gbce_t <= 1.0, "loss.gbce_t must be in (0, 1]"),
+            (self.loss.chunk_items >= 1, "loss.chunk_items must be >= 1"),
+            (self.model.embedding_init_std > 0, "model.embedding_init_std must be > 0"),
+            (self.train.warmup_steps >= 0, "train.warmup_steps must be >= 0"),
+            (0.0 <= self.train.min_lr_ratio <= 1.0, "train.min_lr_ratio must be in [0, 1]"),
+            (all(0.0 <= b < 1.0 for b in self.train.adam_betas), "train.adam_betas must be in [0, 1)"),
             (self.enhancer.m >= 0, "enhancer.m must be >= 0"),
             (self.enhancer.top_k >= self.enhancer.m, "enhancer.top_k must be >= enhancer.m"),
             (self.weighter.temperature > 0, "weighter.temperature must be > 0"),
@@ -259,6 +303,7 @@ class VariantSpec:
     ranking: bool  # train the ranking loss
     enhancer: bool  # the enhancer may run (still off when enhancer.m == 0)
     weighter: bool  # adaptive weights (False: fixed equal weights)
+    feedback_tokens: bool = True  # False: the sequence is items only (i_1, ..., i_N), as SASRec's
 
 
 VARIANTS: dict[str, VariantSpec] = {
@@ -270,6 +315,9 @@ VARIANTS: dict[str, VariantSpec] = {
     "ranking_only": VariantSpec(False, True, False, False),
     # two separately trained models (retrieval_only + ranking_only) evaluated together
     "two_stage": VariantSpec(True, True, False, False),
+    # the published single-task retriever: items only, no feedback tokens (SASRec / HSTU as in
+    # their papers' sequential-recommendation benchmarks)
+    "item_only": VariantSpec(True, False, False, False, feedback_tokens=False),
 }
 
 
@@ -289,6 +337,9 @@ def effective_weighter_kind(cfg: ExperimentConfig) -> str:
 # --------------------------------------------------------------------------------------------
 # Construction from mappings / YAML / overrides
 # --------------------------------------------------------------------------------------------
+
+
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _type_name(tp: Any) -> str:
@@ -343,6 +394,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        # YAML 1.1 reads `1e-3` (no dot) as a string; accept it as the number it means
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
             return float(value)
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:

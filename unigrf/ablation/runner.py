@@ -37,7 +37,7 @@ BUDGET_KEYS = (
     "train.batch_size",
     "train.lr",
     "model.size",
-    "model.num_negatives",
+    "loss.num_negatives",
     "enhancer.m",
     "enhancer.warmup_epochs",
     "weighter.temperature",

@@ -240,6 +240,8 @@ def _score_with_prefix(
         )
     mask = history_mask(batch["history"], num_items, targets)
     ranks = target_ranks(scores, targets, mask, ties=ties)
+    if not getattr(model, "has_ranking", True):  # a retriever alone: nothing to re-rank
+        return ranks, torch.full_like(ranks, top_c), torch.zeros_like(scores[:, 0])
     candidates = cascade_candidates(scores, mask, top_c)
     tokens = torch.cat([targets[:, None], candidates], dim=1)  # [B, 1 + C]
     logits = model.score_candidates(None, None, None, batch["lengths"], tokens, prefix=prefix).float()
@@ -263,10 +265,12 @@ def evaluate(
     `model`. `users`: a subset of user indices (default: all).
     Keys: hr@k, ndcg@k (k in cfg.ks), mrr, auc, logloss, cascade_hr@K, cascade_ndcg@K
     (K = cfg.cascade_k; over the users whose target is liked, their number in
-    cascade_num_users), num_users. Undefined values (e.g. AUC with one class) are NaN.
+    cascade_num_users), num_users. Undefined values (e.g. AUC with one class) are NaN, and so
+    are the ranking and cascade metrics of a model without a ranking head (`has_ranking`).
     """
     users = _check_users(data, split, users)
     ranker = ranking_model if ranking_model is not None else model
+    ranks_feedback = getattr(ranker, "has_ranking", True)
     all_ranks, all_cascade, all_logits, all_likes = [], [], [], []
     # One prefix pass when the model offers it (and serves both stages); else score_eval's
     # pass over history + target, then score_candidates over the prefix again.
@@ -297,10 +301,10 @@ def evaluate(
     liked = likes > 0.5
     cascade = torch.cat(all_cascade)[liked]
     out = retrieval_metrics(ranks, cfg.ks)
-    out["auc"] = auc(likes, probs)
-    out["logloss"] = logloss(likes, probs)
-    out[f"cascade_hr@{cfg.cascade_k}"] = hit_rate(cascade, cfg.cascade_k)
-    out[f"cascade_ndcg@{cfg.cascade_k}"] = ndcg(cascade, cfg.cascade_k)
+    out["auc"] = auc(likes, probs) if ranks_feedback else math.nan
+    out["logloss"] = logloss(likes, probs) if ranks_feedback else math.nan
+    out[f"cascade_hr@{cfg.cascade_k}"] = hit_rate(cascade, cfg.cascade_k) if ranks_feedback else math.nan
+    out[f"cascade_ndcg@{cfg.cascade_k}"] = ndcg(cascade, cfg.cascade_k) if ranks_feedback else math.nan
     out["cascade_num_users"] = int(liked.sum())
     out["num_users"] = len(users)
     return out

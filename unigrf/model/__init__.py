@@ -3,18 +3,26 @@ ranking-driven enhancer and the loss weighters."""
 
 from __future__ import annotations
 
-from unigrf.config import ExperimentConfig
+from torch import Tensor
+
+from unigrf.config import ExperimentConfig, variant_spec
 from unigrf.model.enhancer import RankingDrivenEnhancer
 from unigrf.model.two_stage import TwoStage
 from unigrf.model.unified import UniGRF
 from unigrf.model.weighter import build_weighter
 
 
-def build_model(cfg: ExperimentConfig, num_items: int, num_levels: int, max_len: int) -> UniGRF | TwoStage:
-    """UniGRF, or TwoStage for `train.variant == "two_stage"`; hard negatives use
-    `enhancer.scope`."""
-    cls = TwoStage if cfg.train.variant == "two_stage" else UniGRF
-    model = cls(cfg.model, num_items, num_levels, max_len)
+def build_model(
+    cfg: ExperimentConfig, num_items: int, num_levels: int, max_len: int, item_counts: Tensor | None = None
+) -> UniGRF | TwoStage:
+    """UniGRF (items only for the `item_only` variant), or TwoStage for `two_stage`; the
+    retrieval loss is `cfg.loss` (item_counts [num_items + 1]: training counts, for popularity
+    negatives and log-Q); hard negatives use `enhancer.scope`."""
+    if cfg.train.variant == "two_stage":
+        model: UniGRF | TwoStage = TwoStage(cfg.model, num_items, num_levels, max_len, cfg.loss, item_counts)
+    else:
+        feedback = variant_spec(cfg).feedback_tokens
+        model = UniGRF(cfg.model, num_items, num_levels, max_len, cfg.loss, item_counts, feedback)
     for m in [model] if isinstance(model, UniGRF) else [model.retriever, model.ranker]:
         m.hard_negative_scope = cfg.enhancer.scope
     return model

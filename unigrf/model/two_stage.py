@@ -12,19 +12,29 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from unigrf.config import ModelConfig
+from unigrf.config import LossConfig, ModelConfig
 from unigrf.model.unified import Prefix, UniGRF
 
 
 class TwoStage(nn.Module):
     """`retriever` trains and serves retrieval, `ranker` trains and serves ranking."""
 
-    def __init__(self, cfg: ModelConfig, num_items: int, num_levels: int, max_len: int) -> None:
+    has_ranking = True
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        num_items: int,
+        num_levels: int,
+        max_len: int,
+        loss: LossConfig | None = None,
+        item_counts: Tensor | None = None,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.num_items, self.num_levels, self.max_len = num_items, num_levels, max_len
-        self.retriever = UniGRF(cfg, num_items, num_levels, max_len)
-        self.ranker = UniGRF(cfg, num_items, num_levels, max_len)
+        self.retriever = UniGRF(cfg, num_items, num_levels, max_len, loss, item_counts)
+        self.ranker = UniGRF(cfg, num_items, num_levels, max_len, loss, item_counts)
 
     def losses(
         self,

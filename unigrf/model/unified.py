@@ -5,23 +5,23 @@ A user's history is one interleaved sequence (i_1, b_1, …, i_N, b_N) of item a
 causal backbone. Outputs are told apart by position:
 - at item token i_k (the item is seen, its feedback not yet) the ranking head f_φ predicts
   like_k (BCE against `likes`);
-- at feedback token b_k the L2-normalised hidden state is a retrieval query for i_{k+1}
-  (`next_items[:, k]`), scored by cosine against the L2-normalised item embedding table (the
-  same table that embeds input items) divided by `retrieval_temperature`.
+- at feedback token b_k the hidden state is a retrieval query for i_{k+1} (`next_items[:, k]`),
+  scored against the item embedding table (the same table that embeds input items): cosine or
+  dot product (`ModelConfig.similarity`), trained by the loss `LossConfig` names
+  (`unigrf.model.retrieval_losses`: full softmax, sampled softmax, BCE, gBCE).
 
-Token positions are the interleaved indices 0..2N−1, so `max_positions = 2·max_len + 2` covers
-evaluation batches (history + one appended target) and packed candidates (position 2·length).
-Backbones with absolute positions (SASRec: `Backbone.recency_positions`) get them counted back
-from the row's last item slot instead (`_positions`), as SASRec.pytorch's left padding does.
-A token is padding where its item is 0 (right padding): keys at padding are masked and the
-mask is causal, so padding never changes a real position's output.
+With `feedback_tokens=False` (the `item_only` variant) the sequence is the items alone
+(i_1, …, i_N), as in SASRec and the HSTU retrieval benchmark: item token i_k is the query for
+i_{k+1} and there is no ranking. Everything below is written for a `stride` of tokens per
+interaction (2 interleaved, 1 item-only): interaction k's item token is at stride·k, the query
+it leaves for the next item at stride·k + stride − 1.
 
-Retrieval training uses a sampled softmax: the positive against `num_negatives` uniform
-negatives drawn from 1..num_items once per batch and shared by all positions (one [P, M]
-matmul instead of a gather per row; uniform sampling does not depend on the row, so sharing
-is unbiased), optionally in-batch negatives (each other row's anchor positive, the target of
-its last retrieval position) and per-row hard negatives from the ranking-driven enhancer.
-Collisions with the positive, and hard-negative id 0, are masked out of the softmax.
+Token positions are the token indices, so `max_positions = stride·max_len + 2` covers
+evaluation batches (history + one appended target) and packed candidates (position
+stride·length). Backbones with absolute positions (SASRec: `Backbone.recency_positions`) get
+them counted back from the row's last item slot instead (`_positions`), as SASRec.pytorch's
+left padding does. A token is padding where its item is 0 (right padding): keys at padding
+are masked and the mask is causal, so padding never changes a real position's output.
 """
 
 from __future__ import annotations
@@ -33,23 +33,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unigrf.config import ModelConfig
+from unigrf.config import LossConfig, ModelConfig
 from unigrf.model.backbones import BackboneContext, build_backbone
-from unigrf.model.losses import sampled_softmax_loss
+from unigrf.model.retrieval_losses import RetrievalLoss
 
 HardNegativeScope = Literal["all", "anchor"]
-EMBEDDING_INIT_STD = 0.02
 
 
 class Prefix(NamedTuple):
     """An encoded prefix, ready to score tokens placed right after it (see `encode_prefix`).
 
-    context: the backbone's per-layer keys/values over S = 2·W prefix tokens;
-    key_valid [B, S] bool: prefix tokens a following token may attend (index < 2·length);
+    context: the backbone's per-layer keys/values over S = stride·W prefix tokens;
+    key_valid [B, S] bool: prefix tokens a following token may attend (index < stride·length);
     next_position [B] long: the backbone position of a token placed after the prefix (index
-    2·length, see `UniGRF._positions`);
-    next_time [B] long | None: its timestamp; query [B, D]: the L2-normalised retrieval query
-    at the prefix's last feedback token (zeros where the prefix is empty).
+    stride·length, see `UniGRF._positions`);
+    next_time [B] long | None: its timestamp; query [B, D]: the retrieval query at the
+    prefix's last query token (zeros where the prefix is empty).
     """
 
     context: BackboneContext
@@ -75,40 +74,69 @@ def anchor_columns(next_items: Tensor) -> Tensor:
 class UniGRF(nn.Module):
     """The unified generative retrieval + ranking model over one backbone."""
 
-    def __init__(self, cfg: ModelConfig, num_items: int, num_levels: int, max_len: int) -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        num_items: int,
+        num_levels: int,
+        max_len: int,
+        loss: LossConfig | None = None,
+        item_counts: Tensor | None = None,
+        feedback_tokens: bool = True,
+    ) -> None:
+        """`loss` (default `LossConfig()`) and `item_counts` [num_items + 1] (training counts,
+        for popularity negatives / log-Q) configure the retrieval loss."""
         super().__init__()
         _, _, dim = cfg.resolved_shape()
         self.cfg = cfg
         self.num_items, self.num_levels, self.max_len = num_items, num_levels, max_len
-        self.max_positions = 2 * max_len + 2
+        self.stride = 2 if feedback_tokens else 1
+        self.max_positions = self.stride * max_len + 2
         # Set by `build_model` from EnhancerConfig.scope; `losses(hard_negative_scope=...)` overrides.
         self.hard_negative_scope: HardNegativeScope = "all"
         self.item_embedding = nn.Embedding(num_items + 1, dim, padding_idx=0)
-        self.feedback_embedding = nn.Embedding(num_levels + 1, dim, padding_idx=0)
+        self.feedback_embedding = (
+            nn.Embedding(num_levels + 1, dim, padding_idx=0) if feedback_tokens else None
+        )
         for emb in (self.item_embedding, self.feedback_embedding):
-            nn.init.normal_(emb.weight, std=EMBEDDING_INIT_STD)
-            with torch.no_grad():
-                emb.weight[0].zero_()
+            if emb is not None:
+                nn.init.normal_(emb.weight, std=cfg.embedding_init_std)
+                with torch.no_grad():
+                    emb.weight[0].zero_()
         self.embed_scale = math.sqrt(dim)  # small-std tables, unit-scale backbone input
         self.input_dropout = nn.Dropout(cfg.dropout)
         self.backbone = build_backbone(cfg, self.max_positions)
-        self.rank_head = nn.Sequential(
-            nn.Linear(dim, cfg.ranking_hidden), nn.GELU(), nn.Linear(cfg.ranking_hidden, 1)
+        self.rank_head = (
+            nn.Sequential(nn.Linear(dim, cfg.ranking_hidden), nn.GELU(), nn.Linear(cfg.ranking_hidden, 1))
+            if feedback_tokens
+            else None
         )
+        self.retrieval_loss = RetrievalLoss(loss or LossConfig(), num_items, item_counts)
+
+    @property
+    def has_ranking(self) -> bool:
+        """Whether the model predicts feedback (False for the item-only retriever)."""
+        return self.rank_head is not None
 
     # ---------------------------------------------------------------------------------------
     # encoding and heads
     # ---------------------------------------------------------------------------------------
 
-    def _tokens(self, items: Tensor, feedback: Tensor) -> Tensor:
-        """items, feedback [B, N] -> interleaved token embeddings [B, 2N, D]."""
-        x = torch.stack([self.item_embedding(items), self.feedback_embedding(feedback)], dim=2)
-        return self.input_dropout(x.flatten(1, 2) * self.embed_scale)
+    def _tokens(self, items: Tensor, feedback: Tensor | None) -> Tensor:
+        """items, feedback [B, N] -> token embeddings [B, stride·N, D] (interleaved, or the
+        items alone without feedback tokens)."""
+        x = self.item_embedding(items)
+        if self.feedback_embedding is not None:
+            x = torch.stack([x, self.feedback_embedding(feedback)], dim=2).flatten(1, 2)
+        return self.input_dropout(x * self.embed_scale)
 
-    @staticmethod
-    def _token_times(timestamps: Tensor | None) -> Tensor | None:
-        """[B, N] -> [B, 2N]: an item token and its feedback token share the interaction time."""
-        return None if timestamps is None else timestamps.repeat_interleave(2, dim=1)
+    def _per_token(self, t: Tensor) -> Tensor:
+        """[B, N] per interaction -> [B, stride·N] per token (an item token and its feedback
+        token share the interaction's validity and time)."""
+        return t.repeat_interleave(self.stride, dim=1) if self.stride > 1 else t
+
+    def _token_times(self, timestamps: Tensor | None) -> Tensor | None:
+        return None if timestamps is None else self._per_token(timestamps)
 
     def _positions(self, index: Tensor, ref: Tensor) -> Tensor:
         """Backbone positions [B, T] of tokens at interleaved `index` [B, T] in rows whose last
@@ -129,27 +157,33 @@ class UniGRF(nn.Module):
         last = self.max_positions - 2
         return (last - (ref[:, None] - index)).clamp(max=last + 1)
 
-    def encode(self, items: Tensor, feedback: Tensor, timestamps: Tensor | None = None) -> Tensor:
-        """items, feedback, timestamps [B, N] -> hidden [B, 2N, D] (item tokens at even indices)."""
+    def encode(self, items: Tensor, feedback: Tensor | None, timestamps: Tensor | None = None) -> Tensor:
+        """items, feedback, timestamps [B, N] -> hidden [B, stride·N, D] (interaction k's item
+        token at stride·k; feedback may be None without feedback tokens)."""
         b, n = items.shape
-        valid = (items != 0).repeat_interleave(2, dim=1)
-        last_item = 2 * ((items != 0).sum(dim=1) - 1)  # right padding: the last real item's token
-        positions = self._positions(torch.arange(2 * n, device=items.device).expand(b, 2 * n), last_item)
+        t = self.stride * n
+        valid = self._per_token(items != 0)
+        last_item = self.stride * ((items != 0).sum(dim=1) - 1)  # right padding: the last item's token
+        positions = self._positions(torch.arange(t, device=items.device).expand(b, t), last_item)
         return self.backbone(
             self._tokens(items, feedback), causal_mask(valid), positions, self._token_times(timestamps)
         )
 
     def rank_logits(self, h: Tensor) -> Tensor:
         """h [..., D] -> like logits [...] (the ranking head f_φ)."""
+        if self.rank_head is None:
+            raise ValueError("this model has no ranking head (item-only retriever)")
         return self.rank_head(h).squeeze(-1)
 
     def queries(self, h: Tensor) -> Tensor:
-        """h [..., D] -> L2-normalised retrieval queries [..., D]."""
-        return F.normalize(h, dim=-1)
+        """h [..., D] -> retrieval queries [..., D] (L2-normalised for cosine similarity)."""
+        return F.normalize(h, dim=-1) if self.cfg.similarity == "cosine" else h
 
     def item_table(self) -> Tensor:
-        """[num_items + 1, D] L2-normalised item embeddings (row 0, padding, is all zeros)."""
-        return F.normalize(self.item_embedding.weight, dim=-1)
+        """[num_items + 1, D] item vectors scored against the queries (L2-normalised for cosine
+        similarity; row 0, padding, is all zeros)."""
+        w = self.item_embedding.weight
+        return F.normalize(w, dim=-1) if self.cfg.similarity == "cosine" else w
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """The last backbone block's parameters: both tasks' gradients meet there (grad_norm)."""
@@ -167,9 +201,10 @@ class UniGRF(nn.Module):
         ranking: bool = True,
         hard_negative_scope: HardNegativeScope | None = None,
     ) -> dict[str, Tensor]:
-        """Scalar losses of a `train_batch`, means over valid positions (only the keys asked for).
+        """Scalar losses of a `train_batch`, means over valid positions (only the keys asked for;
+        no ranking without feedback tokens).
 
-        hard_negatives [B, m] item ids (0 = none) join the retrieval softmax of every retrieval
+        hard_negatives [B, m] item ids (0 = none) join the retrieval loss of every retrieval
         position of their row (scope "all") or of its anchor position only (scope "anchor": the
         last position with a target); the scope defaults to `self.hard_negative_scope`.
         """
@@ -178,58 +213,46 @@ class UniGRF(nn.Module):
         out: dict[str, Tensor] = {}
         if retrieval:
             scope = hard_negative_scope or self.hard_negative_scope
-            out["retrieval"] = self._retrieval_loss(h[:, 1::2], batch["next_items"], hard_negatives, scope)
-        if ranking:
+            h_query = h[:, self.stride - 1 :: self.stride]
+            out["retrieval"] = self._retrieval_loss(h_query, batch["next_items"], hard_negatives, scope)
+        if ranking and self.has_ranking:
             valid = items != 0
             if valid.any():
                 logits = self.rank_logits(h[:, 0::2][valid])
-                out["ranking"] = F.binary_cross_entropy_with_logits(logits, batch["likes"][valid].float())
+                out["ranking"] = F.binary_cross_entropy_with_logits(
+                    logits.float(), batch["likes"][valid].float()
+                )
             else:
                 out["ranking"] = h.sum() * 0.0
         return out
 
     def _retrieval_loss(
-        self, h_feedback: Tensor, next_items: Tensor, hard_negatives: Tensor | None, scope: HardNegativeScope
+        self, h_query: Tensor, next_items: Tensor, hard_negatives: Tensor | None, scope: HardNegativeScope
     ) -> Tensor:
-        """h_feedback [B, N, D] (outputs at feedback tokens), next_items [B, N] -> scalar."""
+        """h_query [B, N, D] (outputs at query tokens), next_items [B, N] -> scalar."""
         valid = next_items > 0
         if not valid.any():
-            return h_feedback.sum() * 0.0
+            return h_query.sum() * 0.0
         b = next_items.shape[0]
-        device = next_items.device
         rows, cols = valid.nonzero(as_tuple=True)  # P retrieval positions
-        q_all = self.queries(h_feedback)
-        q = q_all[rows, cols]  # [P, D]
-        positives = next_items[rows, cols]  # [P]
-        tau = self.cfg.retrieval_temperature
-        emb = self.item_embedding
-
-        def unit(ids: Tensor) -> Tensor:
-            return F.normalize(emb(ids), dim=-1)
-
-        pos_logits = (q * unit(positives)).sum(-1) / tau
-        sampled = torch.randint(1, self.num_items + 1, (1, self.cfg.num_negatives), device=device)
-        logit_blocks = [q @ unit(sampled[0]).T / tau]  # [P, M]
-        id_blocks = [sampled.expand(len(rows), -1)]
         anchors = anchor_columns(next_items)  # [B]
-        if self.cfg.in_batch_negatives:
-            anchor_pos = torch.where(
-                anchors >= 0, next_items[torch.arange(b, device=device), anchors.clamp(min=0)], 0
-            )  # [B]
-            own_row = rows[:, None] == torch.arange(b, device=device)[None, :]
-            logit_blocks.append(q @ unit(anchor_pos).T / tau)  # [P, B]
-            id_blocks.append(torch.where(own_row, 0, anchor_pos[None, :]))
+        anchor_targets = torch.where(
+            anchors >= 0, next_items[torch.arange(b, device=next_items.device), anchors.clamp(min=0)], 0
+        )
+        hard = None
         if hard_negatives is not None and hard_negatives.shape[1] > 0:
-            hard_logits = torch.einsum("bnd,bmd->bnm", q_all, unit(hard_negatives)) / tau
-            hard_ids = hard_negatives[rows]  # [P, m]
+            hard = hard_negatives[rows]  # [P, m]
             if scope == "anchor":
-                hard_ids = torch.where((cols == anchors[rows])[:, None], hard_ids, 0)
+                hard = torch.where((cols == anchors[rows])[:, None], hard, 0)
             elif scope != "all":
                 raise ValueError(f"enhancer.scope must be 'all' or 'anchor', got {scope!r}")
-            logit_blocks.append(hard_logits[rows, cols])
-            id_blocks.append(hard_ids)
-        return sampled_softmax_loss(
-            pos_logits, torch.cat(logit_blocks, dim=1), torch.cat(id_blocks, dim=1), positives
+        return self.retrieval_loss(
+            self.queries(h_query[rows, cols]),
+            next_items[rows, cols],
+            self.item_table(),
+            rows=rows,
+            anchor_positives=anchor_targets,
+            hard=hard,
         )
 
     # ---------------------------------------------------------------------------------------
@@ -237,18 +260,21 @@ class UniGRF(nn.Module):
     # ---------------------------------------------------------------------------------------
 
     def eval_states(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """One pass over an `eval_batch` -> (hidden at the last history feedback token [B, D],
+        """One pass over an `eval_batch` -> (hidden at the history's last query token [B, D],
         hidden at the appended target item token [B, D])."""
         h = self.encode(batch["items"], batch["feedback"], batch.get("timestamps"))
         lengths = batch["lengths"]
         rows = torch.arange(h.shape[0], device=h.device)
-        return h[rows, (2 * lengths - 1).clamp(min=0)], h[rows, 2 * lengths]
+        return h[rows, (self.stride * lengths - 1).clamp(min=0)], h[rows, self.stride * lengths]
 
     def score_eval(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """`eval_batch` -> (retrieval scores [B, num_items + 1]: cosine of the query with every
-        item, unmasked; rank_logit [B]: the like logit of the appended target item)."""
+        """`eval_batch` -> (retrieval scores [B, num_items + 1]: the similarity of the query
+        with every item, unmasked; rank_logit [B]: the like logit of the appended target item,
+        zeros without a ranking head)."""
         h_query, h_target = self.eval_states(batch)
-        return self.queries(h_query) @ self.item_table().T, self.rank_logits(h_target)
+        scores = self.queries(h_query) @ self.item_table().T
+        logit = self.rank_logits(h_target) if self.has_ranking else h_target.new_zeros(h_target.shape[0])
+        return scores, logit
 
     def eval_prefix(self, batch: dict[str, Tensor]) -> tuple[Tensor, Prefix]:
         """`eval_batch` -> (retrieval scores [B, num_items + 1] as `score_eval`'s, the encoded
@@ -265,7 +291,7 @@ class UniGRF(nn.Module):
         [B, ≥ max(lengths)]; anything beyond `lengths` is ignored) and the retrieval query at
         the prefix's last feedback token.
 
-        Tokens placed after the prefix get position 2·length and, when timestamps are given,
+        Tokens placed after the prefix get position stride·length and, when timestamps are given,
         the time of the interaction that follows the prefix if the batch carries it (a
         non-padding item at index `lengths`, as in an eval batch or a training window cut
         before its last item), else the prefix's last timestamp.
@@ -275,15 +301,16 @@ class UniGRF(nn.Module):
         rows = torch.arange(b, device=device)
         width = max(int(lengths.max()) if b else 0, 1)
         keep = torch.arange(width, device=device)[None, :] < lengths[:, None]  # [B, W]
-        x = self._tokens(torch.where(keep, items[:, :width], 0), torch.where(keep, feedback[:, :width], 0))
+        fb = torch.where(keep, feedback[:, :width], 0) if feedback is not None else None
+        x = self._tokens(torch.where(keep, items[:, :width], 0), fb)
         times = None
         if timestamps is not None:
             times = self._token_times(torch.where(keep, timestamps[:, :width], 0))
-        key_valid = keep.repeat_interleave(2, dim=1)  # [B, S]
-        s = 2 * width
-        slot = 2 * lengths  # where a following item goes
+        key_valid = self._per_token(keep)  # [B, S]
+        s = self.stride * width
+        slot = self.stride * lengths  # where a following item goes
         positions = self._positions(torch.arange(s, device=device).expand(b, s), slot)
-        last = (2 * lengths - 1).clamp(min=0)  # the last feedback token of each prefix
+        last = (slot - 1).clamp(min=0)  # the last query token of each prefix
         context, h_last = self.backbone.build_context(x, causal_mask(key_valid), positions, times, last)
         query = self.queries(h_last) * (lengths > 0)[:, None]
 
@@ -308,7 +335,7 @@ class UniGRF(nn.Module):
         (the first `lengths[b]` interactions).
 
         Equivalent to one packed pass (prefix then the K candidate tokens, each candidate
-        attending the prefix and itself only, all at position 2·length), computed as the
+        attending the prefix and itself only, all at position stride·length), computed as the
         prefix's cached keys/values (`encode_prefix`, reused when `prefix` is given; then
         items/feedback/timestamps/lengths are not read) plus a K-token continuation.
         """

@@ -46,8 +46,14 @@ from unigrf.config import ExperimentConfig, config_to_dict, effective_m, effecti
 from unigrf.data.sequences import SequenceData
 from unigrf.evaluation.evaluate import evaluate
 from unigrf.model import RankingDrivenEnhancer, TwoStage, build_model, build_weighter
+from unigrf.training.precision import autocast, autocast_dtype
 
 CHECKPOINT_FILE = "state.pt"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on or its result would be meaningless (a non-finite loss, an
+    objective that was never finite); the message says where and why."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,6 +131,9 @@ class Selection:
     def update(self, epoch: int, metrics: dict[str, float]) -> bool:
         """Record `epoch`'s metrics; True when it is this selection's new best (strictly)."""
         value = terms_value(self.terms, metrics)
+        if not math.isfinite(value):  # never selected; counts against patience
+            self.stale += 1
+            return False
         if value > self.best_objective:
             self.best_objective, self.best_epoch, self.stale = value, epoch, 0
             self.best_state = {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
@@ -339,6 +348,31 @@ def steps_per_epoch(num_users: int, world_size: int, batch_size: int) -> int:
     return math.ceil(math.ceil(num_users / world_size) / batch_size)
 
 
+def lr_factor(step: int, total_steps: int, cfg: ExperimentConfig) -> float:
+    """The learning-rate multiplier after `step` optimizer steps of `total_steps`: linear
+    warm-up over `train.warmup_steps`, then `train.lr_schedule` (constant, or cosine / linear
+    decay from 1 to `train.min_lr_ratio` at `total_steps`)."""
+    t = cfg.train
+    if t.warmup_steps and step < t.warmup_steps:
+        return (step + 1) / t.warmup_steps
+    if t.lr_schedule == "constant":
+        return 1.0
+    span = max(total_steps - t.warmup_steps, 1)
+    progress = min(max(step - t.warmup_steps, 0) / span, 1.0)
+    shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if t.lr_schedule == "cosine" else 1.0 - progress
+    return t.min_lr_ratio + (1.0 - t.min_lr_ratio) * shape
+
+
+def check_finite(loss: torch.Tensor, losses: dict[str, torch.Tensor], epoch: int, step: int) -> None:
+    """Raise TrainingError naming the epoch and step when the combined loss is NaN or inf."""
+    if not bool(torch.isfinite(loss)):
+        parts = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in losses.items())
+        raise TrainingError(
+            f"non-finite training loss at epoch {epoch}, step {step} ({parts}): the run diverged; "
+            "lower train.lr or check the data"
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # fit
 # ---------------------------------------------------------------------------------------------
@@ -356,7 +390,9 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
     device = ctx.device
     seed_everything(cfg.train.seed)  # init is identical on every rank
 
-    model = build_model(cfg, data.num_items, data.num_levels, data.max_len).to(device)
+    counts = torch.as_tensor(data.item_counts("val"))  # training interactions per item
+    model = build_model(cfg, data.num_items, data.num_levels, data.max_len, counts).to(device)
+    amp = autocast_dtype(cfg.train.precision, device)
     selected = selections(cfg.train.objective, model)  # a bad objective fails before any training
     loss_module: nn.Module = _LossForward(model)
     if ctx.world_size > 1:
@@ -366,7 +402,9 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
             # one-task variants leave a head without gradient
             find_unused_parameters=len(tasks) < 2 or isinstance(model, TwoStage),
         )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, betas=cfg.train.adam_betas
+    )
     weighter = build_weighter(effective_weighter_kind(cfg), cfg.weighter, tasks)
     enhancer = RankingDrivenEnhancer(cfg.enhancer, effective_m(cfg))
     shared = shared_parameters(model)
@@ -392,6 +430,7 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
 
     window_lengths = data.train_lengths
     per_epoch = steps_per_epoch(data.num_users, ctx.world_size, cfg.train.batch_size)
+    total_steps = per_epoch * cfg.train.epochs
     step = start_epoch * per_epoch
     writer, step_writer = _tensorboard(ctx, start_epoch, step)
     for epoch in range(start_epoch, cfg.train.epochs):
@@ -408,9 +447,13 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         mining = enhancer.active(epoch)
         for batch_users in batches:
             batch = _to(data.train_batch(batch_users), device)
-            hard = enhancer.mine(model, batch) if mining else None
-            losses = loss_module(batch, hard, spec.retrieval, spec.ranking)
+            with autocast(device, amp):
+                hard = enhancer.mine(model, batch) if mining else None
+                losses = loss_module(batch, hard, spec.retrieval, spec.ranking)
             total = weighter.combine(losses, shared)
+            check_finite(total.detach(), losses, epoch, step)
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.train.lr * lr_factor(step, total_steps, cfg)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             if cfg.train.grad_clip:
@@ -434,7 +477,8 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         for t, w in weighter.weights.items():
             metrics[f"weights/{t}"] = float(w)
         metrics["enhancer/active"] = float(mining)
-        val = _evaluate_main(model, data, "val", cfg, ctx)
+        metrics["lr"] = float(optimizer.param_groups[0]["lr"])
+        val = _evaluate_main(model, data, "val", cfg, ctx, amp)
         metrics.update({f"val/{k}": float(v) for k, v in val.items()})
         metrics["objective"] = objective_value(cfg.train.objective, metrics)
         improved = [sel.update(epoch, metrics) for sel in selected]
@@ -467,6 +511,13 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
             }
         ctx.report(metrics, checkpoint)
 
+    never = [sel for sel in selected if sel.best_epoch < 0]
+    if never and history:
+        raise TrainingError(
+            f"train.objective {cfg.train.objective!r} was not finite at any of the {len(history)} epochs "
+            f"run (last value {history[-1]['objective']}), so no checkpoint can be selected and test is "
+            "not read; choose a metric the validation split defines (AUC needs both labels among the targets)"
+        )
     # test is read once, on the best checkpoint (for two stages: each stage's best epoch)
     for sel in selected:
         sel.restore_best()
@@ -474,9 +525,9 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
     best_obj = sum(sel.best_objective for sel in selected)
     if len(selected) > 1 and best_epoch >= 0:
         # the stages' best epochs were never evaluated together (cascade metrics need both)
-        val = _evaluate_main(model, data, "val", cfg, ctx)
+        val = _evaluate_main(model, data, "val", cfg, ctx, amp)
         best_val = {f"val/{k}": float(v) for k, v in val.items()}
-    test = _evaluate_main(model, data, "test", cfg, ctx)
+    test = _evaluate_main(model, data, "test", cfg, ctx, amp)
     epoch_times = [h["time/epoch_s"] for h in history]
     result = {
         "best_epoch": best_epoch,
@@ -507,11 +558,19 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
 
 
 def _evaluate_main(
-    model: nn.Module, data: SequenceData, split: str, cfg: ExperimentConfig, ctx: TrainContext
+    model: nn.Module,
+    data: SequenceData,
+    split: str,
+    cfg: ExperimentConfig,
+    ctx: TrainContext,
+    amp: torch.dtype | None = None,
 ) -> dict[str, float]:
-    """Evaluate on rank 0 and share the result: every rank then takes the same decisions
-    (early stopping), and the numbers equal a single-process evaluation exactly."""
-    result = evaluate(model, data, split, cfg.eval, ctx.device) if ctx.is_main else None
+    """Evaluate on rank 0 (under autocast `amp`) and share the result: every rank then takes
+    the same decisions (early stopping), and the numbers equal a single-process evaluation."""
+    result = None
+    if ctx.is_main:
+        with autocast(ctx.device, amp):
+            result = evaluate(model, data, split, cfg.eval, ctx.device)
     if ctx.world_size > 1 and dist.is_initialized():
         box = [result]
         dist.broadcast_object_list(box, src=0)
