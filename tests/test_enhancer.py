@@ -57,7 +57,7 @@ def brute_force(model: UniGRF, batch: dict[str, torch.Tensor], top_k: int, m: in
             h = model.encode(items[None], fb[None], ts[None, :n])
             scores = model.queries(h[0, 2 * (n - 1) - 1]) @ table.T
             scores[0] = float("-inf")
-            scores[items] = float("-inf")
+            scores[batch["history"][r]] = float("-inf")  # the whole training history, not the window only
             candidates = scores.topk(top_k).indices
             logits = []
             for c in candidates:
@@ -125,16 +125,18 @@ def test_alpha_filters_likely_liked_candidates(data: SequenceData) -> None:
 
 
 def test_more_candidates_than_unseen_items(data: SequenceData) -> None:
-    """top_k beyond the unseen items: the excluded (history) items are never returned."""
+    """top_k beyond the unseen items: the excluded items — the user's whole training history,
+    including what came before a window truncated to max_len — are never returned."""
     model = model_for(data)
     batch = data.train_batch(np.arange(data.num_users))
+    assert (batch["history"] != 0).sum(1).max() > batch["lengths"].max()  # some history precedes the window
     hard = RankingDrivenEnhancer(EnhancerConfig(m=25, top_k=NUM_ITEMS), 25).mine(model, batch)
     for r in range(len(batch["lengths"])):
-        window = set(batch["items"][r].tolist()) - {0}
+        history = set(batch["history"][r].tolist()) - {0}
         got = [int(i) for i in hard[r] if i > 0]
-        assert len(got) == len(set(got)) and not set(got) & window
+        assert len(got) == len(set(got)) and not set(got) & history
         if batch["lengths"][r] >= 2:
-            assert len(got) == min(25, NUM_ITEMS - len(window))
+            assert len(got) == min(25, NUM_ITEMS - len(history))
 
 
 def test_active_and_off() -> None:

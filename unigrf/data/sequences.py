@@ -152,12 +152,17 @@ class SequenceData:
 
         Keys (all [B, N] unless noted): items, feedback, timestamps, likes (ranking label at item
         positions), next_items (retrieval target at feedback position k = items[k+1], 0 where
-        none), lengths [B], users [B].
+        none), lengths [B], users [B], history [B, H] (the whole training part, also what came
+        before the window; 0 = padding: what the enhancer must never mine as a negative).
         """
         users = np.asarray(users, dtype=np.int64)
         length = self.train_lengths[users]
-        end = self.offsets[users] + self.lengths[users] - 2  # the training part ends before val
+        n_train = self.lengths[users] - 2  # the training part ends before the validation item
+        end = self.offsets[users] + n_train
         g = self._gather(users, end, length)
+        history = (
+            g["items"] if np.array_equal(n_train, length) else self._gather(users, end, n_train)["items"]
+        )
         next_items = np.zeros_like(g["items"])
         next_items[:, :-1] = g["items"][:, 1:]
         return {
@@ -168,6 +173,7 @@ class SequenceData:
             "likes": torch.from_numpy(g["likes"]),
             "next_items": torch.from_numpy(next_items),
             "lengths": torch.from_numpy(length),
+            "history": torch.from_numpy(history),
         }
 
     def eval_batch(self, users: np.ndarray, split: str) -> dict[str, torch.Tensor]:

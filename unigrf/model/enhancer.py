@@ -5,8 +5,9 @@ training retrieval position: the feedback token b_{L−1}, whose true next item 
 `mine` then, without gradients and in eval mode (dropout off; the model's mode is restored):
 1. encodes the prefix i_1, b_1, …, i_{L−1}, b_{L−1} once, keeping the backbone's per-layer
    keys/values (`UniGRF.encode_prefix`) and the retrieval query at the anchor;
-2. takes the top-K (`top_k`) items by retrieval score, excluding the padding item and every
-   item of the window (the history, which includes the true next item i_L);
+2. takes the top-K (`top_k`) items by retrieval score, excluding the padding item and the
+   user's whole training history (`history`: the window, which includes the true next item
+   i_L, and everything the user consumed before it), as evaluation masks the history;
 3. scores the K candidates with the ranking head as the next item after the prefix, as one
    K-token continuation of the cached prefix (`UniGRF.score_candidates(prefix=...)`: each
    candidate attends the prefix and itself, at position 2·(L−1));
@@ -63,6 +64,7 @@ class RankingDrivenEnhancer:
             order = torch.argsort(lengths)
             for rows in order.tensor_split(min(MINING_GROUPS, len(order))):
                 sub = {key: batch[key][rows] for key in ("items", "feedback", "lengths")}
+                sub["history"] = batch.get("history", batch["items"])[rows]
                 sub["timestamps"] = batch["timestamps"][rows] if batch.get("timestamps") is not None else None
                 hard[rows] = self._mine_rows(model, sub, table)
         finally:
@@ -78,7 +80,7 @@ class RankingDrivenEnhancer:
         timestamps = batch["timestamps"][:, :width] if batch["timestamps"] is not None else None
         prefix = model.encode_prefix(items, batch["feedback"][:, :width], timestamps, prefix_len)
         scores = prefix.query @ table.T  # [b, num_items + 1]
-        scores.scatter_(1, items, float("-inf"))  # the window (padding 0 -> the padding item)
+        scores.scatter_(1, batch["history"], float("-inf"))  # the history (padding 0 -> the padding item)
         scores[:, 0] = float("-inf")
         k = min(self.cfg.top_k, model.num_items)
         top_scores, candidates = scores.topk(k, dim=1)
