@@ -6,11 +6,12 @@ starts a head node and a worker node (1 CPU each, told apart by a custom resourc
 
     unigrf tune <tiny space> --address <head GCS> --storage-path <tmp>/shared/ray --results-dir ...
 
-searches 2 trials of 1 epoch on tiny synthetic data. Each trial is one Ray Train run with one
-1-CPU worker, so the 2 trials that run at once must use both nodes. The scenario asks Ray's state
-API on which node every Ray Train worker actor ran, shuts the cluster down, and writes what it
-saw to a JSON report. The test then collects every trial's results from the shared storage path alone (Tune's experiment state
-and the Train checkpoints) and from the sweep's tables.
+searches 2 trials of 1 epoch on tiny synthetic data. Each trial trains in its own 1-CPU Tune
+trial actor (one worker on CPU: no Ray Train run), so the 2 trials that run at once must use
+both nodes. The scenario asks Ray's state API on which node every trial actor ran, shuts the
+cluster down, and writes what it saw to a JSON report. The test then collects every trial's
+results from the shared storage path alone (Tune's experiment state and the trials' epoch
+checkpoints) and from the sweep's tables.
 """
 
 from __future__ import annotations
@@ -136,13 +137,10 @@ def scenario(work: Path) -> dict:
         nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
         report["head_node"] = next(i for i, r in nodes.items() if "unigrf_head" in r)
         report["worker_node"] = next(i for i, r in nodes.items() if "unigrf_worker" in r)
-        actors = list_actors(
-            address=f"http://127.0.0.1:{dashboard_port}",
-            filters=[("class_name", "=", "RayTrainWorker")],
-            detail=True,
-            limit=1000,
-        )
-        report["train_worker_nodes"] = [a.node_id for a in actors]
+        actors = list_actors(address=f"http://127.0.0.1:{dashboard_port}", detail=True, limit=1000)
+        report["actor_classes"] = sorted({a.class_name for a in actors})
+        # one-worker CPU trials train in their Tune trial actor (ImplicitFunc), not a Train worker
+        report["trial_actor_nodes"] = [a.node_id for a in actors if a.class_name == "ImplicitFunc"]
         ray.shutdown()
     finally:
         cluster.shutdown()
@@ -176,11 +174,11 @@ def test_tune_cli_runs_trials_on_both_nodes_of_a_two_node_cluster(tmp_path: Path
     report = json.loads(report_file.read_text())
     assert report["cli_returncode"] == 0, report["cli_output_tail"]
 
-    # Both nodes ran trials: one Train worker per trial, one trial per 1-CPU node at a time.
+    # Both nodes ran trials: one trial actor (training in its own process) per 1-CPU node.
     head, worker = report["head_node"], report["worker_node"]
     assert head != worker
-    assert len(report["train_worker_nodes"]) == NUM_TRIALS
-    assert set(report["train_worker_nodes"]) == {head, worker}
+    assert len(report["trial_actor_nodes"]) == NUM_TRIALS
+    assert set(report["trial_actor_nodes"]) == {head, worker}
 
     # Every trial's results come back from the shared storage path alone ...
     from ray.tune import ExperimentAnalysis
@@ -191,8 +189,10 @@ def test_tune_cli_runs_trials_on_both_nodes_of_a_two_node_cluster(tmp_path: Path
     assert len(frame) == NUM_TRIALS
     assert frame["objective"].between(0.0, 1.0).all() and (frame["final"] == 1).all()
     for trial in analysis.trials:
-        train_run = storage / "tune-train" / f"{SWEEP}-{trial.trial_id}"
-        assert any(train_run.glob("epoch_*/*")), f"no checkpoint of {trial.trial_id} in {train_run}"
+        trial_dir = storage / "tune" / SWEEP / trial.trial_id
+        assert any(trial_dir.glob("checkpoint_*/state.pt")), (
+            f"no checkpoint of {trial.trial_id} in {trial_dir}"
+        )
     # ... and the sweep's own table lists them all.
     table = (tmp_path / "results" / "tune" / SWEEP / "trials.csv").read_text().strip().splitlines()
     assert len(table) == 1 + NUM_TRIALS

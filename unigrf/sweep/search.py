@@ -31,6 +31,19 @@ class TrackedOptunaSearch(OptunaSearch):
         self._ot_trials[trial_id].set_user_attr("tune_trial_id", trial_id)
         return params
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """As OptunaSearch's, except for a trial the study has already closed: after a driver
+        was killed between a trial's end (told to the study) and Tune's next snapshot, the
+        resumed trial re-reports its stored result, and Optuna refuses intermediate values for
+        a finished trial."""
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None and trial_id not in self._completed_trials:
+            state = self._ot_study._storage.get_trial(ot_trial._trial_id).state
+            if state.is_finished():
+                self._completed_trials.add(trial_id)
+                return
+        super().on_trial_result(trial_id, result)
+
 
 def make_sampler(
     spec: SweepSpec, random: bool, multi_objective: bool, num_samples: int

@@ -1,38 +1,57 @@
-"""The function trainable of every Tune trial: build the trial's config, run its Ray Train training.
+"""The function trainable of every Tune trial: build the trial's config and train it.
 
-One Tune trial = one Ray Train run (the Ray >= 2.43 "Train inside Tune" pattern: the trial
-function builds a `TorchTrainer` and calls `fit()`; `Tuner(trainer)` is deprecated). Ray Train
-workers report every epoch and once more at the end (`unigrf.training.distributed`), and Tune's
-`TuneReportCallback` forwards each report to this trial, so ASHA and Optuna see every epoch.
+A trial trains in one of two ways (`trains_in_process`):
+- **in the trial's own process** (one worker on CPU, the usual case on a laptop or a CPU
+  node): the trial calls `unigrf.training.loop.fit` with a `TuneContext`, which reports every
+  epoch's metrics and checkpoint through `ray.tune.report` and resumes from
+  `ray.tune.get_checkpoint()`. No Train controller or worker group is started, the prepared
+  sequences come from Ray's object store (loaded once by the driver, `TrialData`), and with
+  actor reuse (`reuse_actors=True` in the Tuner) torch is imported once per trial process,
+  not per trial: a trial costs its epochs and little else (benchmarks/RESULTS.md);
+- **as a Ray Train run** (several workers, or GPUs): the trial builds a `TorchTrainer` and
+  calls `fit()` (the Ray >= 2.43 "Train inside Tune" pattern; `Tuner(trainer)` is
+  deprecated). Train workers report every epoch and once more at the end
+  (`unigrf.training.distributed`), and Tune's `TuneReportCallback` forwards each report to
+  this trial.
+Either way ASHA and Optuna see the same per-epoch `objective`, and the last report is
+`final_metrics` (the best epoch's validation metrics and the test metrics).
 
 A trial is either a *sampled* point (Tune's `config` holds the sampled dotted keys, applied to
 `TrialSetup.base`) or a *named cell* (`config = {"cell": name}`, the config taken from
 `TrialSetup.cells`; used by `run_fixed_configs` for ablation grids).
 
 Resumability, at two levels:
-- the Train run is named `<experiment>-<run name>` (trial id or cell name, both stable across
-  a driver restart) under `<storage>/tune-train/`, so a restarted trial resumes its training
-  from the latest epoch checkpoint (Train V2 reloads the run's snapshot from storage);
+- in-process, a restarted trial's `ray.tune.get_checkpoint()` is its latest epoch checkpoint
+  (Tune keeps it in the experiment's storage); a Train run is named
+  `<experiment>-<run name>` (trial id or cell name, both stable across a driver restart) under
+  `<storage>/tune-train/`, so a restarted trial resumes its training from the latest epoch
+  checkpoint (Train V2 reloads the run's snapshot from storage);
 - a finished trial leaves `trial_result.json` in its run directory (final metrics + history,
   keyed by the config's hash). A trial run again after a driver crash (Tune's last experiment
   snapshot predating its end) re-reports that result at once instead of training again.
 
-The trial function reserves no CPU: it only drives the Train workers, which reserve their own
-(1 CPU each, `unigrf.ray_utils.worker_resources`), so a 2-CPU node runs two 1-worker trials.
-Tune refuses an all-zero resource request, so the driver's memory is what it reserves.
+Resources (`trial_resources`): an in-process trial reserves its worker's resources itself (1
+CPU, `unigrf.ray_utils.worker_resources`) and uses that many torch threads; a Train trial
+reserves no CPU — it only drives the Train workers, which reserve their own — so a 2-CPU node
+runs two trials either way. (Tune refuses an all-zero request: the driver reserves memory.)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from unigrf.config import ExperimentConfig, config_from_dict, config_hash, config_to_yaml
+from unigrf.data.sequences import SequenceData
 from unigrf.sweep.space import trial_config
+from unigrf.training.loop import CHECKPOINT_FILE, TrainContext, fit, progress_line
 
 TRIAL_RESULT = "trial_result.json"
 PLACEMENT_GROUP_FILE = ".placement_group.pkl"  # the Train workers' placement group (see sweep_worker)
@@ -41,6 +60,16 @@ CELL_KEY = "cell"
 TRAIN_STORAGE_SUBDIR = "tune-train"
 # What one trial function reserves (see the module docstring): no CPU, a little memory.
 TRIAL_DRIVER_RESOURCES = {"CPU": 0.0, "memory": 256 * 1024**2}
+
+
+def data_key(cfg: ExperimentConfig) -> str:
+    """What identifies a trial's prepared sequences: the data config (max_len included)."""
+    return config_hash(cfg.data)
+
+
+def trains_in_process(cfg: ExperimentConfig) -> bool:
+    """One CPU worker trains in the trial's own process; several workers or a GPU, Ray Train."""
+    return cfg.train.num_workers == 1 and not cfg.train.use_gpu
 
 
 @dataclass(frozen=True)
@@ -55,7 +84,7 @@ class TrialSetup:
     storage_path: str  # Ray storage root; Train runs go under <storage_path>/tune-train/
     base: dict[str, Any] | None = None  # sampled trials: the base config (config_to_dict)
     cells: dict[str, dict[str, Any]] = field(default_factory=dict)  # named cells: full configs
-    data_dirs: dict[str, str] = field(default_factory=dict)  # config_hash(cfg.data) -> prepared dir
+    data_dirs: dict[str, str] = field(default_factory=dict)  # data_key(cfg) -> prepared dir
     max_failures: int = 0  # Train worker-group restarts per trial
     verbose: bool = False  # per-epoch progress lines from the Train workers
 
@@ -122,12 +151,109 @@ def sweep_worker(config: dict[str, Any]) -> dict[str, Any]:
     return train_worker(config)
 
 
-def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
-    """The Tune function trainable: one Ray Train run of the trial's config."""
-    import ray.tune
+class TuneContext(TrainContext):
+    """`fit`'s context inside a Tune trial that trains in its own process: every epoch's
+    metrics and checkpoint go to `ray.tune.report` (ASHA reads the metrics, Tune keeps the
+    checkpoints in the experiment's storage), and a restarted trial resumes from
+    `ray.tune.get_checkpoint()`."""
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        import ray.tune
+
+        checkpoint = ray.tune.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as path:
+            return torch.load(Path(path) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+
+    def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+        import ray.tune
+
+        with tempfile.TemporaryDirectory(prefix="unigrf-ckpt-") as tmp:
+            torch.save(state, Path(tmp) / CHECKPOINT_FILE)
+            (Path(tmp) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(tmp))
+        self.log(progress_line(metrics))
+
+
+@dataclass(frozen=True)
+class TrialData:
+    """The prepared sequences of a sweep's datasets, by `data_key`, loaded once by the driver
+    and handed to every trial through Ray's object store (`tune.with_parameters`): trials
+    neither re-read Parquet nor hold a copy each on the same node."""
+
+    by_key: dict[str, SequenceData] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, data_dirs: dict[str, str], cfgs: list[ExperimentConfig]) -> TrialData:
+        by_key = {}
+        for cfg in cfgs:
+            key = data_key(cfg)
+            if key in data_dirs and key not in by_key:
+                by_key[key] = SequenceData.load(data_dirs[key], max_len=cfg.data.resolved_max_len())
+        return cls(by_key)
+
+
+def trial_resources(setup: TrialSetup):
+    """Tune's per-trial resource request as a function of the trial's config (see the module
+    docstring): an in-process trial reserves its worker's resources, a Train trial none."""
+    from unigrf.ray_utils import worker_resources
+
+    def resources(config: dict[str, Any]) -> dict[str, float]:
+        _, cfg = resolve_trial(setup, config, "probe")
+        if trains_in_process(cfg):
+            return worker_resources(cfg.train.use_gpu)
+        return dict(TRIAL_DRIVER_RESOURCES)
+
+    return resources
+
+
+def _train_in_process(
+    cfg: ExperimentConfig, run_dir: Path, setup: TrialSetup, data: TrialData | None
+) -> dict[str, Any]:
+    """`fit` in this trial process with a `TuneContext`; returns `fit`'s result."""
+    import ray
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    torch.set_num_threads(max(1, int(cpus)))  # trials sharing a node must not oversubscribe it
+    sequences = data.by_key.get(data_key(cfg)) if data is not None else None
+    if sequences is None:  # the driver did not prepare it (a sweep over data.* keys)
+        from unigrf.training.run import load_data
+
+        sequences = load_data(cfg)
+    ctx = TuneContext(run_dir=run_dir, keep_checkpoints=cfg.train.keep_checkpoints, verbose=setup.verbose)
+    return fit(cfg, sequences, ctx)
+
+
+def _train_with_ray_train(
+    cfg: ExperimentConfig, run_dir: Path, name: str, setup: TrialSetup
+) -> dict[str, Any]:
+    """One Ray Train run of `cfg` driven by this trial; returns rank 0's `fit` result."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from unigrf.training.distributed import build_trainer, final_metrics
+    from unigrf.training.distributed import build_trainer
+
+    trainer = build_trainer(
+        cfg,
+        run_dir,
+        f"{setup.storage_path.rstrip('/')}/{TRAIN_STORAGE_SUBDIR}",
+        f"{setup.experiment}-{name}",
+        max_failures=setup.max_failures,
+        data_dir=setup.data_dirs.get(data_key(cfg)),
+        train_fn=sweep_worker,
+        callbacks=[TuneReportCallback()],
+        verbose=setup.verbose,
+    )
+    outcome = trainer.fit()  # raises on a failed run: the trial errors
+    return outcome.return_value  # rank 0's `fit` result (Result.metrics is the last checkpoint's)
+
+
+def run_trial(config: dict[str, Any], setup: TrialSetup, data: TrialData | None = None) -> None:
+    """The Tune function trainable: train the trial's config (in this process, or on Ray
+    Train), then report its final metrics and store them in its run directory."""
+    import ray.tune
+
+    from unigrf.training.distributed import final_metrics
 
     trial_id = ray.tune.get_context().get_trial_id()
     name, cfg = resolve_trial(setup, config, trial_id)
@@ -139,20 +265,12 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
-    trainer = build_trainer(
-        cfg,
-        run_dir,
-        f"{setup.storage_path.rstrip('/')}/{TRAIN_STORAGE_SUBDIR}",
-        f"{setup.experiment}-{name}",
-        max_failures=setup.max_failures,
-        data_dir=setup.data_dirs.get(config_hash(cfg.data)),
-        train_fn=sweep_worker,
-        callbacks=[TuneReportCallback()],
-        verbose=setup.verbose,
-    )
     start = time.perf_counter()
-    outcome = trainer.fit()  # raises on a failed run: the trial errors
-    result = outcome.return_value  # rank 0's `fit` result (Result.metrics is the last checkpoint's)
+    if trains_in_process(cfg):
+        result = _train_in_process(cfg, run_dir, setup, data)
+        ray.tune.report(final_metrics(result))
+    else:
+        result = _train_with_ray_train(cfg, run_dir, name, setup)
     write_json_atomic(run_dir / HISTORY_FILE, result["history"])
     write_json_atomic(
         run_dir / TRIAL_RESULT,
@@ -160,6 +278,6 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
             "config_hash": config_hash(cfg),
             "final": final_metrics(result),  # exactly the training's last report
             "history_file": HISTORY_FILE,
-            "time_s": time.perf_counter() - start,  # this session's Train run (startup included)
+            "time_s": time.perf_counter() - start,  # this session's training (Train startup included)
         },
     )

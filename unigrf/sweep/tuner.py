@@ -1,7 +1,8 @@
 """Ray Tune sweeps: `Tuner` + `OptunaSearch` (+ ASHA), resume, multi-objective, outputs.
 
 `run_sweep(spec, base, options)` searches `spec`'s space around `base`:
-- every trial is one Ray Train run of its config (`unigrf.sweep.trainable.run_trial`);
+- every trial trains its config (`unigrf.sweep.trainable.run_trial`): in the trial's own
+  process for one CPU worker, as a Ray Train run for several workers or GPUs;
 - Optuna samples (seeded TPE, or `RandomSampler` with `--random`; NSGA-II or multi-objective
   TPE with `--multi-objective`), its study stored in a real database: SQLite at
   `<sweep_dir>/study.db` unless `--study-storage URL` (any SQLAlchemy URL);
@@ -57,11 +58,13 @@ from unigrf.sweep.trainable import (
     CELL_KEY,
     HISTORY_FILE,
     TRAIN_STORAGE_SUBDIR,
-    TRIAL_DRIVER_RESOURCES,
+    TrialData,
     TrialSetup,
     absolute_paths,
+    data_key,
     read_trial_result,
     run_trial,
+    trial_resources,
 )
 
 TUNE_SUBDIR = "tune"  # Tune experiments: <storage>/tune/<sweep name>
@@ -143,15 +146,41 @@ def concurrency(cfgs: Sequence[ExperimentConfig], explicit: int | None) -> int:
 
 def prepare_data(cfgs: Sequence[ExperimentConfig]) -> dict[str, str]:
     """Prepare each distinct dataset once, here in the driver (Ray Data, cached), instead of in
-    every concurrent trial. Returns {config_hash(cfg.data): prepared directory}."""
+    every concurrent trial. Returns {data_key(cfg): prepared directory}."""
     from unigrf.training.run import load_data_dir
 
     dirs: dict[str, str] = {}
     for cfg in cfgs:
-        key = config_hash(cfg.data)
+        key = data_key(cfg)
         if key not in dirs:
             dirs[key] = str(load_data_dir(cfg))
     return dirs
+
+
+def make_trainable(setup: TrialSetup, cfgs: Sequence[ExperimentConfig]):
+    """`run_trial` bound to `setup` and to the prepared sequences (put in Ray's object store
+    once, shared by every trial), with each trial's resource request."""
+    from ray import tune
+
+    data = TrialData.load(setup.data_dirs, list(cfgs))
+    return tune.with_resources(
+        tune.with_parameters(run_trial, setup=setup, data=data), trial_resources(setup)
+    )
+
+
+def run_config_extras(cfgs: Sequence[ExperimentConfig], max_failures: int) -> dict[str, Any]:
+    """`tune.RunConfig` keyword arguments shared by sweeps and fixed grids: which epoch
+    checkpoints of an in-process trial Tune keeps (the best by objective; Tune always keeps the
+    latest too, for resume) and how often a failed trial is retried (from its checkpoint)."""
+    from ray import tune
+
+    keep = max(c.train.keep_checkpoints for c in cfgs)
+    return {
+        "checkpoint_config": tune.CheckpointConfig(
+            num_to_keep=keep, checkpoint_score_attribute="objective", checkpoint_score_order="max"
+        ),
+        "failure_config": tune.FailureConfig(max_failures=max_failures),
+    }
 
 
 def _delete(path: str) -> None:
@@ -259,7 +288,7 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, options: SweepOptions) ->
             data_dirs={} if searches_data else prepare_data([run_base]),
             max_failures=options.max_failures,
         )
-        trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), TRIAL_DRIVER_RESOURCES)
+        trainable = make_trainable(setup, [run_base])
         metrics = [TUNE_METRIC, *spec.multi_objective.metrics] if options.multi_objective else [TUNE_METRIC]
         start = time.time()
         if options.resume:
@@ -289,10 +318,12 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, options: SweepOptions) ->
                     num_samples=num_samples,
                     max_concurrent_trials=max_concurrent,
                     trial_dirname_creator=_trial_dirname,
+                    reuse_actors=True,  # a trial process (torch imported) serves many trials
                 ),
                 run_config=tune.RunConfig(
                     name=name,
                     storage_path=tune_storage,
+                    **run_config_extras([run_base], options.max_failures),
                     callbacks=[
                         HParamsCallback(str(sweep_dir / "hparams"), [*metrics, "test/ndcg@10"]),
                         PlacementGroupCleanup(setup.runs_dir, use_cell_names=False),
@@ -514,19 +545,19 @@ def run_fixed_configs(
                 data_dirs=prepare_data(todo_cfgs),
                 max_failures=max_failures,
             )
-            trainable = tune.with_resources(
-                tune.with_parameters(run_trial, setup=setup), TRIAL_DRIVER_RESOURCES
-            )
+            trainable = make_trainable(setup, todo_cfgs)
             tuner = tune.Tuner(
                 trainable,
                 param_space={CELL_KEY: tune.grid_search(todo)},
                 tune_config=tune.TuneConfig(
                     max_concurrent_trials=concurrency(todo_cfgs, max_concurrent),
                     trial_dirname_creator=_trial_dirname,
+                    reuse_actors=True,
                 ),
                 run_config=tune.RunConfig(
                     name=f"{experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
                     storage_path=f"{storage.rstrip('/')}/{FIXED_SUBDIR}",
+                    **run_config_extras(todo_cfgs, max_failures),
                     callbacks=[PlacementGroupCleanup(setup.runs_dir, use_cell_names=True)],
                     verbose=verbose,
                 ),
