@@ -41,7 +41,8 @@ from unigrf.config import ExperimentConfig, apply_overrides, load_config
 from unigrf.data.sequences import SequenceData
 from unigrf.evaluation import popularity_baseline
 from unigrf.training.distributed import train_distributed
-from unigrf.training.run import load_data, load_data_dir, run_training
+from unigrf.training.prepared import load_data, load_data_dir
+from unigrf.training.run import run_training
 
 TABLE_METRICS = ("hr@10", "ndcg@10", "hr@50", "auc", "cascade_ndcg@10")
 

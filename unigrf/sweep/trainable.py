@@ -218,7 +218,7 @@ def _train_in_process(
     torch.set_num_threads(max(1, int(cpus)))  # trials sharing a node must not oversubscribe it
     sequences = data.by_key.get(data_key(cfg)) if data is not None else None
     if sequences is None:  # the driver did not prepare it (a sweep over data.* keys)
-        from unigrf.training.run import load_data
+        from unigrf.training.prepared import load_data
 
         sequences = load_data(cfg)
     ctx = TuneContext(run_dir=run_dir, keep_checkpoints=cfg.train.keep_checkpoints, verbose=setup.verbose)

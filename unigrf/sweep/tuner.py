@@ -147,7 +147,7 @@ def concurrency(cfgs: Sequence[ExperimentConfig], explicit: int | None) -> int:
 def prepare_data(cfgs: Sequence[ExperimentConfig]) -> dict[str, str]:
     """Prepare each distinct dataset once, here in the driver (Ray Data, cached), instead of in
     every concurrent trial. Returns {data_key(cfg): prepared directory}."""
-    from unigrf.training.run import load_data_dir
+    from unigrf.training.prepared import load_data_dir
 
     dirs: dict[str, str] = {}
     for cfg in cfgs:

@@ -271,7 +271,7 @@ def train_distributed(
     import ray
 
     from unigrf.ray_utils import init_ray, resolve_storage_path
-    from unigrf.training.run import load_data_dir, run_dir_for
+    from unigrf.training.prepared import load_data_dir, run_dir_for
 
     started = init_ray(address)
     try:
