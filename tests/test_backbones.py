@@ -164,6 +164,41 @@ def test_context_equals_one_packed_pass(name: str, min_chunk: int, monkeypatch: 
     assert ctx.keys[0].shape[2] == s and ctx.positions.shape == (b, s)
 
 
+@pytest.mark.parametrize("min_chunk", [32, 2])  # one prefill chunk; HSTU's four chunks
+@pytest.mark.parametrize("name", VARIANTS)
+def test_causal_mode_equals_causal_and_padding_masks_at_real_tokens(
+    name: str, min_chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """attn_mask=None (causal over right-padded rows) gives exactly what the explicit causal +
+    key-padding mask gives at every real token, in a forward pass and in build_context."""
+    monkeypatch.setattr(base, "PREFILL_MIN_CHUNK", min_chunk)
+    model = make(name)
+    b, t = 3, 9
+    x, pos, times = inputs(b, t)
+    lengths = torch.tensor([9, 6, 2])
+    valid = torch.arange(t)[None, :] < lengths[:, None]
+    explicit = model(x, causal(b, t) & valid[:, None, :], pos, times)
+    fast = model(x, None, pos, times)
+    torch.testing.assert_close(fast[valid], explicit[valid], rtol=1e-5, atol=1e-5)
+    last = lengths - 1
+    ctx_e, h_e = model.build_context(x, causal(b, t) & valid[:, None, :], pos, times, query_index=last)
+    ctx_f, h_f = model.build_context(x, None, pos, times, query_index=last)
+    torch.testing.assert_close(h_f, h_e, rtol=1e-5, atol=1e-5)
+    for a, e in zip(ctx_f.keys + ctx_f.values, ctx_e.keys + ctx_e.values):
+        torch.testing.assert_close(a.transpose(1, 2)[valid], e.transpose(1, 2)[valid], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="cannot continue a context"):
+        model(x[:, :2], None, pos[:, :2], times[:, :2], context=ctx_f)
+
+
+def test_a_batch_wide_mask_broadcasts() -> None:
+    """A [1, T, S] mask is the same mask for every row."""
+    for name in ("hstu", "llama"):
+        model = make(name)
+        x, pos, times = inputs(3, 7)
+        mask = causal(1, 7)
+        torch.testing.assert_close(model(x, mask, pos, times), model(x, mask.expand(3, 7, 7), pos, times))
+
+
 def test_context_needs_a_mask_without_lookahead(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(base, "PREFILL_MIN_CHUNK", 2)  # 6 tokens -> chunks [0, 2) [2, 4) [4, 6)
     model = make("hstu")

@@ -126,6 +126,10 @@ class ModelConfig:
     num_heads: int | None = None
     dim: int | None = None
     dropout: float = 0.2
+    # dropout on softmax attention probabilities (sasrec, llama). SASRec's paper uses `dropout`
+    # here too; off by default: it sends SDPA from its fused kernel to the unfused math path
+    # (several times slower on CPU, benchmarks/RESULTS.md "Throughput").
+    attention_dropout: float = 0.0
     ranking_hidden: int = 64  # hidden width of the ranking MLP head f_phi
     # Retrieval score of item i for query h: "cosine" = <h/|h|, e_i/|e_i|> (then divided by
     # loss.temperature in training), "dot" = <h, e_i>. The item table is shared with the input.
@@ -266,6 +270,7 @@ class ExperimentConfig:
             (self.train.lr > 0, "train.lr must be > 0"),
             (self.train.num_workers >= 1, "train.num_workers must be >= 1"),
             (0.0 <= self.model.dropout < 1.0, "model.dropout must be in [0, 1)"),
+            (0.0 <= self.model.attention_dropout < 1.0, "model.attention_dropout must be in [0, 1)"),
             (self.loss.num_negatives >= 1, "loss.num_negatives must be >= 1"),
             (self.loss.temperature > 0, "loss.temperature must be > 0"),
             (0.0 < self.loss.gbce_t <= 1.0, "loss.gbce_t must be in (0, 1]"),

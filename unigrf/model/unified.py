@@ -162,12 +162,11 @@ class UniGRF(nn.Module):
         token at stride·k; feedback may be None without feedback tokens)."""
         b, n = items.shape
         t = self.stride * n
-        valid = self._per_token(items != 0)
         last_item = self.stride * ((items != 0).sum(dim=1) - 1)  # right padding: the last item's token
         positions = self._positions(torch.arange(t, device=items.device).expand(b, t), last_item)
-        return self.backbone(
-            self._tokens(items, feedback), causal_mask(valid), positions, self._token_times(timestamps)
-        )
+        # attn_mask=None: causal over right-padded rows (equal to causal + key padding at every
+        # real token; lets the backbone use fused causal kernels, see backbones/base.py)
+        return self.backbone(self._tokens(items, feedback), None, positions, self._token_times(timestamps))
 
     def rank_logits(self, h: Tensor) -> Tensor:
         """h [..., D] -> like logits [...] (the ranking head f_φ)."""
@@ -311,7 +310,7 @@ class UniGRF(nn.Module):
         slot = self.stride * lengths  # where a following item goes
         positions = self._positions(torch.arange(s, device=device).expand(b, s), slot)
         last = (slot - 1).clamp(min=0)  # the last query token of each prefix
-        context, h_last = self.backbone.build_context(x, causal_mask(key_valid), positions, times, last)
+        context, h_last = self.backbone.build_context(x, None, positions, times, last)  # causal (see encode)
         query = self.queries(h_last) * (lengths > 0)[:, None]
 
         next_time = None

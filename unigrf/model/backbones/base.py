@@ -2,9 +2,14 @@
 masked softmax attention that never produces NaN.
 
 A backbone maps token embeddings `x [B, T, D]` to hidden states `[B, T, D]` under a boolean
-mask `attn_mask [B, T, S]` (True = may attend) that the caller builds: causal, key padding and
-packed-candidate masks alike. Positions and timestamps come per token, so packed tokens can
-share a position.
+mask `attn_mask [B, T, S]` (True = may attend; a leading 1 broadcasts one mask over the batch)
+that the caller builds: causal, key padding and packed-candidate masks alike — or
+`attn_mask=None`, which means *causal over right-padded rows*: token t attends tokens 0..t.
+For a right-padded row that is exactly the causal + key-padding mask at every real token
+(padding only ever follows them), and it lets softmax backbones call SDPA's fused causal
+kernel and HSTU share one [H, T, T] bias over the batch, instead of building [B, T, T] masks
+(benchmarks/RESULTS.md "Throughput"). Outputs at padding tokens are then unspecified. Positions
+and timestamps come per token, so packed tokens can share a position.
 
 Optionally a forward pass continues an already encoded prefix: `build_context` runs the
 prefix once and keeps every layer's keys/values (`BackboneContext`); `forward(..., context=ctx)`
@@ -26,8 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-PREFILL_CHUNKS = 4  # query chunks per layer in `build_context`
-PREFILL_MIN_CHUNK = 32  # tokens; shorter prefixes use fewer chunks
+PREFILL_MIN_CHUNK = 32  # tokens; shorter prefixes use fewer chunks in `build_context`
 
 
 class BackboneContext(NamedTuple):
@@ -83,6 +87,10 @@ class Backbone(nn.Module):
     # True: learned absolute positions, which the model counts back from the row's last item
     # slot (UniGRF._positions); False: positions enter only through their differences.
     recency_positions: bool = False
+    # Query chunks per layer in `build_context`: each chunk's attention reads only the keys up
+    # to its end. It pays for attention that computes every (query, key) pair (HSTU); a fused
+    # causal softmax kernel skips the masked blocks by itself, so softmax backbones use 1.
+    prefill_chunks: int = 1
 
     def embed(self, x: Tensor, positions: Tensor) -> Tensor:
         """Before the first block (e.g. add absolute position embeddings)."""
@@ -94,7 +102,7 @@ class Backbone(nn.Module):
 
     def query_aux(
         self,
-        attn_mask: Tensor,
+        attn_mask: Tensor | None,
         positions: Tensor,
         timestamps: Tensor | None,
         key_positions: Tensor,
@@ -102,7 +110,7 @@ class Backbone(nn.Module):
         dtype: torch.dtype,
     ) -> object:
         """What `attend` needs for queries at `positions` [B, T] over keys at `key_positions`
-        [B, S] under attn_mask [B, T, S]."""
+        [B, S] under attn_mask [B or 1, T, S] (None: causal, T = S)."""
         raise NotImplementedError
 
     def finish(self, x: Tensor) -> Tensor:
@@ -112,19 +120,29 @@ class Backbone(nn.Module):
     def forward(
         self,
         x: Tensor,
-        attn_mask: Tensor,
+        attn_mask: Tensor | None,
         positions: Tensor,
         timestamps: Tensor | None = None,
         context: BackboneContext | None = None,
     ) -> Tensor:
-        """x [B, T, D], attn_mask [B, T, S] bool (True = may attend; S = T, or S_ctx + T with a
-        context), positions [B, T] long, timestamps [B, T] long | None -> [B, T, D]."""
+        """x [B, T, D], attn_mask [B or 1, T, S] bool (True = may attend; S = T, or S_ctx + T
+        with a context; None: causal over right-padded rows, no context), positions [B, T]
+        long, timestamps [B, T] long | None -> [B, T, D]."""
         expected = x.shape[1] + (context.positions.shape[1] if context is not None else 0)
-        if attn_mask.dtype != torch.bool or attn_mask.shape != (x.shape[0], x.shape[1], expected):
+        if attn_mask is None:
+            if context is not None:
+                raise ValueError("attn_mask=None (causal) cannot continue a context: pass the mask")
+        elif attn_mask.dtype != torch.bool or attn_mask.shape not in (
+            (x.shape[0], x.shape[1], expected),
+            (1, x.shape[1], expected),
+        ):
             raise ValueError(
-                f"attn_mask must be bool [B, T, S] = {(x.shape[0], x.shape[1], expected)}, "
+                f"attn_mask must be bool [B or 1, T, S] = {(x.shape[0], x.shape[1], expected)}, "
                 f"got {attn_mask.dtype} {tuple(attn_mask.shape)}"
             )
+        if attn_mask is None and self._chunks(x.shape[1]) > 1:
+            h, _, _ = self._chunked_layers(x, None, positions, timestamps, keep_last=True)
+            return self.finish(h)
         key_pos, key_t = positions, timestamps
         if context is not None:
             key_pos = torch.cat([context.positions, positions], dim=1)
@@ -139,31 +157,29 @@ class Backbone(nn.Module):
             h = block(h, k_aux, q_aux, past)
         return self.finish(h)
 
-    def build_context(
+    def _chunks(self, s: int) -> int:
+        return max(1, min(self.prefill_chunks, s // PREFILL_MIN_CHUNK))
+
+    def _chunked_layers(
         self,
         x: Tensor,
-        attn_mask: Tensor,
+        attn_mask: Tensor | None,
         positions: Tensor,
-        timestamps: Tensor | None = None,
-        query_index: Tensor | None = None,
-    ) -> tuple[BackboneContext, Tensor | None]:
-        """Encode a prefix x [B, S, D] under attn_mask [B, S, S] and keep every layer's
-        keys/values; with query_index [B] also return the final output [B, D] at that token of
-        each row (what `forward` would give there).
+        timestamps: Tensor | None,
+        keep_last: bool,
+    ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """The layer loop with queries in `_chunks(S)` causal chunks, each attending only the
+        keys up to its own end (exact under a mask without lookahead; None = causal).
 
-        Exact, and cheaper than a forward pass: layer by layer, all keys/values are projected
-        at once and the queries are processed in `PREFILL_CHUNKS` chunks, each reading only the
-        keys up to its own end, so under a causal mask about 5/8 of the attention work is done;
-        the last block's attention runs only for the `query_index` tokens, since later tokens
-        need only its keys/values. The mask must not let a token attend a later chunk (a causal
-        mask never does); this is checked.
-        """
+        -> (hidden [B, S, D] before `finish`, per-layer keys, values [B, H, S, d]). Without
+        `keep_last` the last block's attention is skipped (its keys/values are all a cache
+        needs) and the hidden state returned is the last block's input."""
         b, s, _ = x.shape
-        if attn_mask.shape != (b, s, s):
-            raise ValueError(f"build_context: attn_mask must be [B, S, S], got {tuple(attn_mask.shape)}")
-        n_chunks = max(1, min(PREFILL_CHUNKS, s // PREFILL_MIN_CHUNK))
+        n_chunks = self._chunks(s)
         bounds = [(int(c[0]), int(c[-1]) + 1) for c in torch.arange(s).tensor_split(n_chunks)]
-        if any(attn_mask[:, i0:i1, i1:].any() for i0, i1 in bounds[:-1]):
+        if attn_mask is None and n_chunks > 1:  # offset chunks need their slice of the causal mask
+            attn_mask = torch.ones(s, s, dtype=torch.bool, device=x.device).tril()[None]
+        if attn_mask is not None and any(attn_mask[:, i0:i1, i1:].any() for i0, i1 in bounds[:-1]):
             raise ValueError("build_context: the prefix mask lets a token attend a later one")
 
         def part(t: Tensor | None, i0: int, i1: int) -> Tensor | None:
@@ -171,7 +187,7 @@ class Backbone(nn.Module):
 
         chunk_aux = [
             self.query_aux(
-                attn_mask[:, i0:i1, :i1],
+                attn_mask[:, i0:i1, :i1] if attn_mask is not None else None,
                 positions[:, i0:i1],
                 part(timestamps, i0, i1),
                 positions[:, :i1],
@@ -189,27 +205,53 @@ class Backbone(nn.Module):
             k, v = block.keys_values(hn, k_aux)
             keys.append(k)
             values.append(v)
-            if i < last:
+            if i < last or keep_last:
                 outs = [
                     block.attend(h[:, i0:i1], hn[:, i0:i1], k[:, :, :i1], v[:, :, :i1], aux)
                     for (i0, i1), aux in zip(bounds, chunk_aux)
                 ]
                 h = torch.cat(outs, dim=1)
+        return h, keys, values
+
+    def build_context(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None,
+        positions: Tensor,
+        timestamps: Tensor | None = None,
+        query_index: Tensor | None = None,
+    ) -> tuple[BackboneContext, Tensor | None]:
+        """Encode a prefix x [B, S, D] under attn_mask [B or 1, S, S] (None: causal over
+        right-padded rows) and keep every layer's keys/values; with query_index [B] also return
+        the final output [B, D] at that token of each row (what `forward` would give there).
+
+        Exact, and cheaper than a forward pass: layer by layer, all keys/values are projected
+        at once and the queries are processed in `prefill_chunks` chunks, each reading only the
+        keys up to its own end, so under a causal mask about 5/8 of the attention work is done
+        (HSTU; softmax backbones take one chunk and SDPA's causal kernel); the last block's
+        attention runs only for the `query_index` tokens, since later tokens need only its
+        keys/values. The mask must not let a token attend a later chunk (a causal mask never
+        does); this is checked.
+        """
+        b, s, _ = x.shape
+        if attn_mask is not None and attn_mask.shape not in ((b, s, s), (1, s, s)):
+            raise ValueError(f"build_context: attn_mask must be [B or 1, S, S], got {tuple(attn_mask.shape)}")
+        h, keys, values = self._chunked_layers(x, attn_mask, positions, timestamps, keep_last=False)
         context = BackboneContext(tuple(keys), tuple(values), positions, timestamps)
         if query_index is None:
             return context, None
         rows = torch.arange(b, device=x.device)
         q_t = timestamps[rows, query_index][:, None] if timestamps is not None else None
+        if attn_mask is None:  # the query token attends itself and every token before it
+            query_mask = torch.arange(s, device=x.device)[None, :] <= query_index[:, None]
+        else:
+            query_mask = attn_mask.expand(b, s, s)[rows, query_index]
         aux = self.query_aux(
-            attn_mask[rows, query_index][:, None],
-            positions[rows, query_index][:, None],
-            q_t,
-            positions,
-            timestamps,
-            x.dtype,
+            query_mask[:, None], positions[rows, query_index][:, None], q_t, positions, timestamps, x.dtype
         )
         hq = h[rows, query_index][:, None]
-        out = self.blocks[last].attend(hq, self.blocks[last].attn_input(hq), keys[last], values[last], aux)
+        last = self.blocks[-1]
+        out = last.attend(hq, last.attn_input(hq), keys[-1], values[-1], aux)
         return context, self.finish(out)[:, 0]
 
 
@@ -226,20 +268,22 @@ def merge_heads(x: Tensor) -> Tensor:
 
 
 class SoftmaxMask(NamedTuple):
-    """A mask made safe for softmax attention (see `softmax_mask`)."""
+    """A mask made safe for softmax attention (see `softmax_mask`); bias None: causal."""
 
-    bias: Tensor  # [B, 1, T, S] additive: 0 where a query may attend a key, −inf elsewhere
+    bias: Tensor | None  # [B or 1, 1, T, S] additive: 0 where a query may attend a key, −inf elsewhere
     empty_rows: Tensor | None  # [B, 1, T, 1] bool: rows that may attend nothing (None: no such row)
 
 
-def softmax_mask(attn_mask: Tensor, dtype: torch.dtype) -> SoftmaxMask:
-    """attn_mask [B, T, S] bool -> SoftmaxMask, computed once per pass for all layers.
+def softmax_mask(attn_mask: Tensor | None, dtype: torch.dtype) -> SoftmaxMask:
+    """attn_mask [B or 1, T, S] bool (None: causal) -> SoftmaxMask, once per pass for all layers.
 
     An additive float mask: SDPA's CPU kernel ran about a quarter faster with it than with a
     boolean one (benchmarks/RESULTS.md, "Model step time"). A query row that may attend nothing
     would softmax over all −inf (NaN); such rows attend every key instead and `masked_sdpa`
-    sets their output to 0.
+    sets their output to 0. Causal (None) needs no tensor: SDPA's fused causal kernel.
     """
+    if attn_mask is None:
+        return SoftmaxMask(None, None)
     empty = ~attn_mask.any(dim=-1, keepdim=True)
     empty_rows = empty.unsqueeze(1) if empty.any() else None
     allowed = attn_mask | empty if empty_rows is not None else attn_mask
@@ -251,5 +295,7 @@ def softmax_mask(attn_mask: Tensor, dtype: torch.dtype) -> SoftmaxMask:
 
 def masked_sdpa(q: Tensor, k: Tensor, v: Tensor, mask: SoftmaxMask, dropout_p: float = 0.0) -> Tensor:
     """Softmax attention q [B, H, T, d], k/v [B, H, S, d] under `mask` -> [B, H, T, d]."""
+    if mask.bias is None:  # causal over right-padded rows, T = S
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.bias, dropout_p=dropout_p)
     return out if mask.empty_rows is None else out.masked_fill(mask.empty_rows, 0.0)

@@ -65,11 +65,12 @@ def _rows_identical(t: Tensor) -> bool:
 
 
 class HSTUAux(NamedTuple):
-    """Per-pass tensors shared by all blocks (b = 1 when every row has the same positions)."""
+    """Per-pass tensors shared by all blocks (b = 1 when every row has the same positions, or
+    one mask serves the whole batch, as the causal one does)."""
 
     position_bucket: Tensor  # [b, T, S] long
     time_bucket: Tensor | None  # [B, T, S] long
-    mask_bias: Tensor  # [B, 1, T, S]: 0 where a query may attend a key, masked_value elsewhere
+    mask_bias: Tensor  # [b, 1, T, S]: 0 where a query may attend a key, masked_value elsewhere
 
 
 def masked_value(dtype: torch.dtype, device_type: str) -> float:
@@ -100,7 +101,7 @@ class HSTUBlock(Block):
         return a, b
 
     def _bias(self, aux: HSTUAux) -> Tensor:
-        """[B, H, T, S]: relative attention bias + mask bias."""
+        """[b, H, T, S]: relative attention bias + mask bias (b = 1 or B, see HSTUAux)."""
 
         def gather(table: Tensor, bucket: Tensor) -> Tensor:  # [H, n] x [b, T, S] -> [b, H, T, S]
             return table[:, bucket].transpose(0, 1)
@@ -123,19 +124,28 @@ class HSTUBlock(Block):
         q = split_heads(q, self.heads)
         b, heads, t, d = q.shape
         s = k.shape[2]
-        # scores = bias + Q Kᵀ in one batched GEMM; masked entries sit at a huge negative value
-        # so SiLU gives exactly 0 there: no separate masking pass over [B, H, T, S].
-        scores = torch.baddbmm(
-            self._bias(query_aux).reshape(b * heads, t, s),
-            q.reshape(b * heads, t, d),
-            k.reshape(b * heads, s, d).transpose(1, 2),
-        )
+        bias = self._bias(query_aux)  # [b, H, T, S], b = 1 for the causal and shared-mask cases
+        # scores = Q Kᵀ + bias; masked entries sit at a huge negative value so SiLU gives
+        # exactly 0 there: no separate masking pass. A batch-wide bias is added by broadcasting
+        # (baddbmm would first copy it to [B, H, T, S]).
+        if bias.shape[0] == b:
+            scores = torch.baddbmm(
+                bias.reshape(b * heads, t, s),
+                q.reshape(b * heads, t, d),
+                k.reshape(b * heads, s, d).transpose(1, 2),
+            )
+        else:
+            scores = torch.matmul(q, k.transpose(2, 3)).add_(bias).view(b * heads, t, s)
         o = torch.bmm(F.silu(scores), v.reshape(b * heads, s, d)).view(b, heads, t, d)
         o = merge_heads(o) / self.norm_len
         return x + self.out(self.dropout(self.attn_norm(o) * u))
 
 
 class HSTU(Backbone):
+    prefill_chunks = (
+        8  # pointwise attention computes every (query, key) pair: chunks skip most of the masked half
+    )
+
     def __init__(self, cfg: ModelConfig, max_positions: int) -> None:
         super().__init__()
         layers, heads, dim = cfg.resolved_shape()
@@ -147,7 +157,7 @@ class HSTU(Backbone):
 
     def query_aux(
         self,
-        attn_mask: Tensor,
+        attn_mask: Tensor | None,
         positions: Tensor,
         timestamps: Tensor | None,
         key_positions: Tensor,
@@ -163,6 +173,9 @@ class HSTU(Backbone):
             if timestamps is None or key_timestamps is None:
                 raise ValueError("model.time_bias is on: the HSTU backbone needs timestamps")
             time_bucket = time_buckets(timestamps[:, :, None] - key_timestamps[:, None, :])
+        if attn_mask is None:  # causal: one [T, T] mask for the whole batch
+            t = positions.shape[1]
+            attn_mask = torch.ones(1, t, t, dtype=torch.bool, device=positions.device).tril()
         mask_bias = torch.zeros(attn_mask.shape, dtype=dtype, device=attn_mask.device)
         mask_bias.masked_fill_(~attn_mask, masked_value(dtype, attn_mask.device.type))
         return HSTUAux(pos_bucket, time_bucket, mask_bias.unsqueeze(1))

@@ -44,11 +44,11 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 class LlamaBlock(Block):
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float, attention_dropout: float) -> None:
         super().__init__()
         if (dim // heads) % 2:
             raise ValueError(f"llama backbone: head dim {dim // heads} must be even for RoPE")
-        self.heads = heads
+        self.heads, self.attn_dropout = heads, attention_dropout
         self.attn_norm = nn.RMSNorm(dim)
         self.wq = nn.Linear(dim, dim, bias=False)
         self.wk = nn.Linear(dim, dim, bias=False)
@@ -72,7 +72,8 @@ class LlamaBlock(Block):
     def attend(self, x: Tensor, h: Tensor, k: Tensor, v: Tensor, query_aux: object) -> Tensor:
         cos, sin, mask = query_aux  # type: ignore[misc]
         q = apply_rope(split_heads(self.wq(h), self.heads), cos, sin)
-        y = x + self.dropout(self.wo(merge_heads(masked_sdpa(q, k, v, mask))))
+        p = self.attn_dropout if self.training else 0.0
+        y = x + self.dropout(self.wo(merge_heads(masked_sdpa(q, k, v, mask, dropout_p=p))))
         g = self.mlp_norm(y)
         return y + self.dropout(self.w2(F.silu(self.w1(g)) * self.w3(g)))
 
@@ -83,7 +84,9 @@ class Llama(Backbone):
         layers, heads, dim = cfg.resolved_shape()
         self.head_dim = dim // heads
         self.max_positions = max_positions  # RoPE needs no table; kept for a uniform interface
-        self.blocks = nn.ModuleList(LlamaBlock(dim, heads, cfg.dropout) for _ in range(layers))
+        self.blocks = nn.ModuleList(
+            LlamaBlock(dim, heads, cfg.dropout, cfg.attention_dropout) for _ in range(layers)
+        )
         self.final_norm = nn.RMSNorm(dim)
 
     def key_aux(self, positions: Tensor, timestamps: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -91,7 +94,7 @@ class Llama(Backbone):
 
     def query_aux(
         self,
-        attn_mask: Tensor,
+        attn_mask: Tensor | None,
         positions: Tensor,
         timestamps: Tensor | None,
         key_positions: Tensor,

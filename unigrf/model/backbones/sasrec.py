@@ -10,7 +10,9 @@ see `UniGRF._tokens`), and torch's default N(0, 1) rows would drown them ~6 to 1
   Y = X + Dropout(Attn(LN(X))), Z = Y + Dropout(FFN(LN(Y))), then a final LayerNorm;
 - "post" (the original transformer layout):
   Y = LN(X + Dropout(Attn(X))), Z = LN(Y + Dropout(FFN(Y))).
-FFN = Linear(D, D) → ReLU → Dropout → Linear(D, D); attention weights use dropout too.
+FFN = Linear(D, D) → ReLU → Dropout → Linear(D, D); attention weights use
+`ModelConfig.attention_dropout` (SASRec's paper: the same rate as `dropout`; off by default, see
+the config).
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ POSITION_INIT_STD = 0.02
 
 
 class SASRecBlock(Block):
-    def __init__(self, dim: int, heads: int, dropout: float, pre_norm: bool) -> None:
+    def __init__(
+        self, dim: int, heads: int, dropout: float, pre_norm: bool, attention_dropout: float
+    ) -> None:
         super().__init__()
-        self.heads, self.pre_norm, self.attn_dropout = heads, pre_norm, dropout
+        self.heads, self.pre_norm, self.attn_dropout = heads, pre_norm, attention_dropout
         self.attn_norm = nn.LayerNorm(dim)
         self.wq = nn.Linear(dim, dim)
         self.wk = nn.Linear(dim, dim)
@@ -73,7 +77,9 @@ class SASRec(Backbone):
         self.max_positions = max_positions
         self.position_embedding = nn.Embedding(max_positions, dim)
         nn.init.normal_(self.position_embedding.weight, std=POSITION_INIT_STD)
-        self.blocks = nn.ModuleList(SASRecBlock(dim, heads, cfg.dropout, pre_norm) for _ in range(layers))
+        self.blocks = nn.ModuleList(
+            SASRecBlock(dim, heads, cfg.dropout, pre_norm, cfg.attention_dropout) for _ in range(layers)
+        )
         self.final_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
 
     def embed(self, x: Tensor, positions: Tensor) -> Tensor:
@@ -86,7 +92,7 @@ class SASRec(Backbone):
 
     def query_aux(
         self,
-        attn_mask: Tensor,
+        attn_mask: Tensor | None,
         positions: Tensor,
         timestamps: Tensor | None,
         key_positions: Tensor,
