@@ -53,7 +53,7 @@ TINY = {
     "data.synthetic.mean_seq_len": 12,
     "data.synthetic.min_seq_len": 6,
     "model.size": "tiny",
-    "model.num_negatives": 16,
+    "loss.num_negatives": 16,
     "enhancer.top_k": 16,
     "enhancer.warmup_epochs": 0,
     "eval.ks": [10],
