@@ -15,6 +15,7 @@ Importing this module does not import Ray.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -43,13 +44,32 @@ def resolve_address(address: str | None) -> str | None:
     return None if chosen in ("", "local") else chosen
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+# Ray's own loggers that print start-up banners, Data/Tune progress and their warnings.
+RAY_LOGGERS = ("ray", "ray.data", "ray.tune", "ray.train")
+
+
+def quiet_ray_logging() -> None:
+    """Ray, Ray Data, Tune and Train log errors only in this process (banners, token-auth
+    notices, progress and snapshot warnings off); what the commands print themselves stays."""
+    for name in RAY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import ray.data
+
+        ray.data.DataContext.get_current().enable_progress_bars = False
+    except ImportError:  # pragma: no cover - ray[data] is a dependency
+        pass
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = False) -> bool:
     """Connect to `address` (or $RAY_ADDRESS), else start a local Ray. Returns True when this
     call started or connected Ray (so the caller may shut it down), False if already running.
 
     `address` may be `auto` (the cluster this machine is part of, e.g. on the head node or
     inside `ray job submit`), `host:6379` (the GCS) or `ray://host:10001` (Ray Client).
-    `num_cpus` only sizes a local Ray: a running cluster's resources are its own.
+    `num_cpus` only sizes a local Ray: a running cluster's resources are its own. `quiet`:
+    Ray's start-up banners and its workers' console output are not shown (errors still are;
+    the dashboard URL is printed as one line).
     """
     import ray
 
@@ -58,10 +78,16 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     # Inherited by the local raylet and every worker it starts.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     target = resolve_address(address)
+    quiet_kwargs: dict[str, Any] = {}
+    if quiet:
+        quiet_ray_logging()
+        quiet_kwargs = {"logging_level": logging.ERROR, "log_to_driver": False}
     if target is None:
         # address="local": always a fresh local Ray, never a cluster some other process left
         # running on this machine (plain ray.init() would join it via /tmp/ray).
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=None)
+        context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=None, **quiet_kwargs)
+        if quiet and getattr(context, "dashboard_url", None):
+            print(f"Ray dashboard: http://{context.dashboard_url}", flush=True)
         return True
     # No runtime_env here: inside `ray job submit` the job's own runtime env (working_dir,
     # env_vars) applies, and a second one passed to ray.init could conflict with it.
@@ -69,7 +95,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     try:
         # ray.init retries an unreachable GCS for many minutes without a word: probe first.
         _check_reachable(target)
-        ray.init(address=target)
+        ray.init(address=target, **quiet_kwargs)
     except (ConnectionError, TimeoutError) as err:
         raise RayConnectionError(
             f"cannot connect to the Ray cluster at {target!r} (from {source}): {err}. "

@@ -222,6 +222,25 @@ def render(inputs: ReportInputs, report_dir: Path) -> Rendered:
     return Rendered(md, tex, figures)
 
 
+def console_summary(report_dir: str | Path) -> str:
+    """What `unigrf ablate` prints at the end: per dataset, the mean ± std table and the change
+    against the reference row (the report's two main tables, without the header block)."""
+    inputs = load_inputs(report_dir)
+    spec = inputs.spec
+    order = row_order(inputs)
+    table = aggregate(inputs.results, spec.metrics, spec.reference, spec.significance, spec.alpha, order)
+    out: list[str] = []
+    for dataset in dict.fromkeys(inputs.results["dataset"]):
+        out += ["", f"{dataset}: mean ± std over seeds († reference row)"]
+        header = ["row", "seeds", *(metric_label(m) for m in spec.metrics)]
+        out.append(md_table(header, _main_rows(inputs, table, dataset, order, ("", ""))))
+        change = _change_rows(inputs, table, dataset, order)
+        if change:
+            out += ["", f"change against {spec.reference} (t-test p-values over seeds; * p < {spec.alpha})"]
+            out.append(md_table(["row", *(metric_label(m) for m in spec.metrics)], change))
+    return "\n".join(out)
+
+
 def write_report(report_dir: str | Path) -> Rendered:
     """Rebuild report.md, report.tex and the figures from the stored inputs."""
     report_dir = Path(report_dir)

@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from unigrf.ablation.grid import Cell, GridError, GridSpec
-from unigrf.ablation.report import OK_STATUS, Rendered, store_inputs, write_report
+from unigrf.ablation.report import OK_STATUS, Rendered, console_summary, store_inputs, write_report
 from unigrf.config import ExperimentConfig, apply_overrides, config_to_dict
 
 # config keys whose distinct values over the cells make up the report's "budget per run"
@@ -262,11 +262,17 @@ def run_ablation(
     use_gpu: bool = False,
     max_concurrent: int | None = None,
     command: str = "",
-    verbose: bool = True,
+    verbose: bool = False,
+    quiet: bool = False,
 ) -> tuple[Path, Rendered]:
-    """Run every cell of `spec` and write the report; returns (report dir, rendered report)."""
+    """Run every cell of `spec` and write the report; returns (report dir, rendered report).
+
+    The console: a progress bar with one line per finished run, then the results table and
+    the report's paths (`unigrf.ablation.progress`); Ray's and Tune's own output are off unless
+    `verbose`. `quiet`: nothing but errors (tests, scripts)."""
     import ray
 
+    from unigrf.ablation.progress import GridProgress
     from unigrf.ray_utils import init_ray
     from unigrf.sweep import run_fixed_configs
 
@@ -282,9 +288,18 @@ def run_ablation(
 
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
-    started_ray = init_ray(address)
+    started_ray = init_ray(address, quiet=not verbose)
+    progress: list[GridProgress] = []
+
+    def progress_bar(todo: int, done: int) -> list[GridProgress]:
+        if quiet:
+            return []
+        print(f"{spec.name}: {todo + done} runs ({done} already finished)", flush=True)
+        progress.append(GridProgress(todo + done, done))
+        return progress
+
     try:
-        datasets, params = dataset_info(cells, verbose=verbose)
+        datasets, params = dataset_info(cells, verbose=not quiet)
         # the grid's directory is the Tune experiment: runs/<run name>/ per cell, ray/ storage
         frame = run_fixed_configs(
             [(run_name(c.name), c.config) for c in cells],
@@ -293,8 +308,12 @@ def run_ablation(
             resume=resume,
             max_concurrent=max_concurrent,
             address=address,
+            verbose=1 if verbose else 0,
+            callbacks_for=progress_bar,
         )
     finally:
+        for bar in progress:
+            bar.close()
         if started_ray:
             ray.shutdown()
     results, histories = normalise(frame, cells, params, read_histories(frame))
@@ -315,7 +334,12 @@ def run_ablation(
     rendered = write_report(report_dir)
     if verbose:
         print(rendered.markdown, flush=True)
-        print(f"report written to {report_dir}/report.md (+ report.tex, results.csv, figures/)", flush=True)
+    elif not quiet:
+        print(console_summary(report_dir), flush=True)
+    if not quiet:
+        print(f"report: {report_dir / 'report.md'} (+ report.tex, results.csv)", flush=True)
+        for figure in rendered.figures:
+            print(f"figure: {figure}", flush=True)
     return report_dir, rendered
 
 

@@ -33,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="cells trained at once (default: as many as the cluster's CPUs/GPUs hold)",
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Ray's start-up output, Tune's trial tables and the workers' logs, and print the "
+        "whole report (default: a progress bar, one line per run, the results table)",
+    )
     add_cluster_arguments(parser)
 
 
@@ -75,5 +81,6 @@ def run(args: argparse.Namespace) -> int:
         use_gpu=args.gpu,
         max_concurrent=args.max_concurrent,
         command=command_line(args),
+        verbose=args.verbose,
     )
     return 0

@@ -34,7 +34,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -489,8 +489,12 @@ def run_fixed_configs(
     address: str | None = None,
     max_failures: int = 0,
     verbose: int = 1,
+    callbacks_for: Callable[[int, int], Sequence[Any]] | None = None,
 ) -> pd.DataFrame:
     """Run each named config as one Tune trial (a grid over the names); one row per config.
+
+    `callbacks_for(to_run, already_finished)`, called once before Tune starts, returns extra
+    Tune callbacks (the ablation layer's progress bar needs both counts).
 
     Rows (in `configs` order): `name`, `status` (completed / error), `epochs_run`,
     `best_epoch`, `objective` (best validation objective), the best epoch's `val/*`, the
@@ -530,6 +534,7 @@ def run_fixed_configs(
             )
     todo = [n for n in names if read_trial_result(runs_dir / n, cfgs[n]) is None]
     errors: dict[str, str] = {}
+    extra_callbacks = list(callbacks_for(len(todo), len(names) - len(todo))) if callbacks_for else []
     if todo:
         started = init_ray(address)
         try:
@@ -558,7 +563,7 @@ def run_fixed_configs(
                     name=f"{experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
                     storage_path=f"{storage.rstrip('/')}/{FIXED_SUBDIR}",
                     **run_config_extras(todo_cfgs, max_failures),
-                    callbacks=[PlacementGroupCleanup(setup.runs_dir, use_cell_names=True)],
+                    callbacks=[PlacementGroupCleanup(setup.runs_dir, use_cell_names=True), *extra_callbacks],
                     verbose=verbose,
                 ),
             )
