@@ -61,6 +61,7 @@ def test_tiny_grid_end_to_end_resume_and_report(tmp_path, ray_cluster, capsys):
     md = (out / "report.md").read_text()
     assert "hstu/unigrf/m=0 †" in md and "hstu/unigrf/m=2" in md
     assert "synthetic (40 users, 30 items" in md and "popularity (train counts)" in md
+    assert "oracle (true distribution)" in md  # the synthetic data's Bayes ceiling
     assert f"`unigrf ablate {grid} --results-dir {results_dir}`" in md
     for png in ("axis0_synthetic.png", "curves1_synthetic.png"):
         assert (out / "figures" / png).read_bytes()[:4] == b"\x89PNG"

@@ -80,6 +80,7 @@ def make_report_dir(tmp_path, with_history=True):
             "num_items": 40,
             "num_interactions": 2000,
             "popularity": {"ndcg@10": 0.05, "hr@10": 0.1, "mrr": 0.04},
+            "oracle": {"ndcg@10": 0.5, "hr@10": 0.7, "mrr": 0.45, "auc": 0.9},
         }
     }
     out = tmp_path / "ablations" / "hand"
@@ -112,6 +113,8 @@ def test_report_tables_provenance_and_figures(tmp_path):
     assert "**0.7100 ± 0.0100**" in md  # best AUC is unigrf's, not the untrained head's 0.9
     # popularity row beside the retrieval metrics
     assert "| popularity (train counts) | — | 0.0500 | 0.1000 | — |" in md
+    # and the synthetic generator's oracle (the ceiling) under it, ranking included, never bold
+    assert "| oracle (true distribution) | — | 0.5000 | 0.7000 | 0.9000 |" in md
     # change against the reference with the paired p-value
     p = stats.ttest_rel(NDCG["hstu/wo_both"], NDCG["hstu/unigrf"]).pvalue
     rel = (np.mean(NDCG["hstu/wo_both"]) - 0.31) / 0.31 * 100
@@ -127,6 +130,7 @@ def test_report_tables_provenance_and_figures(tmp_path):
     tex = (out / "report.tex").read_text()
     assert "\\toprule" in tex and "hstu/wo\\_both" in tex
     assert "\\textbf{0.7100 $\\pm$ 0.0100}" in tex
+    assert "oracle (true distribution) & -- & 0.5000 & 0.7000 & 0.9000" in tex
 
 
 def test_report_command_rebuilds_the_same_report(tmp_path, capsys):

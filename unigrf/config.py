@@ -52,16 +52,33 @@ _DATASET_RATING_SCALE = {"ml-20m": (0.5, 5.0)}  # half stars from 0.5
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """The built-in generator (see `unigrf.data.synthetic`)."""
+    """The built-in generator (`unigrf.data.synthetic`, which also computes its oracle).
 
-    num_users: int = 1000
-    num_items: int = 500
-    mean_seq_len: int = 40
+    Sizes, then what is planted: topic tastes (which topics a user draws from, drifting),
+    item-to-item successors (the sequential dependence, weaker after a disliked item), a long
+    tail of popularity, and a latent Gaussian rating (taste, item quality, user bias, noise).
+    The defaults are the quick grid's data: a tiny HSTU learns it in seconds (measured in
+    `unigrf.data.synthetic`'s docstring).
+    """
+
+    num_users: int = 600
+    num_items: int = 200
+    mean_seq_len: int = 30
     min_seq_len: int = 8
-    num_topics: int = 12
-    taste_drift: float = 0.15  # per-step random-walk scale of the user's latent taste
-    popularity_exponent: float = 1.1  # Zipf exponent of the item popularity long tail
-    transition_strength: float = 2.0  # weight of the item-to-item (sequential) dependence
+    num_topics: int = 15
+    taste_scale: float = 2.5  # std of the initial topic logits: a few favourite topics per user
+    taste_drift: float = 0.1  # per-step random-walk scale of the user's topic logits
+    popularity_exponent: float = 0.8  # Zipf exponent of the item popularity long tail
+    # the next item is one of the previous item's successors (the next items along its topic's
+    # chain) with probability s / (1 + s): s = transition_strength after a liked previous item
+    # (rating >= 4), transition_strength_disliked after a disliked one
+    transition_strength: float = 1.0
+    transition_strength_disliked: float = 0.3
+    num_successors: int = 3  # successors per item, weights halving along the chain
+    rating_base: float = 3.0  # latent rating at average taste, quality and user bias
+    rating_affinity: float = 0.8  # latent rating per std of the user's taste for the topic
+    quality_std: float = 0.8  # std of the per-item quality term of the latent rating
+    user_bias_std: float = 0.5  # std of the per-user term of the latent rating
     rating_noise: float = 0.6  # std of the Gaussian noise on the latent rating
     tie_probability: float = 0.2  # chance an interaction shares the previous timestamp
     seed: int = 0

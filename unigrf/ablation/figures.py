@@ -2,7 +2,7 @@
 
 - `axis_figure`: each metric against the grid's axis values (the m-sweep of Figure 2, model
   size of Figure 4), one line per row group, mean ± std over seeds as error bars, the
-  popularity baseline dashed where it applies.
+  popularity baseline dashed and the synthetic oracle (the Bayes ceiling) dotted where they apply.
 - `curves_figure`: per-epoch validation curves (Figure 3's sync plot), one line per row, mean
   over seeds with a ±std band, each curve's peak epoch marked.
 
@@ -70,6 +70,7 @@ def axis_figure(
     popularity: Mapping[str, float] | None = None,
     title: str = "",
     tick_labels: Mapping[str, str] | None = None,
+    oracle: Mapping[str, float] | None = None,
 ) -> Path:
     """Metric vs axis value for one dataset's runs (`results` already filtered to it).
 
@@ -88,8 +89,9 @@ def axis_figure(
             stats = sub.groupby(sub["axis_value"].astype(str))[metric].agg(["mean", "std"])
             stats = stats.reindex(order)
             ax.errorbar(xs, stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", capsize=3, label=group)
-        if popularity and metric.startswith("test/") and metric_base(metric) in popularity:
-            ax.axhline(popularity[metric_base(metric)], color="grey", ls="--", lw=1, label="popularity")
+        for reference, label, style in ((popularity, "popularity", "--"), (oracle, "oracle", ":")):
+            if reference and metric.startswith("test/") and metric_base(metric) in reference:
+                ax.axhline(reference[metric_base(metric)], color="grey", ls=style, lw=1, label=label)
         ax.set_xticks(xs, [tick_labels.get(v, v) if tick_labels else v for v in order])
         ax.set_xlabel(axis_label)
         ax.set_ylabel(metric_label(metric))

@@ -9,7 +9,9 @@
 - `histories.csv` one row per run and epoch: cell, epoch (0-based as logged), per-epoch metrics;
 - `grid.yaml`     the grid as run (effective seeds); `meta.json` command, git commit, times,
                   command-line overrides, the budget (distinct values of the budget keys over
-                  the cells); `datasets.json` dataset sizes and the popularity baseline (test);
+                  the cells); `datasets.json` dataset sizes, the popularity baseline
+                  (test) and, on synthetic data, the generator's oracle (the Bayes ceiling:
+                  `unigrf.evaluation.oracle`);
                   `configs.yaml` every cell's full config;
 and the outputs: `report.md`, `report.tex`, `figures/*.png`. The report is always rendered from
 the stored files, so a rebuild reproduces it exactly.
@@ -41,6 +43,9 @@ PROTOCOL = (
     "test items"
 )
 POPULARITY_ROW = "popularity (train counts)"
+ORACLE_ROW = "oracle (true distribution)"
+# rows of reference numbers under the model rows: datasets.json key -> row label
+REFERENCE_ROWS = (("popularity", POPULARITY_ROW), ("oracle", ORACLE_ROW))
 INPUT_FILES = ("results.csv", "histories.csv", "grid.yaml", "meta.json", "datasets.json")
 
 
@@ -261,7 +266,7 @@ def _figures(inputs: ReportInputs, report_dir: Path, order: list[str]) -> list[P
             title = f"{spec.name} — {dataset}"
             if fig.kind == "axis" and spec.axis is not None:
                 shapes = _tick_labels(ds) if spec.axis.key.startswith("model.") else None
-                popularity = inputs.datasets.get(str(dataset), {}).get("popularity")
+                info = inputs.datasets.get(str(dataset), {})
                 out.append(
                     axis_figure(
                         ds,
@@ -269,7 +274,8 @@ def _figures(inputs: ReportInputs, report_dir: Path, order: list[str]) -> list[P
                         spec.axis.key,
                         spec.axis.values,
                         path,
-                        popularity=popularity,
+                        popularity=info.get("popularity"),
+                        oracle=info.get("oracle"),
                         title=title,
                         tick_labels=shapes,
                     )
@@ -356,15 +362,16 @@ def _main_rows(
             text = fmt_value(float(r["mean"]), float(r["std"]))
             cells.append(f"{bold[0]}{text}{bold[1]}" if bool(r["best"]) and text != "—" else text)
         body.append([name, str(n), *cells])
-    popularity = inputs.datasets.get(str(dataset), {}).get("popularity")
-    if popularity and any(metric_base(m) in popularity for m in spec.metrics if m.startswith("test/")):
-        cells = [
-            f"{popularity[metric_base(m)]:.4f}"
-            if m.startswith("test/") and metric_base(m) in popularity
-            else "—"
-            for m in spec.metrics
-        ]
-        body.append([POPULARITY_ROW, "—", *cells])
+    for key, label in REFERENCE_ROWS:  # test-split numbers that need no training run
+        reference = inputs.datasets.get(str(dataset), {}).get(key)
+        if reference and any(metric_base(m) in reference for m in spec.metrics if m.startswith("test/")):
+            cells = [
+                f"{reference[metric_base(m)]:.4f}"
+                if m.startswith("test/") and metric_base(m) in reference
+                else "—"
+                for m in spec.metrics
+            ]
+            body.append([label, "—", *cells])
     return body
 
 

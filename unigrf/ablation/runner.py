@@ -4,7 +4,8 @@
 1. expands the grid into cells (`GridSpec.expand`), with paths made absolute (Tune trials do
    not run in the caller's working directory);
 2. prepares every dataset once in the driver (Ray Data, cached), so concurrent trials never
-   race on the same cache, and computes the dataset's size and popularity baseline (test);
+   race on the same cache, and computes the dataset's size and popularity baseline (test),
+   and on synthetic data the generator's oracle (the Bayes ceiling);
 3. runs every cell as one Tune trial of the Ray Train training through
    `unigrf.sweep.run_fixed_configs` (as many at once as the cluster holds; with `resume`, the
    grid's experiment is restored and finished cells are skipped);
@@ -106,16 +107,18 @@ def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# datasets: prepared once, sizes and the popularity baseline
+# datasets: prepared once, sizes, the popularity baseline and the synthetic oracle
 # --------------------------------------------------------------------------------------------
 
 
 def dataset_info(cells: Sequence[Cell], verbose: bool = True) -> tuple[dict[str, Any], dict[str, int]]:
-    """Per dataset name: sizes and the test-split popularity baseline; and per cell the number
+    """Per dataset name: sizes, the test-split popularity baseline and, for synthetic data, the
+    generator's oracle (the Bayes ceiling, `unigrf.evaluation.oracle`); and per cell the number
     of model parameters (built on the prepared data's dimensions)."""
     from unigrf.data.prepare import load_meta, prepare_dataset
     from unigrf.data.sequences import SequenceData
     from unigrf.evaluation.evaluate import popularity_baseline
+    from unigrf.evaluation.oracle import synthetic_oracle_metrics
     from unigrf.model import build_model
 
     info: dict[str, Any] = {}
@@ -137,6 +140,11 @@ def dataset_info(cells: Sequence[Cell], verbose: bool = True) -> tuple[dict[str,
                 "num_interactions": int(meta["num_interactions"]),
                 "popularity": {k: float(v) for k, v in pop.items() if k != "num_users"},
             }
+            if cfg.data.dataset == "synthetic" and cfg.data.resolved_k_core() <= 1:
+                oracle = synthetic_oracle_metrics(cfg.data, prepared, "test", cfg.eval)
+                info[cell.dataset]["oracle"] = {
+                    k: float(v) for k, v in oracle.items() if k not in ("num_users", "cascade_num_users")
+                }
         data = loaded[cell.dataset]
         model = build_model(cfg, data.num_items, data.num_levels, data.max_len)
         params[cell.name] = int(sum(p.numel() for p in model.parameters()))

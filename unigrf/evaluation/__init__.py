@@ -1,4 +1,5 @@
-"""Evaluation: metrics as pure functions (`metrics`) and full-ranking evaluation (`evaluate`)."""
+"""Evaluation: metrics as pure functions (`metrics`), full-ranking evaluation (`evaluate`) and the
+synthetic generator's oracle under the same protocol (`oracle`, the Bayes ceiling)."""
 
 from unigrf.evaluation.evaluate import (
     cascade_ranks,
