@@ -23,8 +23,8 @@ EVAL = EvalConfig(ks=(10,), cascade_top_c=20)
 # a recipe that learns in a few seconds on this data (full softmax over the 200 items)
 RECIPE = [
     "model.size=tiny",
-    "model.num_negatives=200",
-    "model.retrieval_temperature=0.2",
+    "loss.retrieval=full_softmax",
+    "loss.temperature=0.2",
     "train.lr=0.005",
     "train.batch_size=32",
     "train.epochs=8",
