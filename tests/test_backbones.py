@@ -146,6 +146,7 @@ def test_context_equals_one_packed_pass(name: str, min_chunk: int, monkeypatch: 
     model = make(name)
     b, s, k = 3, 8, 4
     x, pos, times = inputs(b, s + k)
+    times[:, s:] = times[:, s : s + 1]  # packed candidates share one time, as they share a position
     lengths = torch.tensor([8, 5, 2])
     key_valid = torch.arange(s)[None, :] < lengths[:, None]
     new_pos = lengths[:, None].expand(b, k).clone()  # all candidates at one position per row
@@ -162,6 +163,9 @@ def test_context_equals_one_packed_pass(name: str, min_chunk: int, monkeypatch: 
     cont = model(x[:, s:], cont_mask, new_pos, times[:, s:], context=ctx)
     torch.testing.assert_close(cont, full[:, s:], rtol=1e-5, atol=1e-5)
     assert ctx.keys[0].shape[2] == s and ctx.positions.shape == (b, s)
+    # the packed fast path (one key mask and bias row per batch row, own key apart) agrees
+    packed = model.forward_packed(x[:, s:], ctx, key_valid, lengths, times[:, s])
+    torch.testing.assert_close(packed, full[:, s:], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("min_chunk", [32, 2])  # one prefill chunk; HSTU's four chunks

@@ -151,6 +151,10 @@ class ModelConfig:
     # Retrieval score of item i for query h: "cosine" = <h/|h|, e_i/|e_i|> (then divided by
     # loss.temperature in training), "dot" = <h, e_i>. The item table is shared with the input.
     similarity: Literal["cosine", "dot"] = "cosine"
+    # What a feedback token b_k embeds: "rating" = its rating level only (SPEC §1); "item_rating"
+    # = the rating level plus the item it rates, so the query token that predicts i_{k+1} holds
+    # i_k itself instead of having to fetch it from the previous token by attention.
+    feedback_token: Literal["rating", "item_rating"] = "rating"
     embedding_init_std: float = 0.02  # N(0, std) init of the item / feedback embedding tables
     time_bias: bool = False  # HSTU: add a bucketed time-difference bias
     sasrec_norm: Literal["pre", "post"] = "pre"

@@ -127,7 +127,10 @@ class UniGRF(nn.Module):
         items alone without feedback tokens)."""
         x = self.item_embedding(items)
         if self.feedback_embedding is not None:
-            x = torch.stack([x, self.feedback_embedding(feedback)], dim=2).flatten(1, 2)
+            fb = self.feedback_embedding(feedback)
+            if self.cfg.feedback_token == "item_rating":  # b_k = rating level + the item it rates
+                fb = fb + x
+            x = torch.stack([x, fb], dim=2).flatten(1, 2)
         return self.input_dropout(x * self.embed_scale)
 
     def _per_token(self, t: Tensor) -> Tensor:
@@ -336,17 +339,15 @@ class UniGRF(nn.Module):
         Equivalent to one packed pass (prefix then the K candidate tokens, each candidate
         attending the prefix and itself only, all at position stride·length), computed as the
         prefix's cached keys/values (`encode_prefix`, reused when `prefix` is given; then
-        items/feedback/timestamps/lengths are not read) plus a K-token continuation.
+        items/feedback/timestamps/lengths are not read) plus a K-token continuation
+        (`Backbone.forward_packed`).
         """
         if prefix is None:
             if items is None or feedback is None:
                 raise ValueError("score_candidates: pass items and feedback, or an encoded prefix")
             prefix = self.encode_prefix(items, feedback, timestamps, lengths)
-        b, k = candidates.shape
         x = self.input_dropout(self.item_embedding(candidates) * self.embed_scale)
-        own = torch.eye(k, dtype=torch.bool, device=candidates.device).expand(b, k, k)
-        mask = torch.cat([prefix.key_valid[:, None, :].expand(b, k, -1), own], dim=2)
-        positions = prefix.next_position[:, None].expand(b, k)
-        times = prefix.next_time[:, None].expand(b, k) if prefix.next_time is not None else None
-        h = self.backbone(x, mask, positions, times, context=prefix.context)
+        h = self.backbone.forward_packed(
+            x, prefix.context, prefix.key_valid, prefix.next_position, prefix.next_time
+        )
         return self.rank_logits(h)

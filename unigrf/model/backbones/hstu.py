@@ -82,6 +82,15 @@ def masked_value(dtype: torch.dtype, device_type: str) -> float:
     return torch.finfo(dtype).min / 4
 
 
+class HSTUPackedAux(NamedTuple):
+    """Per-pass tensors of packed tokens (see `Backbone.forward_packed`): every token of row b
+    sits at one position, so its relative bias to the prefix keys is one row per batch row."""
+
+    position_bucket: Tensor  # [B, 1, S] long: bucket(position[b] − key position)
+    time_bucket: Tensor | None  # [B, 1, S] long
+    mask_bias: Tensor  # [B, 1, 1, S]: 0 for a prefix key that may be attended, masked_value else
+
+
 class HSTUBlock(Block):
     def __init__(self, dim: int, heads: int, dropout: float, norm_len: int, time_bias: bool) -> None:
         super().__init__()
@@ -137,6 +146,25 @@ class HSTUBlock(Block):
         else:
             scores = torch.matmul(q, k.transpose(2, 3)).add_(bias).view(b * heads, t, s)
         o = torch.bmm(F.silu(scores), v.reshape(b * heads, s, d)).view(b, heads, t, d)
+        return self._rest(x, o, u)
+
+    def attend_packed(
+        self, x: Tensor, h: Tensor, k: Tensor, v: Tensor, past_k: Tensor, past_v: Tensor, packed_aux: object
+    ) -> Tensor:
+        assert isinstance(packed_aux, HSTUPackedAux)
+        u, q = self._project(h, 0)
+        q = split_heads(q, self.heads)  # [B, H, K, d]
+        bias = self.position_bias[:, packed_aux.position_bucket].transpose(0, 1)  # [B, H, 1, S]
+        own_bias = self.position_bias[:, 0]  # distance 0 (and time difference 0): bucket 0
+        if self.time_bias is not None and packed_aux.time_bucket is not None:
+            bias = bias + self.time_bias[:, packed_aux.time_bucket].transpose(0, 1)
+            own_bias = own_bias + self.time_bias[:, 0]
+        scores = torch.matmul(q, past_k.transpose(2, 3)).add_(bias + packed_aux.mask_bias)  # [B, H, K, S]
+        own = F.silu((q * k).sum(-1, keepdim=True) + own_bias[None, :, None, None])  # [B, H, K, 1]
+        return self._rest(x, torch.matmul(F.silu(scores), past_v) + own * v, u)
+
+    def _rest(self, x: Tensor, o: Tensor, u: Tensor) -> Tensor:
+        """The block after attention (o [B, H, T, d]): normalisation, U gate, projection, residual."""
         o = merge_heads(o) / self.norm_len
         return x + self.out(self.dropout(self.attn_norm(o) * u))
 
@@ -179,3 +207,25 @@ class HSTU(Backbone):
         mask_bias = torch.zeros(attn_mask.shape, dtype=dtype, device=attn_mask.device)
         mask_bias.masked_fill_(~attn_mask, masked_value(dtype, attn_mask.device.type))
         return HSTUAux(pos_bucket, time_bucket, mask_bias.unsqueeze(1))
+
+    def packed_aux(
+        self,
+        key_valid: Tensor,
+        position: Tensor,
+        time: Tensor | None,
+        key_positions: Tensor,
+        key_timestamps: Tensor | None,
+        num_tokens: int,
+        dtype: torch.dtype,
+    ) -> HSTUPackedAux:
+        pos_bucket = relative_position_buckets(
+            position[:, None, None] - key_positions[:, None, :], self.max_positions
+        )
+        time_bucket = None
+        if self.time_bias:
+            if time is None or key_timestamps is None:
+                raise ValueError("model.time_bias is on: the HSTU backbone needs timestamps")
+            time_bucket = time_buckets(time[:, None, None] - key_timestamps[:, None, :])
+        mask_bias = torch.zeros(key_valid.shape, dtype=dtype, device=key_valid.device)
+        mask_bias.masked_fill_(~key_valid, masked_value(dtype, key_valid.device.type))
+        return HSTUPackedAux(pos_bucket, time_bucket, mask_bias[:, None, None, :])

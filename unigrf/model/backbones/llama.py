@@ -22,6 +22,7 @@ from unigrf.model.backbones.base import (
     SoftmaxMask,
     masked_sdpa,
     merge_heads,
+    packed_softmax_mask,
     softmax_mask,
     split_heads,
 )
@@ -73,7 +74,18 @@ class LlamaBlock(Block):
         cos, sin, mask = query_aux  # type: ignore[misc]
         q = apply_rope(split_heads(self.wq(h), self.heads), cos, sin)
         p = self.attn_dropout if self.training else 0.0
-        y = x + self.dropout(self.wo(merge_heads(masked_sdpa(q, k, v, mask, dropout_p=p))))
+        return self._rest(x, masked_sdpa(q, k, v, mask, dropout_p=p))
+
+    def attend_packed(
+        self, x: Tensor, h: Tensor, k: Tensor, v: Tensor, past_k: Tensor, past_v: Tensor, packed_aux: object
+    ) -> Tensor:
+        cos, sin, mask = packed_aux  # type: ignore[misc]
+        q = apply_rope(split_heads(self.wq(h), self.heads), cos, sin)
+        return self._rest(x, masked_sdpa(q, torch.cat([past_k, k], 2), torch.cat([past_v, v], 2), mask))
+
+    def _rest(self, x: Tensor, o: Tensor) -> Tensor:
+        """The block after attention: output projection, residual, SwiGLU MLP (o [B, H, T, d])."""
+        y = x + self.dropout(self.wo(merge_heads(o)))
         g = self.mlp_norm(y)
         return y + self.dropout(self.w2(F.silu(self.w1(g)) * self.w3(g)))
 
@@ -102,6 +114,21 @@ class Llama(Backbone):
         dtype: torch.dtype,
     ) -> tuple[Tensor, Tensor, SoftmaxMask]:
         return (*rope_tables(positions, self.head_dim), softmax_mask(attn_mask, dtype))
+
+    def packed_aux(
+        self,
+        key_valid: Tensor,
+        position: Tensor,
+        time: Tensor | None,
+        key_positions: Tensor,
+        key_timestamps: Tensor | None,
+        num_tokens: int,
+        dtype: torch.dtype,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        return (
+            *rope_tables(position[:, None], self.head_dim),
+            packed_softmax_mask(key_valid, num_tokens, dtype),
+        )
 
     def finish(self, x: Tensor) -> Tensor:
         return self.final_norm(x)

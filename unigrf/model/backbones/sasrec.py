@@ -27,6 +27,7 @@ from unigrf.model.backbones.base import (
     SoftmaxMask,
     masked_sdpa,
     merge_heads,
+    packed_softmax_mask,
     softmax_mask,
     split_heads,
 )
@@ -59,7 +60,18 @@ class SASRecBlock(Block):
         assert isinstance(query_aux, SoftmaxMask)
         q = split_heads(self.wq(h), self.heads)
         p = self.attn_dropout if self.training else 0.0
-        a = self.dropout(self.wo(merge_heads(masked_sdpa(q, k, v, query_aux, dropout_p=p))))
+        return self._rest(x, masked_sdpa(q, k, v, query_aux, dropout_p=p))
+
+    def attend_packed(
+        self, x: Tensor, h: Tensor, k: Tensor, v: Tensor, past_k: Tensor, past_v: Tensor, packed_aux: object
+    ) -> Tensor:
+        q = split_heads(self.wq(h), self.heads)
+        assert isinstance(packed_aux, SoftmaxMask)
+        return self._rest(x, masked_sdpa(q, torch.cat([past_k, k], 2), torch.cat([past_v, v], 2), packed_aux))
+
+    def _rest(self, x: Tensor, o: Tensor) -> Tensor:
+        """The block after attention: output projection, residuals, norms, FFN (o [B, H, T, d])."""
+        a = self.dropout(self.wo(merge_heads(o)))
         if self.pre_norm:
             y = x + a
             return y + self.dropout(self.ffn(self.ffn_norm(y)))
@@ -100,6 +112,18 @@ class SASRec(Backbone):
         dtype: torch.dtype,
     ) -> SoftmaxMask:
         return softmax_mask(attn_mask, dtype)
+
+    def packed_aux(
+        self,
+        key_valid: Tensor,
+        position: Tensor,
+        time: Tensor | None,
+        key_positions: Tensor,
+        key_timestamps: Tensor | None,
+        num_tokens: int,
+        dtype: torch.dtype,
+    ) -> Tensor:
+        return packed_softmax_mask(key_valid, num_tokens, dtype)
 
     def finish(self, x: Tensor) -> Tensor:
         return self.final_norm(x)
