@@ -95,3 +95,16 @@ def test_exponent_floats_without_a_dot_are_numbers():
         load_config(None, ["train.lr=fast"])
     with pytest.raises(ConfigError, match="train.epochs: expected an integer"):
         load_config(None, ["train.epochs=1e3"])
+
+
+def test_auto_objective_judges_what_the_variant_trains():
+    from unigrf.config import resolved_objective
+
+    def objective(variant: str, value: str = "auto") -> str:
+        return resolved_objective(load_config(None, [f"train.variant={variant}", f"train.objective={value}"]))
+
+    assert objective("item_only") == objective("retrieval_only") == "val/ndcg@10"
+    assert objective("ranking_only") == "val/auc"
+    for variant in ("unigrf", "wo_both", "two_stage"):
+        assert objective(variant) == "0.5*val/ndcg@10 + 0.5*val/auc"
+    assert objective("unigrf", "val/mrr") == "val/mrr"  # an explicit objective is kept

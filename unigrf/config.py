@@ -225,8 +225,9 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     patience: int = 5  # epochs without validation improvement before early stopping
     # The validation objective (maximised): a metric name, or a weighted sum such as
-    # "0.5*val/ndcg@10 + 0.5*val/auc". Model selection never reads test metrics.
-    objective: str = "val/ndcg@10"
+    # "0.5*val/ndcg@10 + 0.5*val/auc"; "auto" = what judges the variant's model(s)
+    # (`resolved_objective`). Model selection never reads test metrics.
+    objective: str = "auto"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     # "auto": bf16 autocast where the hardware computes bf16 natively (CUDA with bf16, CPUs with
@@ -354,6 +355,24 @@ def variant_spec(cfg: ExperimentConfig) -> VariantSpec:
 def effective_m(cfg: ExperimentConfig) -> int:
     """The enhancer's m in force for this config (0 when the variant disables it)."""
     return cfg.enhancer.m if variant_spec(cfg).enhancer else 0
+
+
+# `train.objective: auto`: retrieval-only models are selected on retrieval, ranking-only on
+# ranking, and anything serving both stages on both (the two-stage pipeline selects each stage
+# on its own term: unigrf.training.loop.selections).
+AUTO_OBJECTIVES = {
+    (True, False): "val/ndcg@10",
+    (False, True): "val/auc",
+    (True, True): "0.5*val/ndcg@10 + 0.5*val/auc",
+}
+
+
+def resolved_objective(cfg: ExperimentConfig) -> str:
+    """`train.objective`, with "auto" resolved by the variant (AUTO_OBJECTIVES)."""
+    if cfg.train.objective != "auto":
+        return cfg.train.objective
+    spec = variant_spec(cfg)
+    return AUTO_OBJECTIVES[(spec.retrieval, spec.ranking)]
 
 
 def effective_weighter_kind(cfg: ExperimentConfig) -> str:

@@ -41,7 +41,14 @@ from typing import Any
 
 import pandas as pd
 
-from unigrf.config import ConfigError, ExperimentConfig, config_hash, config_to_dict, config_to_yaml
+from unigrf.config import (
+    ConfigError,
+    ExperimentConfig,
+    config_hash,
+    config_to_dict,
+    config_to_yaml,
+    resolved_objective,
+)
 from unigrf.sweep.results import (
     COMPLETED,
     ERROR,
@@ -383,7 +390,7 @@ def _write_start_files(
         "num_samples": num_samples,
         "max_concurrent": max_concurrent,
         "epochs": base.train.epochs,
-        "objective": base.train.objective,
+        "objective": resolved_objective(base),
     }
     write_text_atomic(sweep_dir / "summary.json", json.dumps(summary, indent=2))
 
@@ -433,7 +440,7 @@ def _write_outputs(
         best_cfg = trial_config(base, {k: best_row[k] for k in keys}, f"{name}-best")
         header = (
             f"# Best trial {best_row['trial_id']} of sweep {name} (validation objective "
-            f"{base.train.objective} = {best_row['objective']:.4f}).\n"
+            f"{resolved_objective(base)} = {best_row['objective']:.4f}).\n"
             f"# Re-run: unigrf train {sweep_dir / 'best_config.yaml'}\n"
         )
         write_text_atomic(sweep_dir / "best_config.yaml", header + config_to_yaml(best_cfg))

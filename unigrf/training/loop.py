@@ -3,7 +3,7 @@
 `fit(cfg, data, ctx)` trains one configuration: every epoch it trains on the users' training
 windows (one joint forward pass for retrieval and ranking), combines the losses with the
 weighter, mines hard negatives with the enhancer after its warm-up, evaluates the validation
-split, reports and checkpoints through `ctx`, and early-stops on `cfg.train.objective`. At the
+split, reports and checkpoints through `ctx`, and early-stops on `train.objective`. At the
 end the best checkpoint is evaluated once on the test split [SPEC §2: test is read once].
 
 The same function runs in the plain local runner (`TrainContext`, checkpoints under
@@ -42,7 +42,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from unigrf.config import ExperimentConfig, config_to_dict, effective_m, effective_weighter_kind, variant_spec
+from unigrf.config import (
+    ExperimentConfig,
+    config_to_dict,
+    effective_m,
+    effective_weighter_kind,
+    resolved_objective,
+    variant_spec,
+)
 from unigrf.data.sequences import SequenceData
 from unigrf.evaluation.evaluate import evaluate
 from unigrf.model import RankingDrivenEnhancer, TwoStage, build_model, build_weighter
@@ -393,7 +400,8 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
     counts = torch.as_tensor(data.item_counts("val"))  # training interactions per item
     model = build_model(cfg, data.num_items, data.num_levels, data.max_len, counts).to(device)
     amp = autocast_dtype(cfg.train.precision, device)
-    selected = selections(cfg.train.objective, model)  # a bad objective fails before any training
+    objective = resolved_objective(cfg)
+    selected = selections(objective, model)  # a bad objective fails before any training
     loss_module: nn.Module = _LossForward(model)
     if ctx.world_size > 1:
         loss_module = nn.parallel.DistributedDataParallel(
@@ -480,7 +488,7 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         metrics["lr"] = float(optimizer.param_groups[0]["lr"])
         val = _evaluate_main(model, data, "val", cfg, ctx, amp)
         metrics.update({f"val/{k}": float(v) for k, v in val.items()})
-        metrics["objective"] = objective_value(cfg.train.objective, metrics)
+        metrics["objective"] = objective_value(objective, metrics)
         improved = [sel.update(epoch, metrics) for sel in selected]
         if len(selected) == 1 and improved[0]:
             best_val = {k: v for k, v in metrics.items() if k.startswith("val/")}
@@ -514,7 +522,7 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
     never = [sel for sel in selected if sel.best_epoch < 0]
     if never and history:
         raise TrainingError(
-            f"train.objective {cfg.train.objective!r} was not finite at any of the {len(history)} epochs "
+            f"train.objective {objective!r} was not finite at any of the {len(history)} epochs "
             f"run (last value {history[-1]['objective']}), so no checkpoint can be selected and test is "
             "not read; choose a metric the validation split defines (AUC needs both labels among the targets)"
         )
