@@ -302,3 +302,12 @@ def test_prefix_reuse_gives_the_two_pass_numbers(backbone):
         slow = evaluate(TwoPass(model), data, "test", cfg)
         assert fast.keys() == slow.keys()
         assert fast == pytest.approx(slow, rel=1e-5, abs=1e-6, nan_ok=True)
+        # without the cascade: the same retrieval and ranking numbers, the cascade's NaN
+        no_cascade = evaluate(model, data, "test", cfg, cascade=False)
+        slow_no_cascade = evaluate(TwoPass(model), data, "test", cfg, cascade=False)
+        for key, value in fast.items():
+            if key.startswith("cascade_") and key != "cascade_num_users":
+                assert np.isnan(no_cascade[key]) and np.isnan(slow_no_cascade[key])
+            else:
+                assert no_cascade[key] == pytest.approx(value, rel=1e-5, abs=1e-6, nan_ok=True), key
+                assert slow_no_cascade[key] == pytest.approx(value, rel=1e-5, abs=1e-6, nan_ok=True), key

@@ -221,6 +221,7 @@ def _score_with_prefix(
     num_items: int,
     top_c: int,
     ties: Ties,
+    cascade: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One prefix pass + one continuation: -> (retrieval ranks [B], cascade ranks [B],
     target like logits [B]).
@@ -242,6 +243,9 @@ def _score_with_prefix(
     ranks = target_ranks(scores, targets, mask, ties=ties)
     if not getattr(model, "has_ranking", True):  # a retriever alone: nothing to re-rank
         return ranks, torch.full_like(ranks, top_c), torch.zeros_like(scores[:, 0])
+    if not cascade:  # the target alone
+        logits = model.score_candidates(None, None, None, batch["lengths"], targets[:, None], prefix=prefix)
+        return ranks, torch.full_like(ranks, top_c), logits[:, 0].float()
     candidates = cascade_candidates(scores, mask, top_c)
     tokens = torch.cat([targets[:, None], candidates], dim=1)  # [B, 1 + C]
     logits = model.score_candidates(None, None, None, batch["lengths"], tokens, prefix=prefix).float()
@@ -257,8 +261,14 @@ def evaluate(
     device: torch.device | str = "cpu",
     ranking_model: EvalModel | None = None,
     users: np.ndarray | None = None,
+    cascade: bool = True,
 ) -> dict[str, float]:
     """Retrieval, ranking and cascade metrics of `model` on `split` ("val" or "test").
+
+    `cascade=False` skips the cascade (its metrics are NaN): the model then scores only the
+    target as the next item instead of the target and retrieval's top-C — on short histories
+    (Amazon: ~7 items) the top-C continuation is most of an evaluation's cost, and the training
+    loop's per-epoch validation needs it only when the objective has a cascade term.
 
     Retrieval scores come from `model`; ranking (AUC/LogLoss of the target's like label, and the
     cascade re-scoring) from `ranking_model` when given (the two-stage pipeline), else from
@@ -279,8 +289,8 @@ def evaluate(
         for chunk in _batches(data, users, cfg.batch_size):
             batch = _to_device(data.eval_batch(chunk, split), device)
             if reuse_prefix:
-                ranks, cascade, rank_logit = _score_with_prefix(
-                    model, batch, data.num_items, cfg.cascade_top_c, cfg.ties
+                ranks, cascade_rank, rank_logit = _score_with_prefix(
+                    model, batch, data.num_items, cfg.cascade_top_c, cfg.ties, cascade
                 )
             else:
                 scores, rank_logit = _score_eval(model, batch, data.num_items)
@@ -289,9 +299,13 @@ def evaluate(
                 scores = scores.float()
                 mask = history_mask(batch["history"], data.num_items, batch["targets"])
                 ranks = target_ranks(scores, batch["targets"], mask, ties=cfg.ties)
-                cascade = cascade_ranks(ranker, batch, scores, mask, ranks, cfg.cascade_top_c, cfg.ties)
+                cascade_rank = (
+                    cascade_ranks(ranker, batch, scores, mask, ranks, cfg.cascade_top_c, cfg.ties)
+                    if cascade
+                    else torch.full_like(ranks, cfg.cascade_top_c)
+                )
             all_ranks.append(ranks.cpu())
-            all_cascade.append(cascade.cpu())
+            all_cascade.append(cascade_rank.cpu())
             all_logits.append(rank_logit.double().cpu())
             all_likes.append(batch["target_likes"].cpu())
 
@@ -299,12 +313,13 @@ def evaluate(
     likes = torch.cat(all_likes)
     probs = torch.sigmoid(torch.cat(all_logits))  # float64: saturates to 1 only past logit ~37
     liked = likes > 0.5
-    cascade = torch.cat(all_cascade)[liked]
+    cascade_ranked = torch.cat(all_cascade)[liked]
     out = retrieval_metrics(ranks, cfg.ks)
     out["auc"] = auc(likes, probs) if ranks_feedback else math.nan
     out["logloss"] = logloss(likes, probs) if ranks_feedback else math.nan
-    out[f"cascade_hr@{cfg.cascade_k}"] = hit_rate(cascade, cfg.cascade_k) if ranks_feedback else math.nan
-    out[f"cascade_ndcg@{cfg.cascade_k}"] = ndcg(cascade, cfg.cascade_k) if ranks_feedback else math.nan
+    with_cascade = ranks_feedback and cascade
+    out[f"cascade_hr@{cfg.cascade_k}"] = hit_rate(cascade_ranked, cfg.cascade_k) if with_cascade else math.nan
+    out[f"cascade_ndcg@{cfg.cascade_k}"] = ndcg(cascade_ranked, cfg.cascade_k) if with_cascade else math.nan
     out["cascade_num_users"] = int(liked.sum())
     out["num_users"] = len(users)
     return out

@@ -402,6 +402,9 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
     amp = autocast_dtype(cfg.train.precision, device)
     objective = resolved_objective(cfg)
     selected = selections(objective, model)  # a bad objective fails before any training
+    # the cascade (retrieval's top-C re-ranked) is evaluated every epoch only when the objective
+    # reads it; the selected checkpoint's validation metrics always include it (see below)
+    per_epoch_cascade = "cascade" in objective
     loss_module: nn.Module = _LossForward(model)
     if ctx.world_size > 1:
         loss_module = nn.parallel.DistributedDataParallel(
@@ -486,7 +489,9 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
             metrics[f"weights/{t}"] = float(w)
         metrics["enhancer/active"] = float(mining)
         metrics["lr"] = float(optimizer.param_groups[0]["lr"])
-        val = _evaluate_main(model, data, "val", cfg, ctx, amp)
+        val = _evaluate_main(model, data, "val", cfg, ctx, amp, cascade=per_epoch_cascade)
+        if not per_epoch_cascade:  # not computed this epoch (NaN): left out of the history
+            val = {k: v for k, v in val.items() if not k.startswith("cascade_")}
         metrics.update({f"val/{k}": float(v) for k, v in val.items()})
         metrics["objective"] = objective_value(objective, metrics)
         improved = [sel.update(epoch, metrics) for sel in selected]
@@ -531,8 +536,10 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         sel.restore_best()
     best_epoch = max(sel.best_epoch for sel in selected)
     best_obj = sum(sel.best_objective for sel in selected)
-    if len(selected) > 1 and best_epoch >= 0:
-        # the stages' best epochs were never evaluated together (cascade metrics need both)
+    if (len(selected) > 1 or not per_epoch_cascade) and best_epoch >= 0:
+        # the selected weights' full validation metrics: the stages' best epochs were never
+        # evaluated together, and the per-epoch evaluation skipped the cascade (the rest of the
+        # numbers are recomputed identically)
         val = _evaluate_main(model, data, "val", cfg, ctx, amp)
         best_val = {f"val/{k}": float(v) for k, v in val.items()}
     test = _evaluate_main(model, data, "test", cfg, ctx, amp)
@@ -572,13 +579,14 @@ def _evaluate_main(
     cfg: ExperimentConfig,
     ctx: TrainContext,
     amp: torch.dtype | None = None,
+    cascade: bool = True,
 ) -> dict[str, float]:
     """Evaluate on rank 0 (under autocast `amp`) and share the result: every rank then takes
     the same decisions (early stopping), and the numbers equal a single-process evaluation."""
     result = None
     if ctx.is_main:
         with autocast(ctx.device, amp):
-            result = evaluate(model, data, split, cfg.eval, ctx.device)
+            result = evaluate(model, data, split, cfg.eval, ctx.device, cascade=cascade)
     if ctx.world_size > 1 and dist.is_initialized():
         box = [result]
         dist.broadcast_object_list(box, src=0)
