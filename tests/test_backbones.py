@@ -194,6 +194,31 @@ def test_causal_mode_equals_causal_and_padding_masks_at_real_tokens(
         model(x[:, :2], None, pos[:, :2], times[:, :2], context=ctx_f)
 
 
+@pytest.mark.parametrize("bias_batch", [1, 3])
+def test_pointwise_causal_attention_gradients_equal_plain_autograd(bias_batch: int) -> None:
+    """HSTU's fused chunked attention (its own backward) against the same math by autograd."""
+    from unigrf.model.backbones.hstu import PointwiseCausalAttention
+
+    g = torch.Generator().manual_seed(0)
+    b, h, s, d = 3, 2, 9, 4
+    q, k, v = (
+        torch.randn(b, h, s, d, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3)
+    )
+    causal_bias = torch.zeros(s, s, dtype=torch.float64).masked_fill(
+        ~torch.ones(s, s, dtype=torch.bool).tril(), -1e30
+    )
+    bias = (torch.randn(bias_batch, h, s, s, generator=g, dtype=torch.float64) + causal_bias).requires_grad_(
+        True
+    )
+    bounds = [(0, 2), (2, 5), (5, 9)]
+    weights = torch.randn(b, h, s, d, generator=g, dtype=torch.float64)
+    fused = (PointwiseCausalAttention.apply(q, k, v, bias, bounds) * weights).sum()
+    plain = ((torch.nn.functional.silu(q @ k.transpose(2, 3) + bias) @ v) * weights).sum()
+    torch.testing.assert_close(fused, plain)
+    for a, e in zip(torch.autograd.grad(fused, (q, k, v, bias)), torch.autograd.grad(plain, (q, k, v, bias))):
+        torch.testing.assert_close(a, e)
+
+
 def test_a_batch_wide_mask_broadcasts() -> None:
     """A [1, T, S] mask is the same mask for every row."""
     for name in ("hstu", "llama"):

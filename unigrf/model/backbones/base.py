@@ -77,6 +77,13 @@ class Block(nn.Module):
         without building [B, K, S + K] masks or biases (see `Backbone.forward_packed`)."""
         raise NotImplementedError
 
+    def attend_chunked(
+        self, x: Tensor, h: Tensor, k: Tensor, v: Tensor, bounds: list[tuple[int, int]], aux: object
+    ) -> Tensor:
+        """`attend` over all S tokens with the queries of chunk [i0, i1) attending keys [0, i1)
+        only (`Backbone._chunked_layers`), in one step; `aux` from `Backbone.chunked_aux`."""
+        raise NotImplementedError
+
     def forward(
         self, x: Tensor, key_aux: object, query_aux: object, past: tuple[Tensor, Tensor] | None
     ) -> Tensor:
@@ -256,6 +263,7 @@ class Backbone(nn.Module):
             )
             for i0, i1 in bounds
         ]
+        full_aux = self.chunked_aux(attn_mask, positions, timestamps, x.dtype) if n_chunks > 1 else None
         h = self.embed(x, positions)
         k_aux = self.key_aux(positions, timestamps)
         keys, values = [], []
@@ -266,12 +274,22 @@ class Backbone(nn.Module):
             keys.append(k)
             values.append(v)
             if i < last or keep_last:
+                if full_aux is not None:  # the block runs all chunks in one fused function
+                    h = block.attend_chunked(h, hn, k, v, bounds, full_aux)
+                    continue
                 outs = [
                     block.attend(h[:, i0:i1], hn[:, i0:i1], k[:, :, :i1], v[:, :, :i1], aux)
                     for (i0, i1), aux in zip(bounds, chunk_aux)
                 ]
                 h = torch.cat(outs, dim=1)
         return h, keys, values
+
+    def chunked_aux(
+        self, attn_mask: Tensor, positions: Tensor, timestamps: Tensor | None, dtype: torch.dtype
+    ) -> object | None:
+        """A backbone whose blocks implement `attend_chunked` returns the whole pass's query aux
+        here (S queries over S keys under `attn_mask`); None: chunk by chunk with `attend`."""
+        return None
 
     def build_context(
         self,

@@ -91,6 +91,47 @@ class HSTUPackedAux(NamedTuple):
     mask_bias: Tensor  # [B, 1, 1, S]: 0 for a prefix key that may be attended, masked_value else
 
 
+class PointwiseCausalAttention(torch.autograd.Function):
+    """o = SiLU(Q Kᵀ + bias) V with queries in causal chunks: chunk [i0, i1) reads keys [0, i1).
+
+    q, k, v [B, H, S, d]; bias [b, H, S, S] (b = 1: one bias for the batch; masked entries at
+    `masked_value`, so SiLU and its gradient are exactly 0 there); bounds: the chunks. The
+    backward writes each chunk's gradient into preallocated dq/dk/dv/dbias instead of letting
+    autograd zero-fill and add a full-size tensor for every sliced key block, and it stores
+    only the per-chunk scores. Equal to the plain autograd computation (tests/test_backbones.py).
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, bounds: list[tuple[int, int]]) -> Tensor:
+        out = torch.empty_like(q)
+        scores = []
+        for i0, i1 in bounds:
+            s = torch.matmul(q[:, :, i0:i1], k[:, :, :i1].transpose(2, 3)).add_(bias[:, :, i0:i1, :i1])
+            out[:, :, i0:i1] = torch.matmul(F.silu(s), v[:, :, :i1])
+            scores.append(s)
+        ctx.save_for_backward(q, k, v, *scores)
+        ctx.bounds, ctx.bias_shape, ctx.bias_dtype = bounds, bias.shape, bias.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        q, k, v, *scores = ctx.saved_tensors
+        dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        dbias = torch.zeros(ctx.bias_shape, dtype=ctx.bias_dtype, device=q.device)
+        # under autocast the forward computed in a lower precision: the backward's matmuls run in
+        # that dtype too (the scores' dtype); gradients accumulate in the inputs' dtypes
+        compute = scores[0].dtype
+        q, k, v = q.to(compute), k.to(compute), v.to(compute)
+        for (i0, i1), s in zip(ctx.bounds, scores):
+            g = grad_out[:, :, i0:i1].to(compute)
+            dv[:, :, :i1] += torch.matmul(F.silu(s).transpose(2, 3), g)
+            ds = torch.ops.aten.silu_backward(torch.matmul(g, v[:, :, :i1].transpose(2, 3)), s)  # fused SiLU'
+            dq[:, :, i0:i1] = torch.matmul(ds, k[:, :, :i1])
+            dk[:, :, :i1] += torch.matmul(ds.transpose(2, 3), q[:, :, i0:i1])
+            dbias[:, :, i0:i1, :i1] = ds.sum(dim=0, keepdim=True) if ctx.bias_shape[0] == 1 else ds
+        return dq, dk, dv, dbias, None
+
+
 class HSTUBlock(Block):
     def __init__(self, dim: int, heads: int, dropout: float, norm_len: int, time_bias: bool) -> None:
         super().__init__()
@@ -146,6 +187,15 @@ class HSTUBlock(Block):
         else:
             scores = torch.matmul(q, k.transpose(2, 3)).add_(bias).view(b * heads, t, s)
         o = torch.bmm(F.silu(scores), v.reshape(b * heads, s, d)).view(b, heads, t, d)
+        return self._rest(x, o, u)
+
+    def attend_chunked(
+        self, x: Tensor, h: Tensor, k: Tensor, v: Tensor, bounds: list[tuple[int, int]], aux: object
+    ) -> Tensor:
+        assert isinstance(aux, HSTUAux)
+        u, q = self._project(h, 0)
+        q = split_heads(q, self.heads).contiguous()
+        o = PointwiseCausalAttention.apply(q, k.contiguous(), v.contiguous(), self._bias(aux), bounds)
         return self._rest(x, o, u)
 
     def attend_packed(
@@ -207,6 +257,11 @@ class HSTU(Backbone):
         mask_bias = torch.zeros(attn_mask.shape, dtype=dtype, device=attn_mask.device)
         mask_bias.masked_fill_(~attn_mask, masked_value(dtype, attn_mask.device.type))
         return HSTUAux(pos_bucket, time_bucket, mask_bias.unsqueeze(1))
+
+    def chunked_aux(
+        self, attn_mask: Tensor, positions: Tensor, timestamps: Tensor | None, dtype: torch.dtype
+    ) -> HSTUAux:
+        return self.query_aux(attn_mask, positions, timestamps, positions, timestamps, dtype)
 
     def packed_aux(
         self,
