@@ -50,7 +50,10 @@ RAY_LOGGERS = ("ray", "ray.data", "ray.tune", "ray.train")
 
 def quiet_ray_logging() -> None:
     """Ray, Ray Data, Tune and Train log errors only in this process (banners, token-auth
-    notices, progress and snapshot warnings off); what the commands print themselves stays."""
+    notices, progress and snapshot warnings off); what the commands print themselves stays.
+    Tune's newer console engine prints its experiment box even at verbose=0: the classic
+    reporter, silent at 0, is selected instead (RAY_AIR_NEW_OUTPUT=0)."""
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     for name in RAY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     try:

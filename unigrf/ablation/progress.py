@@ -10,6 +10,7 @@ grid runs with Tune's own console off (`verbose=0`) and Ray's start-up and worke
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 from ray.tune import Callback
@@ -41,23 +42,28 @@ class GridProgress(Callback):
     def __init__(self, total: int, done: int = 0) -> None:
         self.total, self.done = total, done
         self.bar: tqdm | None = None
+        self.start = time.monotonic()
 
     def _bar(self) -> tqdm:
-        if self.bar is None:
-            self.bar = tqdm(total=self.total, initial=self.done, desc="runs", unit="run", mininterval=1.0)
+        if self.bar is None:  # disable=None: a live bar on a terminal, none in a log file
+            self.bar = tqdm(
+                total=self.total, initial=self.done, desc="runs", unit="run", mininterval=1.0, disable=None
+            )
         return self.bar
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+    def _finished(self, line: str) -> None:
         bar = self._bar()
-        bar.write(run_line(str(trial.config.get(CELL_KEY, trial.trial_id)), trial.last_result or {}))
+        self.done += 1
+        bar.write(f"[{self.done}/{self.total} {time.monotonic() - self.start:5.0f}s] {line}")
         bar.update(1)
 
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finished(run_line(str(trial.config.get(CELL_KEY, trial.trial_id)), trial.last_result or {}))
+
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        bar = self._bar()
-        error = getattr(trial, "error_msg", None) or "failed"
-        last = str(error).strip().splitlines()[-1] if str(error).strip() else "failed"
-        bar.write(f"{trial.config.get(CELL_KEY, trial.trial_id)}: FAILED ({last[:200]})")
-        bar.update(1)
+        error = str(getattr(trial, "error_msg", None) or "").strip()
+        last = error.splitlines()[-1] if error else "failed"
+        self._finished(f"{trial.config.get(CELL_KEY, trial.trial_id)}: FAILED ({last[:200]})")
 
     def close(self) -> None:
         if self.bar is not None:

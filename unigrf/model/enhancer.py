@@ -16,7 +16,8 @@ training retrieval position: the feedback token b_{L−1}, whose true next item 
    alpha is replaced by 0 (no negative). Rows with L < 2 (no anchor) get all zeros.
 
 Cost (see benchmarks/RESULTS.md "Model step time"), all exact — the result equals the plain
-packed pass over each row: rows are mined in `MINING_GROUPS` groups of similar length, each
+packed pass over each row: when that saves attention work (a batch of skewed lengths) rows are
+mined in `MINING_GROUPS` groups of similar length (`mining_groups`), each
 padded only to its own longest row; the prefix is encoded once, in causal chunks that skip
 key blocks hidden from the whole chunk, without the last block's attention (later tokens need
 only its keys/values); the anchor query and the K candidates are one- and K-token
@@ -30,7 +31,20 @@ from torch import Tensor, nn
 
 from unigrf.config import EnhancerConfig
 
-MINING_GROUPS = 4  # length groups per batch (see `mine`)
+MINING_GROUPS = 4  # length groups per batch (see `mining_groups`)
+GROUPING_GAIN = 0.7  # group only when it cuts the padded attention work to this share or less
+
+
+def mining_groups(lengths: Tensor) -> list[Tensor]:
+    """Row indices of a batch, sorted by length, in MINING_GROUPS groups when that cuts the
+    padded attention work (Σ rows × width²) to GROUPING_GAIN of one group's or less; else one
+    group. The training loop's batches are already of similar length (`epoch_batches`), and
+    for them every extra group is only another round of small kernel calls."""
+    order = torch.argsort(lengths)
+    groups = list(order.tensor_split(min(MINING_GROUPS, len(order))))
+    one = len(order) * float(lengths.max()) ** 2
+    split = sum(len(g) * float(lengths[g].max()) ** 2 for g in groups if len(g))
+    return groups if split <= GROUPING_GAIN * one else [order]
 
 
 class RankingDrivenEnhancer:
@@ -61,8 +75,7 @@ class RankingDrivenEnhancer:
             # Rows sorted by length, mined in a few groups each padded to its own longest row:
             # exact (padding never changes a row's result) and, with skewed lengths, much less
             # padded attention than one pass at the batch's width.
-            order = torch.argsort(lengths)
-            for rows in order.tensor_split(min(MINING_GROUPS, len(order))):
+            for rows in mining_groups(lengths):
                 sub = {key: batch[key][rows] for key in ("items", "feedback", "lengths")}
                 sub["history"] = batch.get("history", batch["items"])[rows]
                 sub["timestamps"] = batch["timestamps"][rows] if batch.get("timestamps") is not None else None

@@ -151,7 +151,7 @@ def concurrency(cfgs: Sequence[ExperimentConfig], explicit: int | None) -> int:
     return max_concurrent_trials(nodes, workers, use_gpu)
 
 
-def prepare_data(cfgs: Sequence[ExperimentConfig]) -> dict[str, str]:
+def prepare_data(cfgs: Sequence[ExperimentConfig], verbose: bool = True) -> dict[str, str]:
     """Prepare each distinct dataset once, here in the driver (Ray Data, cached), instead of in
     every concurrent trial. Returns {data_key(cfg): prepared directory}."""
     from unigrf.training.prepared import load_data_dir
@@ -160,7 +160,7 @@ def prepare_data(cfgs: Sequence[ExperimentConfig]) -> dict[str, str]:
     for cfg in cfgs:
         key = data_key(cfg)
         if key not in dirs:
-            dirs[key] = str(load_data_dir(cfg))
+            dirs[key] = str(load_data_dir(cfg, verbose))
     return dirs
 
 
@@ -554,7 +554,7 @@ def run_fixed_configs(
                 runs_dir=str(runs_dir),
                 storage_path=storage,
                 cells={n: config_to_dict(cfgs[n]) for n in todo},
-                data_dirs=prepare_data(todo_cfgs),
+                data_dirs=prepare_data(todo_cfgs, verbose=verbose > 0),
                 max_failures=max_failures,
             )
             trainable = make_trainable(setup, todo_cfgs)

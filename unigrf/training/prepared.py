@@ -17,11 +17,11 @@ def run_dir_for(cfg: ExperimentConfig) -> Path:
     return (Path(cfg.results_dir) / "runs" / cfg.name).resolve()
 
 
-def load_data_dir(cfg: ExperimentConfig) -> Path:
+def load_data_dir(cfg: ExperimentConfig, verbose: bool = True) -> Path:
     """The prepared dataset directory of `cfg.data` (Ray Data; cached after the first call)."""
     from unigrf.data.prepare import prepare_dataset
 
-    return Path(prepare_dataset(cfg.data, cfg.results_dir)).resolve()
+    return Path(prepare_dataset(cfg.data, cfg.results_dir, verbose=verbose)).resolve()
 
 
 def load_data(cfg: ExperimentConfig) -> SequenceData:
