@@ -129,6 +129,9 @@ def test_untrained_heads_are_not_reported_nor_best():
     assert not applicable("retrieval_only", "test/cascade_hr@10") and applicable(
         "two_stage", "test/cascade_hr@10"
     )
+    # the item-only retriever has no ranking head at all
+    assert applicable("item_only", "test/ndcg@10") and not applicable("item_only", "test/auc")
+    assert not applicable("item_only", "test/cascade_ndcg@10")
 
 
 def test_compare_zero_variance_is_nan_not_an_error():

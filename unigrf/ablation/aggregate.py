@@ -47,12 +47,17 @@ def lower_is_better(metric: str) -> bool:
 def applicable(variant: str, metric: str) -> bool:
     """Whether `variant` trains what `metric` measures. A retrieval-only model's ranking head
     (and a ranking-only model's retrieval head) is untrained: its number is not a result."""
+    from unigrf.config import VARIANTS
+
+    spec = VARIANTS.get(variant)
+    if spec is None:  # not a variant name (a label): assume it trains both stages
+        return True
     base = metric_base(metric)
     if base.startswith(CASCADE_METRICS):
-        return variant not in ("retrieval_only", "ranking_only")
-    if variant == "ranking_only" and base.startswith(RETRIEVAL_METRICS):
+        return spec.retrieval and spec.ranking
+    if not spec.retrieval and base.startswith(RETRIEVAL_METRICS):
         return False
-    if variant == "retrieval_only" and any(base.startswith(p) or p in base for p in RANKING_METRICS):
+    if not spec.ranking and any(base.startswith(p) or p in base for p in RANKING_METRICS):
         return False
     return True
 
