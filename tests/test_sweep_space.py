@@ -93,7 +93,7 @@ BAD = [
     # cross-field check of the config: top_k is fixed at 20 above, m may not exceed it
     (
         {"space": {"enhancer.m": {"int": [0, 64]}}},
-        ["space.enhancer.m", "value 64", "enhancer.top_k must be >= enhancer.m"],
+        ["space.enhancer.m", "value 64", "enhancer.m (64) must be <= enhancer.top_k"],
     ),
     ({"space": {}}, ["`space` is empty"]),
     ({"fixed": {"enhancer.m": 4}}, ["space.enhancer.m is searched but also fixed"]),

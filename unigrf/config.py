@@ -227,14 +227,42 @@ class ExperimentConfig:
             (self.train.batch_size >= 1, "train.batch_size must be >= 1"),
             (self.train.lr > 0, "train.lr must be > 0"),
             (self.train.num_workers >= 1, "train.num_workers must be >= 1"),
+            # patience 0 would stop before the first epoch; Ray keeps >= 1 checkpoint
+            (self.train.patience >= 1, f"train.patience must be >= 1, got {self.train.patience}"),
+            (self.train.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
+            (self.train.log_every >= 1, "train.log_every must be >= 1"),
+            (self.train.weight_decay >= 0, "train.weight_decay must be >= 0"),
+            (
+                self.train.grad_clip is None or self.train.grad_clip > 0,
+                "train.grad_clip must be > 0 (or null: no clipping)",
+            ),
+            (
+                self.data.max_len is None or self.data.max_len >= 2,
+                f"data.max_len must be >= 2 (a training window needs an item and the next one), "
+                f"got {self.data.max_len}",
+            ),
+            (self.data.k_core is None or self.data.k_core >= 0, "data.k_core must be >= 0"),
+            (len(self.data.columns.sep) >= 1, "data.columns.sep must not be empty"),
+            (self.model.ranking_hidden >= 1, "model.ranking_hidden must be >= 1"),
             (0.0 <= self.model.dropout < 1.0, "model.dropout must be in [0, 1)"),
             (self.model.num_negatives >= 1, "model.num_negatives must be >= 1"),
             (self.model.retrieval_temperature > 0, "model.retrieval_temperature must be > 0"),
             (self.enhancer.m >= 0, "enhancer.m must be >= 0"),
-            (self.enhancer.top_k >= self.enhancer.m, "enhancer.top_k must be >= enhancer.m"),
+            (
+                self.enhancer.top_k >= self.enhancer.m,
+                f"enhancer.m ({self.enhancer.m}) must be <= enhancer.top_k ({self.enhancer.top_k}): "
+                "the m hard negatives are drawn from the top-k retrieved items",
+            ),
+            (self.enhancer.warmup_epochs >= 0, "enhancer.warmup_epochs must be >= 0"),
+            (
+                self.enhancer.alpha is None or 0.0 <= self.enhancer.alpha <= 1.0,
+                "enhancer.alpha must be a probability in [0, 1] (or null)",
+            ),
             (self.weighter.temperature > 0, "weighter.temperature must be > 0"),
             (self.weighter.interval >= 1, "weighter.interval must be >= 1"),
             (all(k >= 1 for k in self.eval.ks), "eval.ks must be positive"),
+            (self.eval.batch_size >= 1, "eval.batch_size must be >= 1"),
+            (self.eval.cascade_k >= 1, "eval.cascade_k must be >= 1"),
             (self.eval.cascade_top_c >= self.eval.cascade_k, "eval.cascade_top_c must be >= eval.cascade_k"),
         ]
         layers, heads, dim = self.model.resolved_shape()
@@ -242,6 +270,14 @@ class ExperimentConfig:
         checks.append((dim % heads == 0, f"model.dim ({dim}) must be divisible by model.num_heads ({heads})"))
         lo, hi = self.data.resolved_rating_scale()
         checks.append((lo < hi, "data.rating_scale must be (low, high) with low < high"))
+        checks.append(
+            (
+                lo < self.data.like_threshold <= hi,
+                f"data.like_threshold ({self.data.like_threshold:g}) must be in ({lo:g}, {hi:g}] "
+                "(data.rating_scale): otherwise every rating, or none, is a like",
+            )
+        )
+        checks.append((dim >= 1, f"model.dim must be >= 1, got {dim}"))
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)

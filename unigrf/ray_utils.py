@@ -216,6 +216,34 @@ def require_gpus(use_gpu: bool, nodes: Sequence[Mapping[str, float]]) -> None:
         )
 
 
+def node_capacity() -> list[Resources]:
+    """The nodes the connected cluster has or its autoscaler may still add (one dict each)."""
+    return cluster_capacity(node_resources(), autoscaler_nodes())
+
+
+def require_workers_fit(cfg: Any, nodes: Sequence[Mapping[str, float]]) -> None:
+    """Fail before any work when `cfg.train.num_workers` Ray Train workers (each
+    `worker_resources`) cannot all be placed at once on `nodes`: Train would wait forever.
+    Raises ConfigError naming the key and the numbers."""
+    from unigrf.config import ConfigError
+
+    workers, use_gpu = cfg.train.num_workers, cfg.train.use_gpu
+    per = worker_resources(use_gpu)
+    fit = sum(_fits(per, node) for node in nodes)
+    if workers <= fit:
+        return
+    total = total_resources(nodes)
+    what = "GPU" if use_gpu and total.get("GPU", 0.0) < workers else "CPU"
+    have = total.get(what, 0.0)
+    raise ConfigError(
+        f"train.num_workers={workers}"
+        + (" with train.use_gpu=true" if use_gpu else "")
+        + f" asks for {workers} Ray Train workers ({', '.join(f'{v:g} {k}' for k, v in per.items())} each), "
+        f"but the Ray cluster has {have:g} {what}(s) on {len(nodes)} node(s), room for {fit} worker(s) "
+        "(counting nodes the autoscaler may add): lower --workers / train.num_workers or use a bigger cluster"
+    )
+
+
 def max_concurrent_trials(
     cluster: Mapping[str, float] | Sequence[Mapping[str, float]],
     num_workers: int,

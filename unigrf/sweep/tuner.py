@@ -41,6 +41,8 @@ from typing import Any
 import pandas as pd
 
 from unigrf.config import ConfigError, ExperimentConfig, config_hash, config_to_dict, config_to_yaml
+from unigrf.provenance import git_commit, package_versions
+from unigrf.results_dir import check_writable
 from unigrf.sweep.results import (
     COMPLETED,
     ERROR,
@@ -130,11 +132,14 @@ def concurrency(cfgs: Sequence[ExperimentConfig], explicit: int | None) -> int:
         max_concurrent_trials,
         node_resources,
         require_gpus,
+        require_workers_fit,
     )
 
     nodes = cluster_capacity(node_resources(), autoscaler_nodes())
     use_gpu = any(c.train.use_gpu for c in cfgs)
     require_gpus(use_gpu, nodes)
+    for cfg in cfgs:  # a trial whose workers never fit would stay PENDING forever
+        require_workers_fit(cfg, nodes)
     if explicit:
         return explicit
     workers = max(c.train.num_workers for c in cfgs)
@@ -212,6 +217,7 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, options: SweepOptions) ->
         study_exists,
     )
 
+    check_writable(base.results_dir)  # before Ray starts
     name = sweep_name(spec, options)
     num_samples = options.num_samples or spec.num_samples
     sweep_dir = (Path(base.results_dir) / "tune" / name).resolve()
@@ -353,6 +359,10 @@ def _write_start_files(
         "max_concurrent": max_concurrent,
         "epochs": base.train.epochs,
         "objective": base.train.objective,
+        "base_config": str(sweep_dir / "base_config.yaml"),  # every trial's config = it + params
+        "train_seed": base.train.seed,
+        "git_commit": git_commit(),
+        "versions": package_versions(),
     }
     write_text_atomic(sweep_dir / "summary.json", json.dumps(summary, indent=2))
 
@@ -486,7 +496,7 @@ def run_fixed_configs(
     bad = [n for n in names if not n or "/" in n or n.startswith(".")]
     if bad:
         raise SweepError(f"run_fixed_configs: invalid config names (used as directory names): {bad}")
-    experiment_dir = Path(experiment_dir).resolve()
+    experiment_dir = check_writable(experiment_dir)
     runs_dir = experiment_dir / "runs"
     cfgs = {n: absolute_paths(c) for n, c in configs}
     experiment = experiment_dir.name
