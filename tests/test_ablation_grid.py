@@ -140,7 +140,7 @@ def test_bad_grid_files_name_file_and_key(tmp_path, data, key_in_message):
 
 def test_yaml_syntax_error_names_the_line(tmp_path):
     path = write(tmp_path, "variants: [unigrf\nseeds: 2\n", name="broken.yaml")
-    with pytest.raises(GridError, match=r"broken\.yaml: line \d+"):
+    with pytest.raises(GridError, match=r"broken\.yaml:\d+: invalid YAML"):
         load_grid(path)
 
 

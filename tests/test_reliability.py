@@ -323,3 +323,74 @@ def test_a_one_worker_sweep_trial_reproduces_the_plain_loop(ray_cluster, tmp_pat
     for key, value in {**plain["val"], **plain["test"]}.items():
         assert row[key] == value, key  # identical, not approximately equal
     assert without_times(row["history"]) == without_times(plain["history"])
+
+
+# --------------------------------------------------------------------------------------------
+# YAML inputs: one shape of error for configs, search spaces and grids (unigrf.yaml_input)
+# --------------------------------------------------------------------------------------------
+
+
+def test_yaml_inputs_name_file_line_and_key(tmp_path):
+    from unigrf.ablation.grid import GridError, load_grid
+    from unigrf.sweep.space import SpaceError, load_space
+
+    cases = [
+        (load_config, ConfigError, "train:\n  epochs: 2\n  epohcs: 3\n", 3, "train.epohcs", "under train"),
+        (
+            load_config,
+            ConfigError,
+            "data:\n  columns:\n    usr: u\n",
+            3,
+            "data.columns.usr",
+            "under data.columns",
+        ),
+        (
+            load_space,
+            SpaceError,
+            "space: {m: {int: [0, 2]}}\nsampler:\n  kind: tpe\n  sed: 1\n",
+            4,
+            "sampler.sed",
+            "under sampler",
+        ),
+        (load_space, SpaceError, "name: x\nspaec: {}\n", 2, "spaec", "at the top level"),
+        (
+            load_grid,
+            GridError,
+            "variants: [unigrf]\naxis:\n  key: enhancer.m\n  valuse: [1]\n",
+            4,
+            "axis.valuse",
+            "under axis",
+        ),
+        (
+            load_grid,
+            GridError,
+            "variants: [unigrf]\nrows:\n  - variant: unigrf\n    lable: x\n",
+            4,
+            "rows[0].lable",
+            "under rows[0]",
+        ),
+    ]
+    for i, (load, error, text, line, key, scope) in enumerate(cases):
+        path = tmp_path / f"f{i}.yaml"
+        path.write_text(text)
+        with pytest.raises(error) as err:
+            load(path)
+        assert str(err.value).startswith(f"{path}:{line}: unknown key {key} (valid keys {scope}: "), str(
+            err.value
+        )
+    for load, error, what in (
+        (load_config, ConfigError, "a config"),
+        (load_space, SpaceError, "a search space"),
+        (load_grid, GridError, "a grid"),
+    ):
+        path = tmp_path / "list.yaml"
+        path.write_text("- 1\n- 2\n")
+        with pytest.raises(error, match=rf"^{path}: {what} must be a YAML mapping, got list$"):
+            load(path)
+        path.write_text("a: [1\nb: 2\n")
+        with pytest.raises(error, match=rf"^{path}:\d+: invalid YAML: "):
+            load(path)
+        with pytest.raises(
+            error, match=rf"^{tmp_path / 'missing.yaml'}: cannot read .* \(No such file or directory\)$"
+        ):
+            load(tmp_path / "missing.yaml")

@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import yaml
 
+from unigrf.yaml_input import check_keys, load_yaml_mapping
+
 
 class ConfigError(ValueError):
     """A config file, field or override is invalid; the message names it."""
@@ -390,14 +392,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(
-            f"unknown key {where}{unknown[0]} (valid keys under {prefix or 'the top level'}: "
-            f"{', '.join(sorted(names))})"
-        )
+    check_keys(data, [f.name for f in dataclasses.fields(cls)], ConfigError, section=prefix)
     kwargs = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
@@ -473,21 +468,8 @@ def load_config(
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as err:
-            raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            line = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}:{line} invalid YAML: {err}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a config must be a YAML mapping")
-        data = loaded
+        data = load_yaml_mapping(path, "config", ConfigError, empty_ok=True)
+        _check_file_keys(ExperimentConfig, data, path)
     try:
         cfg = config_from_dict(data)
         if overrides:
@@ -496,3 +478,12 @@ def load_config(
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}" if path is not None else str(err)) from None
     return cfg
+
+
+def _check_file_keys(cls: type, data: Mapping[str, Any], path: Path, section: str = "") -> None:
+    """Unknown keys anywhere in a config file's tree, named with the file and the line."""
+    check_keys(data, [f.name for f in dataclasses.fields(cls)], ConfigError, file=path, section=section)
+    hints = typing.get_type_hints(cls)
+    for name, value in data.items():
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, Mapping):
+            _check_file_keys(hints[name], value, path, f"{section}.{name}" if section else name)

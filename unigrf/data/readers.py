@@ -71,20 +71,22 @@ def _validate(
     extra_bad: np.ndarray | None = None,
     dropped: list[tuple[int, str]] | None = None,
     blank_lines: bool = True,
+    too_long: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Check the four columns of `raw` (strings, numbers or, from JSON, any Python objects) and
     build the typed frame.
 
     `lines[i]` is the file line of row i. `extra_bad` flags rows with a format error found by
     the caller (e.g. a wrong separator), reported as `field_error`. `dropped` are (line,
-    message) of bad lines that never became rows (too many fields for the CSV parser, not a
-    JSON object): counted and reported like the others. `blank_lines`: a row with
+    message) of bad lines that never became rows (not a JSON object): counted and reported like
+    the others. `too_long` flags rows with more fields than columns. `blank_lines`: a row with
     all four fields empty is a blank line, ignored (text formats); otherwise it is a row with
     missing fields (a JSON `{}`, a Parquet row of nulls).
     """
     dropped = sorted(dropped or [])
+    too_long = np.zeros(len(raw), dtype=bool) if too_long is None else too_long
     present = np.column_stack([_present(raw[col]) for col in COLUMNS])
-    blank = ~present.any(axis=1) if blank_lines else np.zeros(len(raw), dtype=bool)
+    blank = ~present.any(axis=1) & ~too_long if blank_lines else np.zeros(len(raw), dtype=bool)
     if extra_bad is not None:
         blank &= ~extra_bad
     fields_ok = present.all(axis=1)
@@ -109,6 +111,7 @@ def _validate(
 
     # one reason per row, in priority order (the first failing check names the problem)
     checks = [
+        (too_long, lambda i: _too_many(field_error)),
         (~fields_ok, lambda i: field_error),
         (~utf8_ok, bad_utf8),
         (~user_ok, lambda i: f"user {_shown(raw['user'].iloc[i])} is not a string or an integer id"),
@@ -156,6 +159,8 @@ def _validate(
 
 def _shown(value: Any) -> str:
     """A field's value for an error message: repr, cut to 40 characters."""
+    if isinstance(value, np.generic):  # np.float64(4.0) -> 4.0
+        value = value.item()
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -307,10 +312,9 @@ def _check_exists(path: Path) -> Path:
 # Delimited text
 # --------------------------------------------------------------------------------------------
 
-_SKIP_RE = re.compile(r"Skipping line (\d+)")
 _LINE_BREAK = r"\r\n|\r|\n"
-# pandas' warning when the first row has more fields than names/header (it cuts the row)
-_FIRST_ROW_TOO_LONG = "Length of header or names does not match length of data"
+_SPARE = "_unigrf_spare_"  # columns past the last, to hold a too-long row's extra fields
+_SKIP_RE = re.compile(r"Skipping line (\d+)")
 
 
 def _read_delimited(
@@ -329,9 +333,14 @@ def _read_delimited(
 
     `must_be_empty` columns exist only because a two-character separator was read as two
     one-character ones (`::` -> `:` + empty field + `:`); anything in them is a wrong separator.
-    Bytes that are not UTF-8 are read as U+FFFD, so the row holding them is a bad row (not an
-    exception from the decoder). With quoting, a quoted field may hold a line break: such a
-    field is a bad row, and the lines after it are still counted right.
+
+    Rows with too many fields: pandas fails on them (fast path), except when the *first* row
+    is the long one — then it silently cuts that row and every later one to the column count.
+    The slow path therefore reads spare columns past the last (at least as many as the first
+    rows need): a value in one marks a row with too many fields, and rows longer still are
+    reported by pandas' skip warnings. Bytes that are not UTF-8 are read as U+FFFD, so the row
+    holding them is a bad row (not an exception from the decoder). With quoting, a quoted field
+    may hold a line break: such a row is a bad row, and the lines after it are counted right.
     """
     _check_exists(path)
     sep_name = sep_name or {"\t": "TAB"}.get(sep, repr(sep))
@@ -339,8 +348,6 @@ def _read_delimited(
     kwargs: dict[str, Any] = dict(
         # pandas reads a longer separator as a regular expression: keep it literal
         sep=sep if len(sep) == 1 else re.escape(sep),
-        header=0 if header else None,
-        names=None if header else names,
         engine="c" if len(sep) == 1 else "python",
         index_col=False,
         skip_blank_lines=False,  # keeps row i <-> line i (+ header): blank rows are dropped later
@@ -353,29 +360,31 @@ def _read_delimited(
     offset = 2 if header else 1  # row 0 is on line `offset`
     if header:  # check the header first: pandas' own errors name neither file nor line
         try:
-            found = pd.read_csv(
-                path, nrows=0, **{k: v for k, v in kwargs.items() if k != "skip_blank_lines"}
-            ).columns
+            names = [str(c) for c in pd.read_csv(path, nrows=0, header=0, **kwargs).columns]
         except pd.errors.EmptyDataError:
             raise _empty_error(path) from None
         except pd.errors.ParserError as err:
             raise _parser_error(path, err, 1, field_error) from None
-        missing = [c for c in fields.values() if c not in found]
+        missing = [c for c in fields.values() if c not in names]
         if missing:
             raise DataError(
                 f"{path}:1: header lacks column(s) {', '.join(map(repr, missing))} "
-                f"(found {', '.join(map(repr, map(str, found)))})"
+                f"(found {', '.join(map(repr, names))})"
             )
+        if len(set(names)) != len(names):
+            twice = sorted({c for c in names if names.count(c) > 1})
+            raise DataError(f"{path}:1: header names column(s) {', '.join(map(repr, twice))} twice")
+    # the header (already read) is skipped, not parsed: pandas refuses more names than it has
+    kwargs.update(header=None, skiprows=[0] if header else None, names=names)
     typed: dict[Any, Any] = defaultdict(lambda: str)  # ids, unused columns: strings
     typed.update({fields["rating"]: np.float64, fields["timestamp"]: np.int64})
     raw: pd.DataFrame | None = None
     try:  # fast path: a clean file parses straight into the final dtypes
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
-            # every column is read (no usecols): with usecols pandas ignores a row's extra fields
             raw = pd.read_csv(path, dtype=typed, **kwargs)
-        if any(_FIRST_ROW_TOO_LONG in str(w.message) for w in caught):
-            raw = None  # pandas cut the first row to the column count: the slow path reports it
+        if caught:  # e.g. the first row cut to the column count: the slow path looks closer
+            raw = None
     except pd.errors.EmptyDataError:
         raise _empty_error(path) from None
     except OSError as err:
@@ -390,32 +399,27 @@ def _read_delimited(
         raw = None  # a quoted id spans lines: the slow path counts the lines right
     skipped: list[int] = []
     if raw is None:  # slow path: every column as strings, then locate the bad rows vectorised
+        widest = _widest_first_rows(path, sep, quoting, 2 if header else 1)
+        spare = [f"{_SPARE}{j}" for j in range(max(2, widest - len(names)))]
+        kwargs["names"] = [*names, *spare]
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", pd.errors.ParserWarning)
-                raw = pd.read_csv(
-                    path,
-                    dtype=str,
-                    on_bad_lines="warn",  # every bad line is found; _validate reports the first
-                    **kwargs,
-                )
+                raw = pd.read_csv(path, dtype=str, on_bad_lines="warn", **kwargs)
         except pd.errors.EmptyDataError:
             raise _empty_error(path) from None
         except pd.errors.ParserError as err:
             raise _parser_error(path, err, offset, field_error) from None
-        for w in caught:
+        for w in caught:  # rows longer than the spare columns too: dropped by pandas, counted here
             skipped.extend(int(x) for x in _SKIP_RE.findall(str(w.message)))
-        if any(_FIRST_ROW_TOO_LONG in str(w.message) for w in caught) and len(raw):
-            raw = raw.iloc[1:]  # the first row had too many fields (pandas kept a cut copy)
-            skipped.append(offset)
         skipped.sort()
-    n_total = len(raw) + len(skipped)
-    lines = np.arange(offset, offset + n_total, dtype=np.int64)
+        too_long = raw[spare].notna().to_numpy(dtype=bool).any(axis=1)
+    else:
+        too_long = np.zeros(len(raw), dtype=bool)
+    lines = np.arange(offset, offset + len(raw) + len(skipped), dtype=np.int64)
     if skipped:
         lines = np.setdiff1d(lines, np.asarray(skipped, dtype=np.int64), assume_unique=True)
-    extra_bad = None
-    if must_be_empty:
-        extra_bad = raw[list(must_be_empty)].notna().to_numpy().any(axis=1)
+    extra_bad = raw[list(must_be_empty)].notna().to_numpy().any(axis=1) if must_be_empty else None
     if quoting != csv.QUOTE_NONE:
         breaks = _breaks_in(raw, list(raw.columns))
         if breaks.any():  # a row spanning k extra lines moves every later row down by k
@@ -424,7 +428,18 @@ def _read_delimited(
             field_error += "; or a quoted field spanning lines"
     frame = pd.DataFrame({col: raw[name] for col, name in fields.items()})
     dropped = [(line, _too_many(field_error)) for line in skipped]
-    return _validate(path, frame, lines, rating_scale, on_bad_rows, field_error, extra_bad, dropped)
+    return _validate(
+        path, frame, lines, rating_scale, on_bad_rows, field_error, extra_bad, dropped, too_long=too_long
+    )
+
+
+def _widest_first_rows(path: Path, sep: str, quoting: int, n: int) -> int:
+    """The most fields in the first `n` lines (as pandas will split them)."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        first = [line.rstrip("\r\n") for line in itertools.islice(fh, n)]
+    if quoting == csv.QUOTE_NONE or len(sep) > 1:
+        return max((len(line.split(sep)) for line in first), default=0)
+    return max((len(next(csv.reader([line], delimiter=sep), [])) for line in first), default=0)
 
 
 def _breaks_in(raw: pd.DataFrame, columns: list[Any]) -> np.ndarray:
@@ -629,6 +644,13 @@ def read_amazon_reviews(
                     raise ValueError("row count mismatch")
                 if not all(text.lstrip().startswith("{") for text in texts):  # e.g. `null`, `5`
                     raise ValueError("a line that is not a JSON object")
+                times = raw.get(JSON_FIELDS["timestamp"])
+                if (
+                    times is not None
+                    and pd.api.types.is_float_dtype(times.dtype)
+                    and (times.abs() >= 2**53).any()
+                ):
+                    raise ValueError("huge integers read as floats: json.loads keeps them exact")
             except (ValueError, TypeError, OverflowError):  # locate the malformed lines one by one
                 records, ok = [], []
                 for text, line in zip(texts, numbers):
@@ -641,7 +663,14 @@ def read_amazon_reviews(
                         continue
                     records.append({name: obj.get(name) for name in JSON_FIELDS.values()})
                     ok.append(line)
-                raw = pd.DataFrame.from_records(records, columns=list(JSON_FIELDS.values()))
+                # object columns: Python's exact ints stay exact (an int column with a null
+                # would become float64)
+                raw = pd.DataFrame(
+                    {
+                        name: pd.Series([r[name] for r in records], dtype=object)
+                        for name in JSON_FIELDS.values()
+                    }
+                )
                 numbers = np.asarray(ok, dtype=np.int64)
             frame = pd.DataFrame(
                 {
