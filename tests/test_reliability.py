@@ -20,6 +20,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -394,3 +395,50 @@ def test_yaml_inputs_name_file_line_and_key(tmp_path):
             error, match=rf"^{tmp_path / 'missing.yaml'}: cannot read .* \(No such file or directory\)$"
         ):
             load(tmp_path / "missing.yaml")
+
+
+# --------------------------------------------------------------------------------------------
+# Cleanup: no Ray Train cleaner actor outlives the command (unigrf.ray_utils)
+# --------------------------------------------------------------------------------------------
+
+ORPHAN_SCRIPT = textwrap.dedent(
+    """
+    import sys, ray
+    ray.init(address=sys.argv[1])
+
+    class PlacementGroupCleaner:  # what Ray Train leaves behind: detached, anonymous
+        def pid(self):
+            import os
+            return os.getpid()
+
+    actor = ray.remote(num_cpus=0)(PlacementGroupCleaner).options(lifetime="detached").remote()
+    print("PID", ray.get(actor.pid.remote()), flush=True)
+    """
+)
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(180)
+def test_cleaner_actors_of_ended_jobs_are_removed(ray_cluster):
+    from ray._private import state
+
+    from unigrf.ray_utils import TRAIN_CLEANER_CLASS, remove_stale_train_cleaners
+
+    def alive() -> set[int]:
+        actors = state.actors(actor_state_name="ALIVE").values()
+        return {int(a["Pid"]) for a in actors if a["ActorClassName"] == TRAIN_CLEANER_CLASS}
+
+    address = ray_cluster.get_runtime_context().gcs_address
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    out = subprocess.run(
+        [sys.executable, "-c", ORPHAN_SCRIPT, address], env=env, capture_output=True, text=True, timeout=120
+    )
+    pid = int(next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("PID")))
+    assert pid in alive()  # its job ended, the detached actor lives on: an orphan
+    assert remove_stale_train_cleaners(include_own_job=False) >= 1
+    deadline = time.time() + 30
+    while pid in alive() and time.time() < deadline:
+        time.sleep(0.5)
+    assert pid not in alive()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

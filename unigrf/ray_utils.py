@@ -121,6 +121,67 @@ def storage_warning(storage: str, nodes: Sequence[Mapping[str, float]]) -> str |
 
 
 # --------------------------------------------------------------------------------------------
+# Leftover processes
+# --------------------------------------------------------------------------------------------
+
+# Ray Train V2 starts one of these detached actors per training run to remove the run's
+# placement group if its controller dies. It polls the controller through the State API, which
+# needs the dashboard; on a cluster without one it never sees the controller die and lives on.
+TRAIN_CLEANER_CLASS = "PlacementGroupCleaner"
+
+
+def remove_stale_train_cleaners(include_own_job: bool) -> int:
+    """Kill the Ray Train `PlacementGroupCleaner` actors that have nothing left to guard: those
+    of jobs that ended (a driver that exited or was killed; its controllers and placement groups
+    died with it) and, with `include_own_job` (call it once this job's trainings are over), this
+    job's. Other live jobs' cleaners are left alone. Returns how many were killed.
+
+    The actors are anonymous, so `ray.kill` cannot reach them; their process is ended by a
+    zero-CPU task pinned to their node (no State API, hence no dashboard, needed)."""
+    import signal
+
+    import ray
+    from ray._private import state
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    own_job = ray.get_runtime_context().get_job_id()
+    ended = {job["JobID"] for job in state.jobs() if job.get("IsDead")}
+    stale = [
+        info
+        for info in state.actors(actor_state_name="ALIVE").values()
+        if info["ActorClassName"] == TRAIN_CLEANER_CLASS
+        and (info["JobID"] in ended or (include_own_job and info["JobID"] == own_job))
+    ]
+
+    @ray.remote(num_cpus=0)
+    def end_process(pid: int) -> None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # ended meanwhile
+            pass
+
+    ray.get(
+        [
+            end_process.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(info["Address"]["NodeID"], soft=False)
+            ).remote(int(info["Pid"]))
+            for info in stale
+            if info.get("Pid")
+        ]
+    )
+    return len(stale)
+
+
+def leave_no_train_cleaners() -> None:
+    """`remove_stale_train_cleaners(include_own_job=True)` at the end of a command whose
+    trainings are over; a failure here (e.g. Ray internals changed) is reported, never raised."""
+    try:
+        remove_stale_train_cleaners(include_own_job=True)
+    except Exception as err:  # noqa: BLE001 - cleanup must not turn a finished run into a failure
+        print(f"note: could not look for leftover Ray Train cleaner actors ({err})", flush=True)
+
+
+# --------------------------------------------------------------------------------------------
 # Resources
 # --------------------------------------------------------------------------------------------
 

@@ -171,10 +171,10 @@ def _is_text(s: pd.Series) -> bool:
 
 def _present(s: pd.Series) -> np.ndarray:
     """Not null, and not an empty string (an empty id is a missing field: JSON, Parquet)."""
+    if isinstance(s.dtype, pd.StringDtype):  # one vectorised pass: null and "" have length 0
+        return s.str.len().to_numpy(dtype=np.int64, na_value=0) > 0
     present = s.notna().to_numpy(dtype=bool, copy=True)
-    if isinstance(s.dtype, pd.StringDtype):
-        present &= ~s.eq("").fillna(False).to_numpy(dtype=bool)
-    elif s.dtype == object:  # any Python objects (JSON): compare only the strings
+    if s.dtype == object:  # any Python objects (JSON): compare only the strings
         present &= ~s.map(lambda v: isinstance(v, str) and v == "").to_numpy(dtype=bool)
     return present
 
@@ -391,11 +391,8 @@ def _read_delimited(
         raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
     except (ValueError, TypeError, OverflowError):  # ParserError is a ValueError too
         raw = None
-    if (
-        raw is not None
-        and quoting != csv.QUOTE_NONE
-        and _breaks_in(raw, [fields["user"], fields["item"]]).any()
-    ):
+    quoted = quoting != csv.QUOTE_NONE and _has_quote(path)  # only a quoted field can span lines
+    if raw is not None and quoted and _breaks_in(raw, [fields["user"], fields["item"]]).any():
         raw = None  # a quoted id spans lines: the slow path counts the lines right
     skipped: list[int] = []
     if raw is None:  # slow path: every column as strings, then locate the bad rows vectorised
@@ -420,7 +417,7 @@ def _read_delimited(
     if skipped:
         lines = np.setdiff1d(lines, np.asarray(skipped, dtype=np.int64), assume_unique=True)
     extra_bad = raw[list(must_be_empty)].notna().to_numpy().any(axis=1) if must_be_empty else None
-    if quoting != csv.QUOTE_NONE:
+    if quoted:
         breaks = _breaks_in(raw, list(raw.columns))
         if breaks.any():  # a row spanning k extra lines moves every later row down by k
             lines = lines + np.concatenate([[0], np.cumsum(breaks)[:-1]])
@@ -440,6 +437,15 @@ def _widest_first_rows(path: Path, sep: str, quoting: int, n: int) -> int:
     if quoting == csv.QUOTE_NONE or len(sep) > 1:
         return max((len(line.split(sep)) for line in first), default=0)
     return max((len(next(csv.reader([line], delimiter=sep), [])) for line in first), default=0)
+
+
+def _has_quote(path: Path, chunk: int = 1 << 20) -> bool:
+    """Whether the file holds a `"` at all (read in 1 MiB chunks; stops at the first)."""
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            if b'"' in block:
+                return True
+    return False
 
 
 def _breaks_in(raw: pd.DataFrame, columns: list[Any]) -> np.ndarray:
@@ -634,12 +640,14 @@ def read_amazon_reviews(
             texts = [chunk[j] for j in nonblank]
             numbers = start + np.asarray(nonblank, dtype=np.int64)
             try:  # fast path: ujson in C over the whole chunk
-                raw = pd.read_json(
-                    io.StringIO("".join(texts)),
-                    lines=True,
-                    dtype=False,
-                    precise_float=True,  # the same floats as json.loads on the slow path
-                )
+                with warnings.catch_warnings():  # e.g. `[1, 2]` lines: pandas warns, the slow path says why
+                    warnings.simplefilter("ignore")
+                    raw = pd.read_json(
+                        io.StringIO("".join(texts)),
+                        lines=True,
+                        dtype=False,
+                        precise_float=True,  # the same floats as json.loads on the slow path
+                    )
                 if len(raw) != len(texts):
                     raise ValueError("row count mismatch")
                 if not all(text.lstrip().startswith("{") for text in texts):  # e.g. `null`, `5`

@@ -206,7 +206,7 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, options: SweepOptions) ->
     import ray
     from ray import tune
 
-    from unigrf.ray_utils import init_ray, resolve_storage_path
+    from unigrf.ray_utils import init_ray, leave_no_train_cleaners, resolve_storage_path
     from unigrf.sweep.search import (
         TUNE_METRIC,
         HParamsCallback,
@@ -317,6 +317,7 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, options: SweepOptions) ->
             print(f"marked {orphans} Optuna trial(s) without a finished Tune trial FAIL", flush=True)
         return _write_outputs(spec, base, name, sweep_dir, study_url, options, grid, time.time() - start)
     finally:
+        leave_no_train_cleaners()  # also those of a killed earlier driver of this sweep
         if started:
             ray.shutdown()
 
@@ -485,7 +486,7 @@ def run_fixed_configs(
     import ray
     from ray import tune
 
-    from unigrf.ray_utils import init_ray, resolve_storage_path
+    from unigrf.ray_utils import init_ray, leave_no_train_cleaners, resolve_storage_path
     from unigrf.sweep.search import PlacementGroupCleanup
 
     names = [n for n, _ in configs]
@@ -545,6 +546,7 @@ def run_fixed_configs(
                 if result.error is not None:
                     errors[str(result.config.get(CELL_KEY))] = str(result.error).strip().splitlines()[-1]
         finally:
+            leave_no_train_cleaners()
             if started:
                 ray.shutdown()
     return _fixed_table(names, cfgs, runs_dir, errors)

@@ -285,7 +285,13 @@ def train_distributed(
     """
     import ray
 
-    from unigrf.ray_utils import init_ray, node_capacity, require_workers_fit, resolve_storage_path
+    from unigrf.ray_utils import (
+        init_ray,
+        leave_no_train_cleaners,
+        node_capacity,
+        require_workers_fit,
+        resolve_storage_path,
+    )
     from unigrf.training.run import load_data_dir, run_dir_for
 
     started = init_ray(address)
@@ -307,6 +313,7 @@ def train_distributed(
         )
         outcome = trainer.fit()
     finally:
+        leave_no_train_cleaners()
         if started:
             ray.shutdown()
     result = dict(outcome.return_value)
