@@ -127,7 +127,13 @@ def unwritable(tmp_path: Path) -> Path:
     return blocker / "results"
 
 
-def test_unwritable_results_dir_fails_at_once(tmp_path, capsys):
+def test_unwritable_results_dir_fails_at_once(tmp_path, capsys, monkeypatch):
+    import unigrf.ray_utils
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started before the results directory was checked")
+
+    monkeypatch.setattr(unigrf.ray_utils, "init_ray", no_ray)
     bad = unwritable(tmp_path)
     with pytest.raises(
         ResultsDirError, match=rf"^results_dir {bad}: not writable \(Not a directory\); pass --results-dir"
@@ -140,8 +146,6 @@ def test_unwritable_results_dir_fails_at_once(tmp_path, capsys):
             check_writable(ro)
     assert check_writable(tmp_path / "new" / "dir") == (tmp_path / "new" / "dir").resolve()
     assert list((tmp_path / "new" / "dir").iterdir()) == []  # the probe file is removed
-
-    import ray
 
     from unigrf.data.prepare import prepare_dataset
 
@@ -156,7 +160,6 @@ def test_unwritable_results_dir_fails_at_once(tmp_path, capsys):
         assert main([*argv, "--results-dir", str(bad)]) == 2, argv
         err = capsys.readouterr().err
         assert f"results_dir {bad}: not writable" in err and "Traceback" not in err, err
-    assert not ray.is_initialized()  # refused before Ray started
 
 
 # --------------------------------------------------------------------------------------------
