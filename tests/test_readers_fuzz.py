@@ -32,6 +32,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -197,12 +198,28 @@ DELIMITED = [
 ]
 
 
-def bad_delimited(fmt: Delimited, row: Row) -> st.SearchStrategy[Bad]:
-    fields = fmt.fields(row)
+BadMaker = Callable[[Callable, Row], Bad]  # (draw, a good row) -> a bad row made from it
+
+
+def mutations(options: list[tuple[list, Callable[[Row, object], Bad]]]) -> BadMaker:
+    """A BadMaker choosing one of `options` ([(values, make(row, value))]) and one of its
+    values; the strategies are built once, not per example (hypothesis is faster so)."""
+    which = st.integers(0, len(options) - 1)
+    values = [st.sampled_from(v) for v, _ in options]
+
+    def make(draw, row: Row) -> Bad:
+        j = draw(which)
+        return options[j][1](row, draw(values[j]))
+
+    return make
+
+
+@cache
+def bad_delimited(fmt: Delimited) -> BadMaker:
     pos = {c: i for i, c in enumerate(fmt.order)}
 
-    def replace(col: str, value: str) -> list[str]:
-        out = list(fields)
+    def replace(row: Row, col: str, value: str) -> list[str]:
+        out = fmt.fields(row)
         out[pos[col]] = value
         return out
 
@@ -211,17 +228,20 @@ def bad_delimited(fmt: Delimited, row: Row) -> st.SearchStrategy[Bad]:
     def plain(values: list[str]) -> list[str]:  # a token holding the separator splits the row
         return [v for v in values if fmt.sep[0] not in v]
 
-    return st.one_of(
-        st.sampled_from(wrong).map(lambda s: Bad(None, s.join(fields).encode(), "fields")),
-        st.just(Bad(fields[:-1], what="fields")),  # the last field missing
-        st.just(Bad([*fields, "7"], what="fields")),  # one field too many
-        st.sampled_from(plain(NON_NUMERIC)).map(lambda v: Bad(replace("rating", v), what="rating")),
-        st.just(Bad(replace("rating", ""), what="field")),  # an empty field
-        st.sampled_from(OUT_OF_SCALE).map(lambda v: Bad(replace("rating", v), what="rating")),
-        st.sampled_from(plain(BAD_TIMESTAMPS)).map(lambda v: Bad(replace("timestamp", v), what="timestamp")),
-        st.sampled_from(["user", "item", "rating"]).map(
-            lambda c: Bad(None, fmt.line(replace(c, "@@")).replace(b"@@", b"\xff\xfe"), "UTF-8")
-        ),
+    return mutations(
+        [
+            (wrong, lambda r, s: Bad(None, s.join(fmt.fields(r)).encode(), "fields")),
+            ([None], lambda r, _: Bad(fmt.fields(r)[:-1], what="fields")),  # the last field missing
+            ([None], lambda r, _: Bad([*fmt.fields(r), "7"], what="fields")),  # one field too many
+            (plain(NON_NUMERIC), lambda r, v: Bad(replace(r, "rating", v), what="rating")),
+            ([""], lambda r, v: Bad(replace(r, "rating", v), what="field")),  # an empty field
+            (OUT_OF_SCALE, lambda r, v: Bad(replace(r, "rating", v), what="rating")),
+            (plain(BAD_TIMESTAMPS), lambda r, v: Bad(replace(r, "timestamp", v), what="timestamp")),
+            (
+                ["user", "item", "rating"],
+                lambda r, c: Bad(None, fmt.line(replace(r, c, "@@")).replace(b"@@", b"\xff\xfe"), "UTF-8"),
+            ),
+        ]
     )
 
 
@@ -230,24 +250,32 @@ def bad_delimited(fmt: Delimited, row: Row) -> st.SearchStrategy[Bad]:
 # --------------------------------------------------------------------------------------------
 
 
+LINE_KINDS = st.sampled_from(["good", "good", "good", "dup", "bad", "blank"])
+
+
 @st.composite
-def structured_lines(draw, good: st.SearchStrategy[Row], bad: Callable[[Row], st.SearchStrategy[Bad]]):
+def structured_lines(draw, good: st.SearchStrategy[Row], bad: BadMaker):
     """[(kind, payload)] with kind "good" (a Row), "bad" (a Bad) or "blank"; duplicates of
     earlier good rows appear as good rows again."""
     n = draw(st.integers(1, 12))
     lines: list[tuple[str, object]] = []
     for _ in range(n):
-        kind = draw(st.sampled_from(["good", "good", "good", "dup", "bad", "blank"]))
+        kind = draw(LINE_KINDS)
         goods = [p for k, p in lines if k == "good"]
         if kind == "dup" and goods:
-            lines.append(("good", draw(st.sampled_from(goods))))
+            lines.append(("good", goods[draw(st.integers(0, len(goods) - 1))]))
         elif kind == "blank":
             lines.append(("blank", None))
         elif kind == "bad":
-            lines.append(("bad", draw(bad(draw(good)))))
+            lines.append(("bad", bad(draw, draw(good))))
         else:
             lines.append(("good", draw(good)))
     return lines
+
+
+@cache
+def delimited_files(fmt: Delimited) -> st.SearchStrategy:
+    return structured_lines(good_rows(fmt.scale), bad_delimited(fmt))
 
 
 def check_error_names_file_and_line(err: DataError, path: Path, n_lines: int) -> int | None:
@@ -285,7 +313,8 @@ def check_structured(
     goods = [p for k, p in lines if k == "good"]
     bad_lines = [first_line + j for j, (k, _) in enumerate(lines) if k == "bad"]
     n_lines = first_line + len(lines) - 1
-    for mode in ("error", "skip"):
+    # without bad lines both modes must return the same rows: one read checks both
+    for mode in ("error", "skip") if bad_lines or not goods else ("error",):
         if not goods or (mode == "error" and bad_lines):
             with pytest.raises(DataError) as err:
                 read(path, mode)
@@ -346,7 +375,7 @@ def write_delimited(fmt: Delimited, path: Path, lines: list[tuple[str, object]])
 @given(data=st.data())
 def test_delimited_structured(fmt: Delimited, data, tmp_path):
     path = tmp_path / fmt.filename
-    lines = data.draw(structured_lines(good_rows(fmt.scale), lambda r: bad_delimited(fmt, r)))
+    lines = data.draw(delimited_files(fmt))
     write_delimited(fmt, path, lines)
     check_structured(fmt.read, path, lines, 2 if fmt.header else 1, fmt.scale)
 
@@ -414,46 +443,49 @@ def json_object(row: Row) -> dict:
     }
 
 
-def bad_json(row: Row) -> st.SearchStrategy[Bad]:
-    obj = json_object(row)
-
-    def with_(key: str, value) -> Bad:
+def _json_with(key: str, value) -> Callable[[Row], Bad]:
+    def make(row: Row) -> Bad:
         what = {"overall": "rating", "unixReviewTime": "timestamp"}.get(key, "field")
         if key in ("reviewerID", "asin"):
             what = "user" if key == "reviewerID" else "item"
         if value is None or (isinstance(value, str) and value == ""):
             what = "missing field"
-        return Bad(None, json.dumps({**obj, key: value}).encode(), what)
+        return Bad(None, json.dumps({**json_object(row), key: value}).encode(), what)
 
-    def without(key: str) -> Bad:
-        return Bad(None, json.dumps({k: v for k, v in obj.items() if k != key}).encode(), "missing field")
-
-    return st.one_of(
-        st.sampled_from([b"{not json", b"[1, 2]", b"5", b"null", b'"text"', b"{"]).map(
-            lambda raw: Bad(None, raw, "not a JSON object")
-        ),
-        st.sampled_from(list(JSON_KEYS.values())).map(without),
-        st.sampled_from(list(JSON_KEYS.values())).map(lambda k: with_(k, None)),
-        st.sampled_from(["five", "", [5], {"x": 1}, True]).map(lambda v: with_("overall", v)),
-        st.sampled_from([0, 6, -1, 1e300]).map(lambda v: with_("overall", v)),
-        st.sampled_from([1.5, "abc", 2**63, -(2**63) - 1, 10**30, [1], True]).map(
-            lambda v: with_("unixReviewTime", v)
-        ),
-        st.sampled_from(["reviewerID", "asin"]).flatmap(
-            lambda k: st.sampled_from([1.5, [1], {"a": 1}, True, ""]).map(lambda v: with_(k, v))
-        ),
-        st.sampled_from(["reviewerID", "asin"]).map(
-            lambda k: Bad(
-                None,
-                json.dumps({**obj, k: "@@"}).encode().replace(b"@@", b"\xff"),
-                "UTF-8",
-            )
-        ),
-    )
+    return make
 
 
-def json_good_rows() -> st.SearchStrategy[Row]:
-    return good_rows(JSON_SCALE)
+def _json_without(row: Row, key: str) -> Bad:
+    obj = {k: v for k, v in json_object(row).items() if k != key}
+    return Bad(None, json.dumps(obj).encode(), "missing field")
+
+
+def _json_bad_bytes(row: Row, key: str) -> Bad:
+    return Bad(None, json.dumps({**json_object(row), key: "@@"}).encode().replace(b"@@", b"\xff"), "UTF-8")
+
+
+BAD_JSON = mutations(
+    [
+        (
+            [b"{not json", b"[1, 2]", b"5", b"null", b'"text"', b"{"],
+            lambda r, raw: Bad(None, raw, "not a JSON object"),
+        ),
+        (list(JSON_KEYS.values()), _json_without),
+        (
+            [
+                *[(k, None) for k in JSON_KEYS.values()],
+                *[("overall", v) for v in ("five", "", [5], {"x": 1}, True, 0, 6, -1, 1e300)],
+                *[("unixReviewTime", v) for v in (1.5, "abc", 2**63, -(2**63) - 1, 10**30, [1], True)],
+                *[(k, v) for k in ("reviewerID", "asin") for v in (1.5, [1], {"a": 1}, True, "")],
+            ],
+            lambda r, kv: _json_with(*kv)(r),
+        ),
+        (["reviewerID", "asin"], _json_bad_bytes),
+    ]
+)
+
+
+JSON_FILES = structured_lines(good_rows(JSON_SCALE), BAD_JSON)
 
 
 def write_json(path: Path, lines: list[tuple[str, object]]) -> None:
@@ -480,7 +512,7 @@ def read_json(path: Path, mode: str) -> pd.DataFrame:
 @given(data=st.data(), gz=st.booleans())
 def test_json_structured(data, gz, tmp_path):
     path = tmp_path / ("reviews_X_5.json" + (".gz" if gz else ""))
-    lines = data.draw(structured_lines(json_good_rows(), bad_json))
+    lines = data.draw(JSON_FILES)
     write_json(path, lines)
     check_structured(read_json, path, lines, 1, JSON_SCALE)
 
@@ -553,19 +585,24 @@ def read_parquet(path: Path, mode: str) -> pd.DataFrame:
     return read_table(path, PARQUET_COLUMNS, rating_scale=PARQUET_SCALE, on_bad_rows=mode)
 
 
-def bad_parquet(row: Row) -> st.SearchStrategy[Bad]:
-    """Parquet cells (typed columns): a null, an empty id, a rating out of scale or NaN."""
-    values = {"u": row.user, "i": row.item, "r": row.rating, "t": row.timestamp}
-
-    def cell(key: str, value, what: str) -> Bad:
+def _parquet_cell(key: str, value, what: str) -> Callable[[Row, object], Bad]:
+    def make(row: Row, _) -> Bad:
+        values = {"u": row.user, "i": row.item, "r": row.rating, "t": row.timestamp}
         return Bad([{**values, key: value}], what=what)  # type: ignore[list-item]
 
-    return st.one_of(
-        st.sampled_from(["u", "i", "r", "t"]).map(lambda k: cell(k, None, "missing field")),
-        st.sampled_from(["u", "i"]).map(lambda k: cell(k, "", "missing field")),
-        st.sampled_from([0.0, 6.0, -1.0, 1e300, float("inf")]).map(lambda v: cell("r", v, "rating")),
-        st.just(cell("r", float("nan"), "")),  # a null, or the string 'nan' (not a number)
-    )
+    return make
+
+
+# a null, an empty id, a rating out of scale or NaN (a null, or the string 'nan': not a number)
+BAD_PARQUET = mutations(
+    [
+        *[([None], _parquet_cell(k, None, "missing field")) for k in ("u", "i", "r", "t")],
+        *[([None], _parquet_cell(k, "", "missing field")) for k in ("u", "i")],
+        *[([None], _parquet_cell("r", v, "rating")) for v in (0.0, 6.0, -1.0, 1e300, float("inf"))],
+        ([None], _parquet_cell("r", float("nan"), "")),
+    ]
+)
+PARQUET_FILES = structured_lines(good_rows(PARQUET_SCALE), BAD_PARQUET)
 
 
 def write_parquet(path: Path, lines: list[tuple[str, object]], string_ratings: bool) -> None:
@@ -600,7 +637,7 @@ def write_parquet(path: Path, lines: list[tuple[str, object]], string_ratings: b
 @given(data=st.data(), string_ratings=st.booleans())
 def test_parquet_structured(data, string_ratings, tmp_path):
     path = tmp_path / "log.parquet"
-    lines = data.draw(structured_lines(good_rows(PARQUET_SCALE), bad_parquet))
+    lines = data.draw(PARQUET_FILES)
     lines = [(k, p) for k, p in lines if k != "blank"]  # Parquet has no blank lines
     assume(lines)
     write_parquet(path, lines, string_ratings)
@@ -708,12 +745,18 @@ PREPARE_FORMATS = [
 @pytest.mark.parametrize("dataset, fmt, extra", PREPARE_FORMATS, ids=[p[0] for p in PREPARE_FORMATS])
 @settings(FUZZ, max_examples=10)
 @given(data=st.data())
-def test_prepare_leaves_no_cache_entry(dataset, fmt, extra, data, tmp_path_factory):
+def test_prepare_leaves_no_cache_entry(dataset, fmt, extra, data, tmp_path_factory, monkeypatch):
+    import unigrf.ray_utils
     from unigrf.data.prepare import prepare_dataset
+
+    def no_ray(*args, **kwargs):  # a bad file must fail before Ray (and any write) is reached
+        raise AssertionError("prepare_dataset reached Ray on a bad file")
+
+    monkeypatch.setattr(unigrf.ray_utils, "init_ray", no_ray)
 
     root = tmp_path_factory.mktemp(f"prepare-{dataset}")
     path = root / fmt.filename
-    lines = data.draw(structured_lines(good_rows(fmt.scale), lambda r: bad_delimited(fmt, r)))
+    lines = data.draw(delimited_files(fmt))
     assume(any(k == "bad" for k, _ in lines))
     write_delimited(fmt, path, lines)
     results = root / "results"
