@@ -249,7 +249,7 @@ def run_ablation(
     """Run every cell of `spec` and write the report; returns (report dir, rendered report)."""
     import ray
 
-    from unigrf.ray_utils import init_ray
+    from unigrf.ray_utils import init_ray, node_capacity, require_workers_fit
     from unigrf.sweep import run_fixed_configs
 
     overrides = dict(cli_overrides or {})
@@ -267,6 +267,9 @@ def run_ablation(
     t0 = time.perf_counter()
     started_ray = init_ray(address)
     try:
+        nodes = node_capacity()
+        for cell in cells:  # a cell whose workers never fit: refused before any data is prepared
+            require_workers_fit(cell.config, nodes)
         datasets, params = dataset_info(cells, verbose=verbose)
         # the grid's directory is the Tune experiment: runs/<run name>/ per cell, ray/ storage
         frame = run_fixed_configs(
