@@ -20,8 +20,8 @@ the synthetic generator's settings count only for the synthetic dataset). A hit 
 said so; any change of a source file or of the config gives a new key. The directory is written
 under a temporary name in the same parent and renamed into place (`os.replace`), so a crash
 never leaves a half-written cache that a later run would trust; and a file lock per entry
-(`<results_dir>/data/.locks/`) makes a second process preparing the same entry at the same
-time wait for the first and reuse its result.
+(`<results_dir>/.locks/`, outside `data/`) makes a second process preparing the same entry at
+the same time wait for the first and reuse its result.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ PREPARE_VERSION = 1  # bump when the output format or the pipeline's semantics c
 MIN_INTERACTIONS = 3  # leave-one-out: train, validation and test items
 ROWS_PER_BLOCK = 50_000  # below this a block is not worth a Ray task
 MAX_ROWS_PER_BLOCK = 2_000_000  # bounds one task's memory
-LOCK_DIR = ".locks"  # <results_dir>/data/.locks/<entry>.lock: one preparer per cache entry
+LOCK_DIR = ".locks"  # <results_dir>/.locks/data-<entry>.lock: one preparer per cache entry
 
 SEQUENCE_SCHEMA = pa.schema(
     [
@@ -242,15 +242,16 @@ def prepare_dataset(
 
 
 def _acquire_cache_lock(final: Path, verbose: bool):
-    """The inter-process lock of one cache entry (`<data>/.locks/<entry>.lock`), acquired: two
+    """The inter-process lock of one cache entry (`<results_dir>/.locks/data-<entry>.lock`),
+    acquired: two
     commands preparing the same dataset into one results directory at once do the work once,
     and the second reuses the first's result. (Without it both would still end with one intact
     entry — the rename is atomic and the loser's copy is discarded — but do the work twice.)"""
     from filelock import FileLock, Timeout
 
-    locks = final.parent / LOCK_DIR
+    locks = final.parent.parent / LOCK_DIR  # beside data/, which holds cache entries only
     locks.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(locks / f"{final.name}.lock")
+    lock = FileLock(locks / f"data-{final.name}.lock")
     try:
         lock.acquire(blocking=False)
     except Timeout:
