@@ -445,3 +445,17 @@ def test_cleaner_actors_of_ended_jobs_are_removed(ray_cluster):
     assert pid not in alive()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_loaded_yaml_mappings_dump_back_as_plain_yaml(tmp_path):
+    import yaml
+
+    from unigrf.yaml_input import load_yaml_mapping
+
+    path = tmp_path / "x.yaml"
+    path.write_text("a: {b: 1, c: [1, {d: 2}]}\n")
+    data = load_yaml_mapping(path, "config", ConfigError)
+    assert data.lines == {"a": 1} and yaml.safe_load(yaml.safe_dump(data)) == {
+        "a": {"b": 1, "c": [1, {"d": 2}]}
+    }
+    assert json.loads(json.dumps(data)) == data

@@ -48,6 +48,9 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineMappi
 
 
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# ... and written back as the plain mappings they are (a grid's file is stored with its report)
+for _dumper in (yaml.SafeDumper, yaml.Dumper):
+    _dumper.add_representer(LineMapping, yaml.representer.SafeRepresenter.represent_dict)
 
 
 def load_yaml_mapping(
