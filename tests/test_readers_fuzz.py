@@ -19,7 +19,8 @@ A sample of failing files also goes through `prepare_dataset`, which must raise 
 `DataError` and leave no cache entry under `<results>/data/`.
 
 Example counts: `FUZZ_PROFILE=ci` (the default, deterministic) runs 500 structured + 500
-chaos examples per reader (>= 1,000 each); `FUZZ_PROFILE=deep` runs 10x as many, randomised.
+chaos examples per reader (>= 1,000 each); `FUZZ_PROFILE=deep` runs 10x as many, randomised;
+`FUZZ_PROFILE=smoke FUZZ_EXAMPLES=N` runs N of each, randomised and unshrunk (a quick local look).
 docs/reliability.md lists the numbers.
 """
 
