@@ -3,6 +3,8 @@ figures; `--resume` skips finished cells; `unigrf report DIR` rebuilds the same 
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 import yaml
@@ -57,6 +59,18 @@ def test_tiny_grid_end_to_end_resume_and_report(tmp_path, ray_cluster, capsys):
     assert (results["num_params"] > 0).all() and (results["model_shape"] == "1×1×32").all()
     histories = pd.read_csv(out / "histories.csv")
     assert sorted(histories["cell"]) == sorted(results["cell"]) and (histories["epoch"] == 0).all()
+    # the report records each cell's config (seed included), the commit and package versions
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["git_commit"] and set(meta["versions"]) >= {
+        "python",
+        "torch",
+        "ray",
+        "optuna",
+        "numpy",
+        "pandas",
+    }
+    configs = yaml.safe_load((out / "configs.yaml").read_text())
+    assert configs["hstu/unigrf/m=2/synthetic/seed0"]["train"]["seed"] == 0
 
     md = (out / "report.md").read_text()
     assert "hstu/unigrf/m=0 †" in md and "hstu/unigrf/m=2" in md

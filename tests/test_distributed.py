@@ -7,10 +7,13 @@ after a worker failure or a driver restart in the middle.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pyarrow as pa
@@ -90,6 +93,28 @@ class FlakyContext(RayTrainContext):
 
 def flaky_worker(config: dict[str, Any]) -> dict[str, Any]:
     return run_worker(config, FlakyContext)
+
+
+class FullDiskContext(RayTrainContext):
+    """The disk fills up while epoch CRASH_EPOCH's checkpoint is written (torch.save raises
+    ENOSPC after writing part of the file), the first time only."""
+
+    def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+        marker = self.run_dir.parent / f"{self.run_dir.name}.disk-full"
+        if int(metrics["epoch"]) != CRASH_EPOCH or state is None or marker.exists():
+            return super().report(metrics, state)
+        marker.write_text("disk full once")
+
+        def full_disk(obj, f, *args, **kwargs):
+            Path(f).write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(f))
+
+        with mock.patch.object(torch, "save", full_disk):
+            super().report(metrics, state)
+
+
+def full_disk_worker(config: dict[str, Any]) -> dict[str, Any]:
+    return run_worker(config, FullDiskContext)
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +203,24 @@ def test_worker_failure_resumes_from_the_last_checkpoint(ray_pickling, prepared,
     # the replaced worker group restarted after epoch 0's checkpoint: no epoch lost or repeated,
     # and the same seed gave exactly the plain loop's numbers
     assert [r["metrics"]["epoch"] for r in log.read()] == [0, 1, 2, 2]
+    assert without_times(out["history"]) == without_times(reference["history"])
+    assert out["test"] == reference["test"]
+
+
+def test_full_disk_while_checkpointing_keeps_the_last_good_one(ray_pickling, prepared, reference, tmp_path):
+    from ray.train import TrainingFailedError
+
+    with pytest.raises(TrainingFailedError, match="No space left on device"):
+        train(tmp_path, prepared, "disk", train_fn=full_disk_worker, max_failures=0)
+    assert (tmp_path / "runs" / "disk.disk-full").exists()  # the failure did happen
+    # the run's storage holds epoch 0's checkpoint only, loadable; nothing of epoch 1
+    ckpts = sorted((tmp_path / "ray" / "disk").rglob(CHECKPOINT_FILE))
+    assert [p.parent.name for p in ckpts] == ["epoch_0000"], ckpts
+    assert torch.load(ckpts[0], weights_only=True)["epoch"] == 0
+    # the same command again (space freed) resumes after epoch 0, to the plain loop's numbers
+    result, log = train(tmp_path, prepared, "disk", train_fn=train_worker)
+    assert [r["metrics"]["epoch"] for r in log.read()] == [0, 1, 2, 2]
+    out = result.return_value
     assert without_times(out["history"]) == without_times(reference["history"])
     assert out["test"] == reference["test"]
 

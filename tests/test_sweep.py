@@ -201,6 +201,14 @@ def test_sweep_resumes_after_the_driver_is_killed(ray_cluster, tmp_path):
     for t in complete:
         row = table[table["trial_id"] == t.user_attrs["tune_trial_id"]].iloc[0]
         assert t.params["enhancer.m"] == row["enhancer.m"] and t.value == pytest.approx(row["objective"])
+    # no process of either run is left: Ray Train's per-run PlacementGroupCleaner actors (which
+    # never exit on a cluster without a dashboard) were removed by the resumed command
+    from ray._private import state
+
+    from unigrf.ray_utils import TRAIN_CLEANER_CLASS
+
+    alive = state.actors(actor_state_name="ALIVE").values()
+    assert [a for a in alive if a["ActorClassName"] == TRAIN_CLEANER_CLASS] == []
 
 
 @pytest.mark.timeout(600)

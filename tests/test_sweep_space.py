@@ -93,7 +93,7 @@ BAD = [
     # cross-field check of the config: top_k is fixed at 20 above, m may not exceed it
     (
         {"space": {"enhancer.m": {"int": [0, 64]}}},
-        ["space.enhancer.m", "value 64", "enhancer.top_k must be >= enhancer.m"],
+        ["space.enhancer.m", "value 64", "enhancer.m (64) must be <= enhancer.top_k"],
     ),
     ({"space": {}}, ["`space` is empty"]),
     ({"fixed": {"enhancer.m": 4}}, ["space.enhancer.m is searched but also fixed"]),
@@ -107,11 +107,14 @@ BAD = [
     ),
     ({"multi_objective": {"modes": ["max", "up"]}}, ["multi_objective.modes[1]", "'up'"]),
     ({"sampler": {"kind": "grid"}}, ["sampler.kind", "'grid'"]),
-    ({"sampler": {"kind": "tpe", "sed": 1}}, ["sampler.sed", "unknown setting"]),
+    (
+        {"sampler": {"kind": "tpe", "sed": 1}},
+        ["unknown key sampler.sed (valid keys under sampler: kind, n_startup_trials, seed)"],
+    ),
     ({"scheduler": {"grace_period": 2}}, ["scheduler.grace_period (2)", "epochs (3) - 2"]),
     ({"scheduler": {"reduction_factor": 1}}, ["reduction_factor must be >= 2"]),
     ({"num_samples": 0}, ["num_samples", "positive integer"]),
-    ({"bogus": 1}, ["unknown setting 'bogus'"]),
+    ({"bogus": 1}, ["unknown key bogus (valid keys at the top level: base_config, "]),
     ({"base_config": "missing.yaml"}, ["base_config missing.yaml not found"]),
 ]
 
@@ -136,7 +139,7 @@ def test_bad_spaces_are_rejected_naming_file_and_entry(tmp_path, change, words):
 def test_yaml_syntax_error_names_the_line(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("space:\n  enhancer.m: {int: [0, 3]\n")
-    with pytest.raises(SpaceError, match=r"broken.yaml: line \d+ invalid YAML"):
+    with pytest.raises(SpaceError, match=r"broken.yaml:\d+: invalid YAML"):
         load_space(path)
 
 

@@ -90,9 +90,23 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*(args.overrides or []), *late]
     try:
         return int(args._run(args) or 0)
-    except ConfigError as err:
-        print(f"unigrf {args.command}: config error: {err}", file=sys.stderr)
+    except Exception as err:
+        if not isinstance(err, user_error_types()):
+            raise
+        kind = "config error" if isinstance(err, ConfigError) else "error"
+        print(f"unigrf {args.command}: {kind}: {err}", file=sys.stderr)
         return 2
+
+
+def user_error_types() -> tuple[type[Exception], ...]:
+    """Errors that are the user's to fix (a bad config, data file or checkpoint, an unwritable
+    results directory): printed as one line, exit status 2, no traceback. Looked up among the
+    modules already imported, so `unigrf --help` imports neither pandas nor torch."""
+    found: list[type[Exception]] = [ConfigError]
+    for module, name in (("unigrf.data.readers", "DataError"), ("unigrf.training.loop", "CheckpointError")):
+        if module in sys.modules:
+            found.append(getattr(sys.modules[module], name))
+    return tuple(found)
 
 
 if __name__ == "__main__":

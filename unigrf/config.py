@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 import yaml
 
+from unigrf.yaml_input import check_keys, load_yaml_mapping
+
 
 class ConfigError(ValueError):
     """A config file, field or override is invalid; the message names it."""
@@ -291,6 +293,23 @@ class ExperimentConfig:
             (self.train.batch_size >= 1, "train.batch_size must be >= 1"),
             (self.train.lr > 0, "train.lr must be > 0"),
             (self.train.num_workers >= 1, "train.num_workers must be >= 1"),
+            # patience 0 would stop before the first epoch; Ray keeps >= 1 checkpoint
+            (self.train.patience >= 1, f"train.patience must be >= 1, got {self.train.patience}"),
+            (self.train.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
+            (self.train.log_every >= 1, "train.log_every must be >= 1"),
+            (self.train.weight_decay >= 0, "train.weight_decay must be >= 0"),
+            (
+                self.train.grad_clip is None or self.train.grad_clip > 0,
+                "train.grad_clip must be > 0 (or null: no clipping)",
+            ),
+            (
+                self.data.max_len is None or self.data.max_len >= 2,
+                f"data.max_len must be >= 2 (a training window needs an item and the next one), "
+                f"got {self.data.max_len}",
+            ),
+            (self.data.k_core is None or self.data.k_core >= 0, "data.k_core must be >= 0"),
+            (len(self.data.columns.sep) >= 1, "data.columns.sep must not be empty"),
+            (self.model.ranking_hidden >= 1, "model.ranking_hidden must be >= 1"),
             (0.0 <= self.model.dropout < 1.0, "model.dropout must be in [0, 1)"),
             (0.0 <= self.model.attention_dropout < 1.0, "model.attention_dropout must be in [0, 1)"),
             (self.loss.num_negatives >= 1, "loss.num_negatives must be >= 1"),
@@ -302,10 +321,21 @@ class ExperimentConfig:
             (0.0 <= self.train.min_lr_ratio <= 1.0, "train.min_lr_ratio must be in [0, 1]"),
             (all(0.0 <= b < 1.0 for b in self.train.adam_betas), "train.adam_betas must be in [0, 1)"),
             (self.enhancer.m >= 0, "enhancer.m must be >= 0"),
-            (self.enhancer.top_k >= self.enhancer.m, "enhancer.top_k must be >= enhancer.m"),
+            (
+                self.enhancer.top_k >= self.enhancer.m,
+                f"enhancer.m ({self.enhancer.m}) must be <= enhancer.top_k ({self.enhancer.top_k}): "
+                "the m hard negatives are drawn from the top-k retrieved items",
+            ),
+            (self.enhancer.warmup_epochs >= 0, "enhancer.warmup_epochs must be >= 0"),
+            (
+                self.enhancer.alpha is None or 0.0 <= self.enhancer.alpha <= 1.0,
+                "enhancer.alpha must be a probability in [0, 1] (or null)",
+            ),
             (self.weighter.temperature > 0, "weighter.temperature must be > 0"),
             (self.weighter.interval >= 1, "weighter.interval must be >= 1"),
             (all(k >= 1 for k in self.eval.ks), "eval.ks must be positive"),
+            (self.eval.batch_size >= 1, "eval.batch_size must be >= 1"),
+            (self.eval.cascade_k >= 1, "eval.cascade_k must be >= 1"),
             (self.eval.cascade_top_c >= self.eval.cascade_k, "eval.cascade_top_c must be >= eval.cascade_k"),
         ]
         layers, heads, dim = self.model.resolved_shape()
@@ -313,6 +343,14 @@ class ExperimentConfig:
         checks.append((dim % heads == 0, f"model.dim ({dim}) must be divisible by model.num_heads ({heads})"))
         lo, hi = self.data.resolved_rating_scale()
         checks.append((lo < hi, "data.rating_scale must be (low, high) with low < high"))
+        checks.append(
+            (
+                lo < self.data.like_threshold <= hi,
+                f"data.like_threshold ({self.data.like_threshold:g}) must be in ({lo:g}, {hi:g}] "
+                "(data.rating_scale): otherwise every rating, or none, is a like",
+            )
+        )
+        checks.append((dim >= 1, f"model.dim must be >= 1, got {dim}"))
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
@@ -453,14 +491,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(
-            f"unknown key {where}{unknown[0]} (valid keys under {prefix or 'the top level'}: "
-            f"{', '.join(sorted(names))})"
-        )
+    check_keys(data, [f.name for f in dataclasses.fields(cls)], ConfigError, section=prefix)
     kwargs = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
@@ -536,21 +567,8 @@ def load_config(
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as err:
-            raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            line = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}:{line} invalid YAML: {err}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a config must be a YAML mapping")
-        data = loaded
+        data = load_yaml_mapping(path, "config", ConfigError, empty_ok=True)
+        _check_file_keys(ExperimentConfig, data, path)
     try:
         cfg = config_from_dict(data)
         if overrides:
@@ -559,3 +577,12 @@ def load_config(
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}" if path is not None else str(err)) from None
     return cfg
+
+
+def _check_file_keys(cls: type, data: Mapping[str, Any], path: Path, section: str = "") -> None:
+    """Unknown keys anywhere in a config file's tree, named with the file and the line."""
+    check_keys(data, [f.name for f in dataclasses.fields(cls)], ConfigError, file=path, section=section)
+    hints = typing.get_type_hints(cls)
+    for name, value in data.items():
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, Mapping):
+            _check_file_keys(hints[name], value, path, f"{section}.{name}" if section else name)

@@ -150,6 +150,67 @@ def storage_warning(storage: str, nodes: Sequence[Mapping[str, float]]) -> str |
 
 
 # --------------------------------------------------------------------------------------------
+# Leftover processes
+# --------------------------------------------------------------------------------------------
+
+# Ray Train V2 starts one of these detached actors per training run to remove the run's
+# placement group if its controller dies. It polls the controller through the State API, which
+# needs the dashboard; on a cluster without one it never sees the controller die and lives on.
+TRAIN_CLEANER_CLASS = "PlacementGroupCleaner"
+
+
+def remove_stale_train_cleaners(include_own_job: bool) -> int:
+    """Kill the Ray Train `PlacementGroupCleaner` actors that have nothing left to guard: those
+    of jobs that ended (a driver that exited or was killed; its controllers and placement groups
+    died with it) and, with `include_own_job` (call it once this job's trainings are over), this
+    job's. Other live jobs' cleaners are left alone. Returns how many were killed.
+
+    The actors are anonymous, so `ray.kill` cannot reach them; their process is ended by a
+    zero-CPU task pinned to their node (no State API, hence no dashboard, needed)."""
+    import signal
+
+    import ray
+    from ray._private import state
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    own_job = ray.get_runtime_context().get_job_id()
+    ended = {job["JobID"] for job in state.jobs() if job.get("IsDead")}
+    stale = [
+        info
+        for info in state.actors(actor_state_name="ALIVE").values()
+        if info["ActorClassName"] == TRAIN_CLEANER_CLASS
+        and (info["JobID"] in ended or (include_own_job and info["JobID"] == own_job))
+    ]
+
+    @ray.remote(num_cpus=0)
+    def end_process(pid: int) -> None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # ended meanwhile
+            pass
+
+    ray.get(
+        [
+            end_process.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(info["Address"]["NodeID"], soft=False)
+            ).remote(int(info["Pid"]))
+            for info in stale
+            if info.get("Pid")
+        ]
+    )
+    return len(stale)
+
+
+def leave_no_train_cleaners() -> None:
+    """`remove_stale_train_cleaners(include_own_job=True)` at the end of a command whose
+    trainings are over; a failure here (e.g. Ray internals changed) is reported, never raised."""
+    try:
+        remove_stale_train_cleaners(include_own_job=True)
+    except Exception as err:  # noqa: BLE001 - cleanup must not turn a finished run into a failure
+        print(f"note: could not look for leftover Ray Train cleaner actors ({err})", flush=True)
+
+
+# --------------------------------------------------------------------------------------------
 # Resources
 # --------------------------------------------------------------------------------------------
 
@@ -243,6 +304,34 @@ def require_gpus(use_gpu: bool, nodes: Sequence[Mapping[str, float]]) -> None:
             "has no GPU and cannot add one. Use a cluster with GPU workers (cluster.yaml) or "
             "leave out --gpu."
         )
+
+
+def node_capacity() -> list[Resources]:
+    """The nodes the connected cluster has or its autoscaler may still add (one dict each)."""
+    return cluster_capacity(node_resources(), autoscaler_nodes())
+
+
+def require_workers_fit(cfg: Any, nodes: Sequence[Mapping[str, float]]) -> None:
+    """Fail before any work when `cfg.train.num_workers` Ray Train workers (each
+    `worker_resources`) cannot all be placed at once on `nodes`: Train would wait forever.
+    Raises ConfigError naming the key and the numbers."""
+    from unigrf.config import ConfigError
+
+    workers, use_gpu = cfg.train.num_workers, cfg.train.use_gpu
+    per = worker_resources(use_gpu)
+    fit = sum(_fits(per, node) for node in nodes)
+    if workers <= fit:
+        return
+    total = total_resources(nodes)
+    what = "GPU" if use_gpu and total.get("GPU", 0.0) < workers else "CPU"
+    have = total.get(what, 0.0)
+    raise ConfigError(
+        f"train.num_workers={workers}"
+        + (" with train.use_gpu=true" if use_gpu else "")
+        + f" asks for {workers} Ray Train workers ({', '.join(f'{v:g} {k}' for k, v in per.items())} each), "
+        f"but the Ray cluster has {have:g} {what}(s) on {len(nodes)} node(s), room for {fit} worker(s) "
+        "(counting nodes the autoscaler may add): lower --workers / train.num_workers or use a bigger cluster"
+    )
 
 
 def max_concurrent_trials(

@@ -45,8 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from unigrf.config import (
     VARIANTS,
     ConfigError,
@@ -54,6 +52,7 @@ from unigrf.config import (
     apply_overrides,
     load_config,
 )
+from unigrf.yaml_input import check_keys, load_yaml_mapping
 
 BACKBONES = ("hstu", "llama", "sasrec")
 DEFAULT_METRICS = ("test/hr@10", "test/ndcg@10", "test/mrr", "test/auc", "test/logloss")
@@ -277,16 +276,7 @@ def _check_metrics(spec: GridSpec, cfg: ExperimentConfig, where: str) -> None:
 def load_grid(path: str | Path, check_cells: bool = True) -> GridSpec:
     """Read and validate a grid file; `GridError` names the file and the key on any problem."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise GridError(f"{path}: cannot read grid file ({err.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f" line {mark.line + 1}:" if mark is not None else ""
-        raise GridError(f"{path}:{line} invalid YAML: {err}") from None
+    data = load_yaml_mapping(path, "grid", GridError)
     return parse_grid(data, path=path, check_cells=check_cells)
 
 
@@ -297,14 +287,10 @@ def parse_grid(
     (a report rebuilt elsewhere needs the grid's report settings, not its base config file)."""
     where = str(path) if path is not None else (name or "<grid>")
     if not isinstance(data, Mapping):
-        raise GridError(f"{where}: a grid must be a YAML mapping")
-    unknown = sorted(set(data) - set(TOP_KEYS))
-    if unknown:
-        raise GridError(f"{where}: unknown key {unknown[0]!r} (valid keys: {', '.join(TOP_KEYS)})")
+        raise GridError(f"{where}: a grid must be a YAML mapping, got {type(data).__name__}")
+    check_keys(data, TOP_KEYS, GridError, file=where)
 
-    def fail(key: str, what: str) -> GridError:
-        return GridError(f"{where}: {key}: {what}")
-
+    fail = _Fail(where)
     grid_name = data.get("name", name or (path.stem if path is not None else None))
     if not isinstance(grid_name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", grid_name):
         raise fail("name", f"expected a name of letters, digits, '_', '-', '.', got {grid_name!r}")
@@ -377,6 +363,16 @@ def parse_grid(
     return spec
 
 
+class _Fail:
+    """Builds the GridError of one grid file: `fail(key, what)` -> "<file>: <key>: <what>"."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def __call__(self, key: str, what: str) -> GridError:
+        return GridError(f"{self.where}: {key}: {what}")
+
+
 def _resolve_path(raw: str, grid_path: Path | None) -> Path | None:
     candidates = [Path(raw)]
     if grid_path is not None and not Path(raw).is_absolute():
@@ -419,9 +415,7 @@ def _datasets(value: Any, fail) -> tuple[DatasetSpec, ...]:
             continue
         if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
             raise fail(key, f"expected a dataset name or {{name: ..., overrides: {{...}}}}, got {entry!r}")
-        extra = sorted(set(entry) - {"name", "overrides"})
-        if extra:
-            raise fail(f"{key}.{extra[0]}", "unknown key (valid: name, overrides)")
+        check_keys(entry, ("name", "overrides"), GridError, file=fail.where, section=key)
         out.append(DatasetSpec(entry["name"], _overrides(entry.get("overrides"), f"{key}.overrides", fail)))
     names = [d.name for d in out]
     for n in names:
@@ -459,9 +453,9 @@ def _rows(data: Mapping[str, Any], fail) -> tuple[RowSpec, ...]:
         key = f"rows[{i}]"
         if not isinstance(entry, Mapping):
             raise fail(key, f"expected a mapping {{backbone, variant, label?, overrides?}}, got {entry!r}")
-        extra = sorted(set(entry) - {"backbone", "variant", "label", "overrides"})
-        if extra:
-            raise fail(f"{key}.{extra[0]}", "unknown key (valid: backbone, variant, label, overrides)")
+        check_keys(
+            entry, ("backbone", "variant", "label", "overrides"), GridError, file=fail.where, section=key
+        )
         label = entry.get("label")
         if label is not None and (not isinstance(label, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", label)):
             raise fail(f"{key}.label", f"expected letters, digits, '_', '-', '.', got {label!r}")
@@ -483,9 +477,7 @@ def _axis(value: Any, fail) -> AxisSpec | None:
         return None
     if not isinstance(value, Mapping):
         raise fail("axis", f"expected {{key, values, label?}}, got {value!r}")
-    extra = sorted(set(value) - {"key", "values", "label"})
-    if extra:
-        raise fail(f"axis.{extra[0]}", "unknown key (valid: key, values, label)")
+    check_keys(value, ("key", "values", "label"), GridError, file=fail.where, section="axis")
     key = value.get("key")
     if not isinstance(key, str) or "." not in key:
         raise fail("axis.key", f"expected a dotted config key such as enhancer.m, got {key!r}")
@@ -535,9 +527,7 @@ def _figures(value: Any, axis: AxisSpec | None, fail) -> tuple[FigureSpec, ...]:
         key = f"figures[{i}]"
         if not isinstance(entry, Mapping):
             raise fail(key, f"expected {{kind, metrics}}, got {entry!r}")
-        extra = sorted(set(entry) - {"kind", "metrics"})
-        if extra:
-            raise fail(f"{key}.{extra[0]}", "unknown key (valid: kind, metrics)")
+        check_keys(entry, ("kind", "metrics"), GridError, file=fail.where, section=key)
         kind = _choice(entry.get("kind"), FIGURE_KINDS, f"{key}.kind", fail)
         if kind == "axis" and axis is None:
             raise fail(f"{key}.kind", "an axis figure needs the grid's `axis`")

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import math
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -29,6 +28,8 @@ import pandas as pd
 from unigrf.ablation.grid import Cell, GridError, GridSpec
 from unigrf.ablation.report import OK_STATUS, Rendered, console_summary, store_inputs, write_report
 from unigrf.config import ExperimentConfig, apply_overrides, config_to_dict
+from unigrf.provenance import git_commit, package_versions
+from unigrf.results_dir import check_writable
 
 # config keys whose distinct values over the cells make up the report's "budget per run"
 BUDGET_KEYS = (
@@ -48,25 +49,6 @@ BUDGET_KEYS = (
 )
 # per-epoch keys kept in histories.csv
 HISTORY_PREFIXES = ("train/", "weights/", "val/", "objective", "time/epoch_s")
-
-
-def git_commit(cwd: str | Path | None = None) -> str:
-    """`git rev-parse HEAD` (+ " (uncommitted changes)" when the tree is dirty), else "unknown"."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{head} (uncommitted changes)" if dirty else head or "unknown"
 
 
 def _get(cfg: ExperimentConfig, key: str) -> Any:
@@ -281,7 +263,7 @@ def run_ablation(
     import ray
 
     from unigrf.ablation.progress import GridProgress
-    from unigrf.ray_utils import init_ray
+    from unigrf.ray_utils import init_ray, node_capacity, require_workers_fit
     from unigrf.sweep import run_fixed_configs
 
     overrides = dict(cli_overrides or {})
@@ -293,6 +275,7 @@ def run_ablation(
     if len(set(names)) != len(names):
         raise GridError(f"{spec.path or spec.name}: two cells map to the same run name; rename a label")
     report_dir = report_dir_for(spec, cells)
+    check_writable(cells[0].config.results_dir)  # before Ray starts or data is prepared
 
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
@@ -307,6 +290,9 @@ def run_ablation(
         return progress
 
     try:
+        nodes = node_capacity()
+        for cell in cells:  # a cell whose workers never fit: refused before any data is prepared
+            require_workers_fit(cell.config, nodes)
         datasets, params = dataset_info(cells, verbose=not quiet)
         # the grid's directory is the Tune experiment: runs/<run name>/ per cell, ray/ storage
         frame = run_fixed_configs(
@@ -330,6 +316,7 @@ def run_ablation(
         "grid_file": str(spec.path) if spec.path is not None else None,
         "command": command,
         "git_commit": git_commit(Path(__file__).resolve().parent),  # the code that ran
+        "versions": package_versions(),
         "started_at": started_at,
         "wall_s": time.perf_counter() - t0,
         "resume": resume,

@@ -19,7 +19,9 @@ config (`config_hash`; `data_dir`/`path` are left out, the md5 already identifie
 the synthetic generator's settings count only for the synthetic dataset). A hit is reused and
 said so; any change of a source file or of the config gives a new key. The directory is written
 under a temporary name in the same parent and renamed into place (`os.replace`), so a crash
-never leaves a half-written cache that a later run would trust.
+never leaves a half-written cache that a later run would trust; and a file lock per entry
+(`<results_dir>/.locks/`, outside `data/`) makes a second process preparing the same entry at
+the same time wait for the first and reuse its result.
 """
 
 from __future__ import annotations
@@ -43,11 +45,13 @@ import pyarrow.parquet as pq
 from unigrf.config import DataConfig, SyntheticConfig, config_hash, config_to_dict
 from unigrf.data.download import file_md5
 from unigrf.data.readers import DataError, read_interactions, source_files
+from unigrf.results_dir import check_writable
 
 PREPARE_VERSION = 1  # bump when the output format or the pipeline's semantics change
 MIN_INTERACTIONS = 3  # leave-one-out: train, validation and test items
 ROWS_PER_BLOCK = 50_000  # below this a block is not worth a Ray task
 MAX_ROWS_PER_BLOCK = 2_000_000  # bounds one task's memory
+LOCK_DIR = ".locks"  # <results_dir>/.locks/data-<entry>.lock: one preparer per cache entry
 
 SEQUENCE_SCHEMA = pa.schema(
     [
@@ -219,13 +223,47 @@ def prepare_dataset(
     a Ray it started. `num_blocks` overrides the number of Ray Data blocks (default: from the
     row count and the cluster's CPUs).
     """
+    check_writable(results_dir)  # before reading: an unwritable cache fails at once
     sources = source_files(cfg)
     md5s = [file_md5(p) for p in sources]
     final = Path(results_dir) / "data" / f"{cfg.dataset}-{cache_key(cfg, md5s)}"
     if _is_complete(final):
         _log(verbose, f"reusing cached {final} (same source md5 and data config)")
         return final
+    lock = _acquire_cache_lock(final, verbose)
+    try:
+        if _is_complete(final):  # another process prepared it while this one waited
+            _log(verbose, f"reusing {final}, prepared meanwhile by another process")
+            return final
+        _prepare(cfg, sources, md5s, final, num_blocks, verbose)
+    finally:
+        lock.release()
+    return final
 
+
+def _acquire_cache_lock(final: Path, verbose: bool):
+    """The inter-process lock of one cache entry (`<results_dir>/.locks/data-<entry>.lock`),
+    acquired: two
+    commands preparing the same dataset into one results directory at once do the work once,
+    and the second reuses the first's result. (Without it both would still end with one intact
+    entry — the rename is atomic and the loser's copy is discarded — but do the work twice.)"""
+    from filelock import FileLock, Timeout
+
+    locks = final.parent.parent / LOCK_DIR  # beside data/, which holds cache entries only
+    locks.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(locks / f"data-{final.name}.lock")
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        _log(verbose, f"waiting for another process preparing {final} (lock {lock.lock_file})")
+        lock.acquire()
+    return lock
+
+
+def _prepare(
+    cfg: DataConfig, sources: list[Path], md5s: list[str], final: Path, num_blocks: int | None, verbose: bool
+) -> None:
+    """Read, filter, group (Ray Data) and write the cache entry `final` (see the module docstring)."""
     start = time.perf_counter()
     what = ", ".join(map(str, sources)) or f"the generator (seed {cfg.synthetic.seed})"
     _log(verbose, f"reading {cfg.dataset} from {what}")
@@ -330,7 +368,6 @@ def prepare_dataset(
     )
     _write_atomically(final, table, user_map, item_map, meta)
     _log(verbose, f"prepared {final} in {time.perf_counter() - start:.1f} s")
-    return final
 
 
 def _write_atomically(

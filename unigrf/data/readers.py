@@ -16,12 +16,16 @@ non-integer timestamp, a rating outside `rating_scale`. An empty file is always 
 from __future__ import annotations
 
 import csv
+import decimal
 import gzip
 import io
 import itertools
 import json
+import math
 import re
 import warnings
+import zlib
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +48,8 @@ DATASET_FILES = {
 ML20M_HEADER = ("userId", "movieId", "rating", "timestamp")
 JSON_FIELDS = {"user": "reviewerID", "item": "asin", "rating": "overall", "timestamp": "unixReviewTime"}
 _JSON_CHUNK_LINES = 200_000
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_NOT_UTF8 = re.compile("[\ufffd\ud800-\udfff]")  # replaced bytes, lone surrogates
 
 
 class DataError(ValueError):
@@ -63,53 +69,59 @@ def _validate(
     on_bad_rows: OnBadRows,
     field_error: str,
     extra_bad: np.ndarray | None = None,
-    parser_skipped: list[int] | None = None,
+    dropped: list[tuple[int, str]] | None = None,
+    blank_lines: bool = True,
+    too_long: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Check the four columns of `raw` (strings or numbers) and build the typed frame.
+    """Check the four columns of `raw` (strings, numbers or, from JSON, any Python objects) and
+    build the typed frame.
 
     `lines[i]` is the file line of row i. `extra_bad` flags rows with a format error found by
-    the caller (e.g. a wrong separator), reported as `field_error`. `parser_skipped` are lines
-    the CSV parser already dropped (too many fields) in skip mode.
+    the caller (e.g. a wrong separator), reported as `field_error`. `dropped` are (line,
+    message) of bad lines that never became rows (not a JSON object): counted and reported like
+    the others. `too_long` flags rows with more fields than columns. `blank_lines`: a row with
+    all four fields empty is a blank line, ignored (text formats); otherwise it is a row with
+    missing fields (a JSON `{}`, a Parquet row of nulls).
     """
-    parser_skipped = parser_skipped or []
-    present = raw[list(COLUMNS)].notna().to_numpy()
-    for j, col in enumerate(("user", "item")):  # an empty id is a missing field (JSON, Parquet)
-        if not pd.api.types.is_numeric_dtype(raw[col].dtype):
-            present[:, j] &= ~raw[col].eq("").fillna(False).to_numpy(dtype=bool)
-    blank = ~present.any(axis=1)
+    dropped = sorted(dropped or [])
+    too_long = np.zeros(len(raw), dtype=bool) if too_long is None else too_long
+    present = np.column_stack([_present(raw[col]) for col in COLUMNS])
+    blank = ~present.any(axis=1) & ~too_long if blank_lines else np.zeros(len(raw), dtype=bool)
     if extra_bad is not None:
         blank &= ~extra_bad
     fields_ok = present.all(axis=1)
     if extra_bad is not None:
         fields_ok &= ~extra_bad
 
-    rating = pd.to_numeric(raw["rating"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    ts_num = pd.to_numeric(raw["timestamp"], errors="coerce")
-    if pd.api.types.is_integer_dtype(ts_num.dtype):
-        ts_ok = np.ones(len(raw), dtype=bool)
-        timestamp = ts_num.to_numpy(dtype=np.int64)
-    else:
-        ts_float = ts_num.to_numpy(dtype=np.float64, na_value=np.nan)
-        with np.errstate(invalid="ignore"):
-            ts_ok = np.isfinite(ts_float) & (np.floor(ts_float) == ts_float)
-        timestamp = np.zeros(len(raw), dtype=np.int64)
-        good = ts_ok & fields_ok
-        if good.any():
-            if np.abs(ts_float[good]).max() < 2**53:  # exactly representable: lossless cast
-                timestamp[good] = ts_float[good].astype(np.int64)
-            else:  # huge values (e.g. ns): re-parse the original text, never through a float
-                timestamp[good] = raw["timestamp"][good].astype(str).astype(np.int64).to_numpy()
+    # undecodable bytes became U+FFFD when the file was read (never silently part of an id)
+    not_utf8 = np.column_stack([_not_utf8(raw[col]) for col in COLUMNS])
+    utf8_ok = ~not_utf8.any(axis=1)
+    users, user_ok = _ids(raw["user"])
+    items, item_ok = _ids(raw["item"])
+    rating, rating_num = _numbers(raw["rating"])
+    timestamp, ts_ok, ts_in_range = _integers(raw["timestamp"], fields_ok)
 
     lo, hi = rating_scale
-    rating_num = ~np.isnan(rating)
     with np.errstate(invalid="ignore"):
         in_scale = (rating >= lo) & (rating <= hi)
 
+    def bad_utf8(i: int) -> str:
+        col = COLUMNS[int(np.flatnonzero(not_utf8[i])[0])]
+        return f"{col} field is not valid UTF-8 ({_shown(raw[col].iloc[i])})"
+
     # one reason per row, in priority order (the first failing check names the problem)
     checks = [
+        (too_long, lambda i: _too_many(field_error)),
         (~fields_ok, lambda i: field_error),
-        (~rating_num, lambda i: f"rating {raw['rating'].iloc[i]!r} is not a number"),
-        (~ts_ok, lambda i: f"timestamp {raw['timestamp'].iloc[i]!r} is not an integer"),
+        (~utf8_ok, bad_utf8),
+        (~user_ok, lambda i: f"user {_shown(raw['user'].iloc[i])} is not a string or an integer id"),
+        (~item_ok, lambda i: f"item {_shown(raw['item'].iloc[i])} is not a string or an integer id"),
+        (~rating_num, lambda i: f"rating {_shown(raw['rating'].iloc[i])} is not a number"),
+        (~ts_ok, lambda i: f"timestamp {_shown(raw['timestamp'].iloc[i])} is not an integer"),
+        (
+            ~ts_in_range,
+            lambda i: f"timestamp {_shown(raw['timestamp'].iloc[i])} is outside the int64 range",
+        ),
         (~in_scale, lambda i: f"rating {rating[i]:g} is outside rating_scale [{lo:g}, {hi:g}]"),
     ]
     bad = np.zeros(len(raw), dtype=bool)
@@ -121,10 +133,10 @@ def _validate(
             if first is None or lines[i] < first[0]:
                 first = (int(lines[i]), describe(i))
             bad |= mask
-    if parser_skipped and (first is None or parser_skipped[0] < first[0]):
-        first = (parser_skipped[0], _too_many(field_error))
+    if dropped and (first is None or dropped[0][0] < first[0]):
+        first = dropped[0]
 
-    n_bad = int(bad.sum()) + len(parser_skipped)
+    n_bad = int(bad.sum()) + len(dropped)
     if first is not None and on_bad_rows == "error":
         raise DataError(f"{path}:{first[0]}: {first[1]}")
     keep = ~bad & ~blank
@@ -134,8 +146,8 @@ def _validate(
         raise DataError(f"{path}:1: empty file: no interactions")
     df = pd.DataFrame(
         {
-            "user": _as_str(raw["user"][keep]),
-            "item": _as_str(raw["item"][keep]),
+            "user": users[keep].reset_index(drop=True),
+            "item": items[keep].reset_index(drop=True),
             "rating": rating[keep],
             "timestamp": timestamp[keep],
         }
@@ -145,10 +157,139 @@ def _validate(
     return df
 
 
-def _as_str(s: pd.Series) -> pd.Series:
-    """Ids as strings (JSON may give numbers; `str(12)` keeps the id readable)."""
-    s = s.reset_index(drop=True)
-    return s if pd.api.types.is_string_dtype(s.dtype) else s.astype(str)
+def _shown(value: Any) -> str:
+    """A field's value for an error message: repr, cut to 40 characters."""
+    if isinstance(value, np.generic):  # np.float64(4.0) -> 4.0
+        value = value.item()
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_text(s: pd.Series) -> bool:
+    return isinstance(s.dtype, pd.StringDtype) or s.dtype == object
+
+
+def _present(s: pd.Series) -> np.ndarray:
+    """Not null, and not an empty string (an empty id is a missing field: JSON, Parquet)."""
+    if isinstance(s.dtype, pd.StringDtype):  # one vectorised pass: null and "" have length 0
+        return s.str.len().to_numpy(dtype=np.int64, na_value=0) > 0
+    present = s.notna().to_numpy(dtype=bool, copy=True)
+    if s.dtype == object:  # any Python objects (JSON): compare only the strings
+        present &= ~s.map(lambda v: isinstance(v, str) and v == "").to_numpy(dtype=bool)
+    return present
+
+
+def _not_utf8(s: pd.Series) -> np.ndarray:
+    """Fields holding U+FFFD (what undecodable bytes are read as) or a lone surrogate (a JSON
+    `\\udXXX` escape): text that is not valid UTF-8."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        s = s.astype(object)
+    if not _is_text(s):
+        return np.zeros(len(s), dtype=bool)
+    if isinstance(s.dtype, pd.StringDtype):  # stored as UTF-8: no surrogate can be in it
+        return s.str.contains("\ufffd", regex=False).to_numpy(dtype=bool, na_value=False)
+    return s.map(lambda v: isinstance(v, str) and _NOT_UTF8.search(v) is not None).to_numpy(dtype=bool)
+
+
+def _ids(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """(ids as strings, ok [n]): strings are kept as they are, integers written out exactly,
+    integral floats as integers (a Parquet id column with nulls is float); anything else (a
+    fraction, a boolean, a list, bytes) is not an id. Null entries are left to `_present`."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        s = s.astype(object)
+    ok = np.ones(len(s), dtype=bool)
+    if isinstance(s.dtype, pd.StringDtype):
+        return s, ok
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return s.astype(str), ~s.notna().to_numpy(dtype=bool)
+    if pd.api.types.is_integer_dtype(s.dtype):
+        return s.astype(str), ok
+    if pd.api.types.is_float_dtype(s.dtype):
+        values = s.to_numpy(dtype=np.float64, na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            integral = np.isfinite(values) & (np.floor(values) == values) & (np.abs(values) < 2**63)
+        text = np.where(integral, np.where(integral, values, 0).astype(np.int64).astype(str), "")
+        return pd.Series(text, index=s.index, dtype=str), integral | np.isnan(values)
+    if s.dtype != object:  # datetimes, durations, ...: not ids
+        return s.astype(str), ~s.notna().to_numpy(dtype=bool)
+    values, ok = [], np.zeros(len(s), dtype=bool)
+    for j, v in enumerate(s.tolist()):
+        exact = _exact_int(v) if not isinstance(v, str) else None
+        if isinstance(v, str):
+            values.append(v)
+            ok[j] = True
+        elif exact is not None:
+            values.append(str(exact))
+            ok[j] = True
+        else:
+            values.append("")
+            ok[j] = v is None or (isinstance(v, float) and math.isnan(v))
+    # lone surrogates cannot be stored as pandas strings; such rows are flagged by _not_utf8
+    clean = [v.encode("utf-8", "replace").decode("utf-8") for v in values]
+    return pd.Series(clean, index=s.index, dtype=str), ok
+
+
+def _exact_int(v: Any) -> int | None:
+    """`v` as an exact Python int (integers, integral floats, integer text such as "17" or
+    "1e3"), else None. Booleans are not integers."""
+    if isinstance(v, (bool, np.bool_)):
+        return None
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return int(v) if math.isfinite(v) and float(v).is_integer() else None
+    if isinstance(v, str):
+        try:
+            return int(v.strip())
+        except ValueError:
+            pass
+        try:
+            d = decimal.Decimal(v.strip())
+        except decimal.InvalidOperation:
+            return None
+        return int(d) if d.is_finite() and d == d.to_integral_value() else None
+    return None
+
+
+def _numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 values [n], is a number [n]). Numeric text is parsed; booleans, lists and
+    other objects are not numbers."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        s = s.astype(object)
+    if pd.api.types.is_bool_dtype(s.dtype) or not (pd.api.types.is_numeric_dtype(s.dtype) or _is_text(s)):
+        return np.full(len(s), np.nan), np.zeros(len(s), dtype=bool)
+    if s.dtype == object:
+        scalar = s.map(lambda v: isinstance(v, (str, int, float, np.number)) and not isinstance(v, bool))
+        s = s.where(scalar.to_numpy(dtype=bool), None)
+    values = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return values, ~np.isnan(values)
+
+
+def _integers(s: pd.Series, fields_ok: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(int64 values [n], is an integer [n], within int64 [n]) of a timestamp column; exact
+    (never through a float: nanosecond times exceed float precision)."""
+    n = len(s)
+    timestamp = np.zeros(n, dtype=np.int64)
+    in_range = np.ones(n, dtype=bool)
+    if pd.api.types.is_integer_dtype(s.dtype) and pd.api.types.is_signed_integer_dtype(s.dtype):
+        if s.notna().all():
+            return s.to_numpy(dtype=np.int64), np.ones(n, dtype=bool), in_range
+    values, is_number = _numbers(s)
+    with np.errstate(invalid="ignore"):
+        ok = is_number & np.isfinite(values) & (np.floor(values) == values)
+    good = ok & fields_ok
+    small = good & (np.abs(values) < 2**53)  # exactly representable: a lossless cast
+    timestamp[small] = values[small].astype(np.int64)
+    originals = s.to_numpy(dtype=object)
+    for j in np.flatnonzero(good & ~small):  # huge values (e.g. ns): from the original, exactly
+        exact = _exact_int(originals[j])
+        if exact is None:
+            ok[j] = False
+        elif INT64_MIN <= exact <= INT64_MAX:
+            timestamp[j] = exact
+        else:
+            in_range[j] = False
+    return timestamp, ok, in_range
 
 
 def _too_many(field_error: str) -> str:
@@ -171,6 +312,8 @@ def _check_exists(path: Path) -> Path:
 # Delimited text
 # --------------------------------------------------------------------------------------------
 
+_LINE_BREAK = r"\r\n|\r|\n"
+_SPARE = "_unigrf_spare_"  # columns past the last, to hold a too-long row's extra fields
 _SKIP_RE = re.compile(r"Skipping line (\d+)")
 
 
@@ -183,7 +326,6 @@ def _read_delimited(
     rating_scale: tuple[float, float],
     on_bad_rows: OnBadRows,
     quoting: int = csv.QUOTE_NONE,
-    usecols: list[Any] | None = None,
     must_be_empty: tuple[str, ...] = (),
     sep_name: str | None = None,
 ) -> pd.DataFrame:
@@ -191,74 +333,143 @@ def _read_delimited(
 
     `must_be_empty` columns exist only because a two-character separator was read as two
     one-character ones (`::` -> `:` + empty field + `:`); anything in them is a wrong separator.
+
+    Rows with too many fields: pandas fails on them (fast path), except when the *first* row
+    is the long one — then it silently cuts that row and every later one to the column count.
+    The slow path therefore reads spare columns past the last (at least as many as the first
+    rows need): a value in one marks a row with too many fields, and rows longer still are
+    reported by pandas' skip warnings. Bytes that are not UTF-8 are read as U+FFFD, so the row
+    holding them is a bad row (not an exception from the decoder). With quoting, a quoted field
+    may hold a line break: such a row is a bad row, and the lines after it are counted right.
     """
     _check_exists(path)
     sep_name = sep_name or {"\t": "TAB"}.get(sep, repr(sep))
     field_error = f"expected {len(fields)} fields separated by {sep_name} (wrong separator or missing field?)"
     kwargs: dict[str, Any] = dict(
-        sep=sep,
-        header=0 if header else None,
-        names=None if header else names,
-        usecols=usecols,
+        # pandas reads a longer separator as a regular expression: keep it literal
+        sep=sep if len(sep) == 1 else re.escape(sep),
         engine="c" if len(sep) == 1 else "python",
         index_col=False,
         skip_blank_lines=False,  # keeps row i <-> line i (+ header): blank rows are dropped later
         keep_default_na=False,
         na_values=[""],
         quoting=quoting,
+        encoding="utf-8",
+        encoding_errors="replace",
     )
     offset = 2 if header else 1  # row 0 is on line `offset`
-    if header:  # check the header first: pandas' own usecols error names neither file nor line
+    if header:  # check the header first: pandas' own errors name neither file nor line
         try:
-            found = pd.read_csv(path, sep=sep, nrows=0, engine=kwargs["engine"], quoting=quoting).columns
+            names = [str(c) for c in pd.read_csv(path, nrows=0, header=0, **kwargs).columns]
         except pd.errors.EmptyDataError:
             raise _empty_error(path) from None
-        missing = [c for c in fields.values() if c not in found]
+        except pd.errors.ParserError as err:
+            raise _parser_error(path, err, 1, field_error) from None
+        missing = [c for c in fields.values() if c not in names]
         if missing:
             raise DataError(
                 f"{path}:1: header lacks column(s) {', '.join(map(repr, missing))} "
-                f"(found {', '.join(map(repr, map(str, found)))})"
+                f"(found {', '.join(map(repr, names))})"
             )
-    typed = {names_: str for names_ in (fields["user"], fields["item"], *must_be_empty)}
+        if len(set(names)) != len(names):
+            twice = sorted({c for c in names if names.count(c) > 1})
+            raise DataError(f"{path}:1: header names column(s) {', '.join(map(repr, twice))} twice")
+    # the header (already read) is skipped, not parsed: pandas refuses more names than it has
+    kwargs.update(header=None, skiprows=[0] if header else None, names=names)
+    typed: dict[Any, Any] = defaultdict(lambda: str)  # ids, unused columns: strings
     typed.update({fields["rating"]: np.float64, fields["timestamp"]: np.int64})
     raw: pd.DataFrame | None = None
     try:  # fast path: a clean file parses straight into the final dtypes
-        raw = pd.read_csv(path, dtype=typed, **kwargs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            raw = pd.read_csv(path, dtype=typed, **kwargs)
+        if caught:  # e.g. the first row cut to the column count: the slow path looks closer
+            raw = None
     except pd.errors.EmptyDataError:
         raise _empty_error(path) from None
     except OSError as err:
         raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
-    except (ValueError, TypeError, OverflowError):
+    except (ValueError, TypeError, OverflowError):  # ParserError is a ValueError too
         raw = None
+    quoted = quoting != csv.QUOTE_NONE and _has_quote(path)  # only a quoted field can span lines
+    if raw is not None and quoted and _breaks_in(raw, [fields["user"], fields["item"]]).any():
+        raw = None  # a quoted id spans lines: the slow path counts the lines right
     skipped: list[int] = []
-    if raw is None:  # slow path: strings, then locate the bad rows vectorised
+    if raw is None:  # slow path: every column as strings, then locate the bad rows vectorised
+        widest = _widest_first_rows(path, sep, quoting, 2 if header else 1)
+        spare = [f"{_SPARE}{j}" for j in range(max(2, widest - len(names)))]
+        kwargs["names"] = [*names, *spare]
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", pd.errors.ParserWarning)
-                raw = pd.read_csv(
-                    path,
-                    dtype=str,
-                    on_bad_lines="warn" if on_bad_rows == "skip" else "error",
-                    **kwargs,
-                )
+                raw = pd.read_csv(path, dtype=str, on_bad_lines="warn", **kwargs)
         except pd.errors.EmptyDataError:
             raise _empty_error(path) from None
         except pd.errors.ParserError as err:
-            match = re.search(r"line (\d+)", str(err))
-            line = match.group(1) if match else "?"
-            raise DataError(f"{path}:{line}: {_too_many(field_error)}") from None
-        for w in caught:
+            raise _parser_error(path, err, offset, field_error) from None
+        for w in caught:  # rows longer than the spare columns too: dropped by pandas, counted here
             skipped.extend(int(x) for x in _SKIP_RE.findall(str(w.message)))
         skipped.sort()
-    n_total = len(raw) + len(skipped)
-    lines = np.arange(offset, offset + n_total, dtype=np.int64)
+        too_long = raw[spare].notna().to_numpy(dtype=bool).any(axis=1)
+    else:
+        too_long = np.zeros(len(raw), dtype=bool)
+    lines = np.arange(offset, offset + len(raw) + len(skipped), dtype=np.int64)
     if skipped:
         lines = np.setdiff1d(lines, np.asarray(skipped, dtype=np.int64), assume_unique=True)
-    extra_bad = None
-    if must_be_empty:
-        extra_bad = raw[list(must_be_empty)].notna().to_numpy().any(axis=1)
+    extra_bad = raw[list(must_be_empty)].notna().to_numpy().any(axis=1) if must_be_empty else None
+    if quoted:
+        breaks = _breaks_in(raw, list(raw.columns))
+        if breaks.any():  # a row spanning k extra lines moves every later row down by k
+            lines = lines + np.concatenate([[0], np.cumsum(breaks)[:-1]])
+            extra_bad = (breaks > 0) if extra_bad is None else extra_bad | (breaks > 0)
+            field_error += "; or a quoted field spanning lines"
     frame = pd.DataFrame({col: raw[name] for col, name in fields.items()})
-    return _validate(path, frame, lines, rating_scale, on_bad_rows, field_error, extra_bad, skipped)
+    dropped = [(line, _too_many(field_error)) for line in skipped]
+    return _validate(
+        path, frame, lines, rating_scale, on_bad_rows, field_error, extra_bad, dropped, too_long=too_long
+    )
+
+
+def _widest_first_rows(path: Path, sep: str, quoting: int, n: int) -> int:
+    """The most fields in the first `n` lines (as pandas will split them)."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        first = [line.rstrip("\r\n") for line in itertools.islice(fh, n)]
+    if quoting == csv.QUOTE_NONE or len(sep) > 1:
+        return max((len(line.split(sep)) for line in first), default=0)
+    return max((len(next(csv.reader([line], delimiter=sep), [])) for line in first), default=0)
+
+
+def _has_quote(path: Path, chunk: int = 1 << 20) -> bool:
+    """Whether the file holds a `"` at all (read in 1 MiB chunks; stops at the first)."""
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            if b'"' in block:
+                return True
+    return False
+
+
+def _breaks_in(raw: pd.DataFrame, columns: list[Any]) -> np.ndarray:
+    """Line breaks inside the fields of each row [n] (only quoted fields can hold them)."""
+    counts = np.zeros(len(raw), dtype=np.int64)
+    for col in columns:
+        if isinstance(raw[col].dtype, pd.StringDtype):  # the slow path reads strings only
+            counts += raw[col].str.count(_LINE_BREAK).to_numpy(dtype=np.int64, na_value=0)
+    return counts
+
+
+def _parser_error(path: Path, err: Exception, offset: int, field_error: str) -> DataError:
+    """pandas' tokenizer errors as `DataError`s naming the line."""
+    text = str(err)
+    quote = re.search(r"EOF inside string starting at row (\d+)", text)
+    if quote:
+        return DataError(
+            f'{path}:{int(quote.group(1)) + offset}: unterminated quote (a field opened with " never closes)'
+        )
+    match = re.search(r"line (\d+)", text)
+    if match and "fields" in text:
+        return DataError(f"{path}:{match.group(1)}: {_too_many(field_error)}")
+    line = f":{match.group(1)}" if match else ""
+    return DataError(f"{path}{line}: cannot parse ({text.splitlines()[-1].strip()})")
 
 
 def read_ml100k(
@@ -299,7 +510,7 @@ def read_ml20m(
     """MovieLens-20M / latest `ratings.csv`: header `userId,movieId,rating,timestamp`, half stars."""
     path = Path(path)
     _check_exists(path)
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:  # pandas skips a BOM too
         first = fh.readline().strip()
     if tuple(first.split(",")) != ML20M_HEADER:
         raise DataError(f"{path}:1: expected the header {','.join(ML20M_HEADER)!r}, found {first!r}")
@@ -345,21 +556,18 @@ def read_table(
         return _read_parquet(path, mapping, rating_scale, on_bad_rows)
     if columns.header:
         fields = mapping
-        usecols = list(dict.fromkeys(mapping.values()))
-        names = usecols
+        names = list(dict.fromkeys(mapping.values()))
     elif all(v.isdigit() for v in mapping.values()):
         positions = {c: int(v) for c, v in mapping.items()}
         width = max(positions.values()) + 1
         names = [f"_c{j}" for j in range(width)]
         fields = {c: f"_c{p}" for c, p in positions.items()}
-        usecols = None
     else:
         names = list(COLUMNS)
         fields = dict(zip(COLUMNS, names))
-        usecols = None
     quoting = csv.QUOTE_MINIMAL  # generic CSVs may quote ids
     return _read_delimited(
-        path, columns.sep, names, fields, columns.header, rating_scale, on_bad_rows, quoting, usecols
+        path, columns.sep, names, fields, columns.header, rating_scale, on_bad_rows, quoting
     )
 
 
@@ -376,12 +584,19 @@ def _read_parquet(
     missing = [c for c in mapping.values() if c not in schema.names]
     if missing:
         raise DataError(f"{path}:1: missing column(s) {', '.join(map(repr, missing))} (found {schema.names})")
-    raw = pd.read_parquet(path, columns=list(dict.fromkeys(mapping.values())))
+    try:  # nullable dtypes: an integer column with nulls stays exact (not float64)
+        raw = pd.read_parquet(
+            path, columns=list(dict.fromkeys(mapping.values())), dtype_backend="numpy_nullable"
+        )
+    except Exception as err:  # noqa: BLE001 - a damaged data page: pyarrow's OSError / ArrowInvalid
+        raise DataError(f"{path}: cannot read ({err})") from None
     if len(raw) == 0:
         raise _empty_error(path)
     frame = pd.DataFrame({col: raw[name] for col, name in mapping.items()})
     lines = np.arange(1, len(frame) + 1, dtype=np.int64)
-    return _validate(path, frame, lines, rating_scale, on_bad_rows, "missing field (null value)")
+    return _validate(
+        path, frame, lines, rating_scale, on_bad_rows, "missing field (null value)", blank_lines=False
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -425,10 +640,26 @@ def read_amazon_reviews(
             texts = [chunk[j] for j in nonblank]
             numbers = start + np.asarray(nonblank, dtype=np.int64)
             try:  # fast path: ujson in C over the whole chunk
-                raw = pd.read_json(io.StringIO("".join(texts)), lines=True, dtype=False)
+                with warnings.catch_warnings():  # e.g. `[1, 2]` lines: pandas warns, the slow path says why
+                    warnings.simplefilter("ignore")
+                    raw = pd.read_json(
+                        io.StringIO("".join(texts)),
+                        lines=True,
+                        dtype=False,
+                        precise_float=True,  # the same floats as json.loads on the slow path
+                    )
                 if len(raw) != len(texts):
                     raise ValueError("row count mismatch")
-            except ValueError:  # locate the malformed lines one by one (only for a bad chunk)
+                if not all(text.lstrip().startswith("{") for text in texts):  # e.g. `null`, `5`
+                    raise ValueError("a line that is not a JSON object")
+                times = raw.get(JSON_FIELDS["timestamp"])
+                if (
+                    times is not None
+                    and pd.api.types.is_float_dtype(times.dtype)
+                    and (times.abs() >= 2**53).any()
+                ):
+                    raise ValueError("huge integers read as floats: json.loads keeps them exact")
+            except (ValueError, TypeError, OverflowError):  # locate the malformed lines one by one
                 records, ok = [], []
                 for text, line in zip(texts, numbers):
                     try:
@@ -436,13 +667,18 @@ def read_amazon_reviews(
                     except ValueError:
                         obj = None
                     if not isinstance(obj, dict):
-                        if on_bad_rows == "error":
-                            raise DataError(f"{path}:{line}: not a JSON object") from None
                         skipped.append(int(line))
                         continue
-                    records.append(obj)
+                    records.append({name: obj.get(name) for name in JSON_FIELDS.values()})
                     ok.append(line)
-                raw = pd.DataFrame.from_records(records)
+                # object columns: Python's exact ints stay exact (an int column with a null
+                # would become float64)
+                raw = pd.DataFrame(
+                    {
+                        name: pd.Series([r[name] for r in records], dtype=object)
+                        for name in JSON_FIELDS.values()
+                    }
+                )
                 numbers = np.asarray(ok, dtype=np.int64)
             frame = pd.DataFrame(
                 {
@@ -452,7 +688,7 @@ def read_amazon_reviews(
             )
             frames.append(frame)
             line_arrays.append(numbers)
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:
         raise DataError(f"{path}: cannot read ({err})") from None
     if not frames:
         if skipped:
@@ -461,11 +697,10 @@ def read_amazon_reviews(
     raw = pd.concat(frames, ignore_index=True)
     lines = np.concatenate(line_arrays)
     field_error = "missing field (expected reviewerID, asin, overall, unixReviewTime)"
-    df = _validate(path, raw, lines, rating_scale, on_bad_rows, field_error)
-    if skipped:
-        df.attrs["bad_rows"] += len(skipped)
-        df.attrs["first_bad_row"] = f"{path}:{skipped[0]}: not a JSON object"
-    return df
+    dropped = [(line, "not a JSON object") for line in skipped]
+    return _validate(
+        path, raw, lines, rating_scale, on_bad_rows, field_error, dropped=dropped, blank_lines=False
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from typing import Any
 import yaml
 
 from unigrf.config import ConfigError, ExperimentConfig, apply_overrides, load_config, parse_override
+from unigrf.yaml_input import check_keys, load_yaml_mapping
 
 
 class SpaceError(ConfigError):
@@ -233,7 +234,7 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
         return {}
     if not isinstance(value, Mapping):
         raise SpaceError(f"{where}: expected a mapping, got {value!r}")
-    return dict(value)
+    return value if isinstance(value, dict) else dict(value)  # a LineMapping keeps its key lines
 
 
 def _positive_int(value: Any, where: str, allow_none: bool = False) -> int | None:
@@ -250,20 +251,15 @@ def _choose(value: Any, options: tuple[str, ...], where: str) -> str:
     return value
 
 
-def _sub_spec(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
-    names = set(cls.__dataclass_fields__)
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise SpaceError(f"{where}.{unknown[0]}: unknown setting (valid: {', '.join(sorted(names))})")
+def _sub_spec(cls: type, data: dict[str, Any], path: Path, section: str) -> dict[str, Any]:
+    check_keys(data, cls.__dataclass_fields__, SpaceError, file=path, section=section)
     return data
 
 
 def parse_space_dict(data: Mapping[str, Any], path: Path) -> SweepSpec:
     """Parse a loaded YAML mapping; `path` names the file in errors and anchors base_config."""
     where = str(path)
-    unknown = sorted(set(data) - _TOP_KEYS)
-    if unknown:
-        raise SpaceError(f"{where}: unknown setting {unknown[0]!r} (valid: {', '.join(sorted(_TOP_KEYS))})")
+    check_keys(data, _TOP_KEYS, SpaceError, file=path)
     space = _mapping(data.get("space"), f"{where}: space")
     if not space:
         raise SpaceError(f"{where}: `space` is empty: nothing to search")
@@ -285,7 +281,8 @@ def parse_space_dict(data: Mapping[str, Any], path: Path) -> SweepSpec:
     mo = _sub_spec(
         MultiObjectiveSpec,
         _mapping(data.get("multi_objective"), f"{where}: multi_objective"),
-        f"{where}: multi_objective",
+        path,
+        "multi_objective",
     )
     mo_spec = MultiObjectiveSpec(
         metrics=tuple(mo.get("metrics", MultiObjectiveSpec.metrics)),
@@ -304,7 +301,7 @@ def parse_space_dict(data: Mapping[str, Any], path: Path) -> SweepSpec:
             )
         _choose(mode, ("max", "min"), f"{where}: multi_objective.modes[{i}]")
 
-    sampler = _sub_spec(SamplerSpec, _mapping(data.get("sampler"), f"{where}: sampler"), f"{where}: sampler")
+    sampler = _sub_spec(SamplerSpec, _mapping(data.get("sampler"), f"{where}: sampler"), path, "sampler")
     sampler_spec = SamplerSpec(
         kind=_choose(sampler.get("kind", "tpe"), SAMPLERS, f"{where}: sampler.kind"),
         seed=int(sampler.get("seed", 0)),
@@ -313,7 +310,7 @@ def parse_space_dict(data: Mapping[str, Any], path: Path) -> SweepSpec:
         ),
     )
     sched = _sub_spec(
-        SchedulerSpec, _mapping(data.get("scheduler"), f"{where}: scheduler"), f"{where}: scheduler"
+        SchedulerSpec, _mapping(data.get("scheduler"), f"{where}: scheduler"), path, "scheduler"
     )
     sched_spec = SchedulerSpec(
         kind=_choose(sched.get("kind", "asha"), SCHEDULERS, f"{where}: scheduler.kind"),
@@ -347,19 +344,7 @@ def parse_space_dict(data: Mapping[str, Any], path: Path) -> SweepSpec:
 def load_space(path: str | Path) -> SweepSpec:
     """Read and parse a search-space YAML (no validation against the config: see `resolve`)."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise SpaceError(f"{path}: cannot read search space ({err.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise SpaceError(f"{path}:{line} invalid YAML: {err}") from None
-    if not isinstance(data, Mapping):
-        raise SpaceError(f"{path}: a search space must be a YAML mapping")
-    return parse_space_dict(data, path)
+    return parse_space_dict(load_yaml_mapping(path, "search space", SpaceError), path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -49,6 +49,8 @@ from unigrf.config import (
     config_to_yaml,
     resolved_objective,
 )
+from unigrf.provenance import git_commit, package_versions
+from unigrf.results_dir import check_writable
 from unigrf.sweep.results import (
     COMPLETED,
     ERROR,
@@ -140,11 +142,14 @@ def concurrency(cfgs: Sequence[ExperimentConfig], explicit: int | None) -> int:
         max_concurrent_trials,
         node_resources,
         require_gpus,
+        require_workers_fit,
     )
 
     nodes = cluster_capacity(node_resources(), autoscaler_nodes())
     use_gpu = any(c.train.use_gpu for c in cfgs)
     require_gpus(use_gpu, nodes)
+    for cfg in cfgs:  # a trial whose workers never fit would stay PENDING forever
+        require_workers_fit(cfg, nodes)
     if explicit:
         return explicit
     workers = max(c.train.num_workers for c in cfgs)
@@ -237,7 +242,7 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, options: SweepOptions) ->
     import ray
     from ray import tune
 
-    from unigrf.ray_utils import init_ray, resolve_storage_path
+    from unigrf.ray_utils import init_ray, leave_no_train_cleaners, resolve_storage_path
     from unigrf.sweep.search import (
         TUNE_METRIC,
         HParamsCallback,
@@ -248,6 +253,7 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, options: SweepOptions) ->
         study_exists,
     )
 
+    check_writable(base.results_dir)  # before Ray starts
     name = sweep_name(spec, options)
     num_samples = options.num_samples or spec.num_samples
     sweep_dir = (Path(base.results_dir) / "tune" / name).resolve()
@@ -349,6 +355,7 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, options: SweepOptions) ->
             print(f"marked {orphans} Optuna trial(s) without a finished Tune trial FAIL", flush=True)
         return _write_outputs(spec, base, name, sweep_dir, study_url, options, grid, time.time() - start)
     finally:
+        leave_no_train_cleaners()  # also those of a killed earlier driver of this sweep
         if started:
             ray.shutdown()
 
@@ -391,6 +398,10 @@ def _write_start_files(
         "max_concurrent": max_concurrent,
         "epochs": base.train.epochs,
         "objective": resolved_objective(base),
+        "base_config": str(sweep_dir / "base_config.yaml"),  # every trial's config = it + params
+        "train_seed": base.train.seed,
+        "git_commit": git_commit(),
+        "versions": package_versions(),
     }
     write_text_atomic(sweep_dir / "summary.json", json.dumps(summary, indent=2))
 
@@ -517,7 +528,7 @@ def run_fixed_configs(
     import ray
     from ray import tune
 
-    from unigrf.ray_utils import init_ray, resolve_storage_path
+    from unigrf.ray_utils import init_ray, leave_no_train_cleaners, resolve_storage_path
     from unigrf.sweep.search import PlacementGroupCleanup
 
     names = [n for n, _ in configs]
@@ -528,7 +539,7 @@ def run_fixed_configs(
     bad = [n for n in names if not n or "/" in n or n.startswith(".")]
     if bad:
         raise SweepError(f"run_fixed_configs: invalid config names (used as directory names): {bad}")
-    experiment_dir = Path(experiment_dir).resolve()
+    experiment_dir = check_writable(experiment_dir)
     runs_dir = experiment_dir / "runs"
     cfgs = {n: absolute_paths(c) for n, c in configs}
     experiment = experiment_dir.name
@@ -578,6 +589,7 @@ def run_fixed_configs(
                 if result.error is not None:
                     errors[str(result.config.get(CELL_KEY))] = str(result.error).strip().splitlines()[-1]
         finally:
+            leave_no_train_cleaners()
             if started:
                 ray.shutdown()
     return _fixed_table(names, cfgs, runs_dir, errors)

@@ -27,7 +27,6 @@ read, and `storage_path` on shared storage (NFS path or `s3://...`).
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -38,7 +37,15 @@ import torch
 
 from unigrf.config import ExperimentConfig, config_from_dict, config_to_dict
 from unigrf.data.sequences import SequenceData
-from unigrf.training.loop import CHECKPOINT_FILE, TrainContext, fit, progress_line
+from unigrf.training.loop import (
+    CHECKPOINT_FILE,
+    CheckpointError,
+    TrainContext,
+    fit,
+    load_state_file,
+    progress_line,
+    write_checkpoint_dir,
+)
 
 if TYPE_CHECKING:  # importing Ray is deferred to the functions that need it
     from ray.train.torch import TorchTrainer
@@ -60,7 +67,7 @@ class RayTrainContext(TrainContext):
         if checkpoint is None:
             return None
         with checkpoint.as_directory() as path:
-            return torch.load(Path(path) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+            return load_state_file(Path(path) / CHECKPOINT_FILE)
 
     def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
         import ray.train
@@ -69,9 +76,17 @@ class RayTrainContext(TrainContext):
         if state is None or not self.is_main:
             ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
         else:
+            # A write that fails here (a full disk) raises before Ray sees the checkpoint: the
+            # temporary directory is removed, and the run's storage keeps its last good one.
             with tempfile.TemporaryDirectory(prefix="unigrf-ckpt-") as tmp:
-                torch.save(state, Path(tmp) / CHECKPOINT_FILE)
-                (Path(tmp) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+                try:
+                    write_checkpoint_dir(Path(tmp), state, metrics)
+                except OSError as err:
+                    raise CheckpointError(
+                        f"epoch {int(metrics['epoch'])}: cannot write the checkpoint to {tmp} "
+                        f"({err.strerror or err}); the run's storage keeps its last good checkpoint: "
+                        "free space and run the same command again to resume"
+                    ) from err
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
                 ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
         self.log(progress_line(metrics))
@@ -270,11 +285,18 @@ def train_distributed(
     """
     import ray
 
-    from unigrf.ray_utils import init_ray, resolve_storage_path
+    from unigrf.ray_utils import (
+        init_ray,
+        leave_no_train_cleaners,
+        node_capacity,
+        require_workers_fit,
+        resolve_storage_path,
+    )
     from unigrf.training.prepared import load_data_dir, run_dir_for
 
     started = init_ray(address)
     try:
+        require_workers_fit(cfg, node_capacity())  # before the data is prepared or Train starts
         if verbose:
             _print_dashboard_url()
         storage = resolve_storage_path(storage_path, cfg.results_dir)
@@ -291,6 +313,7 @@ def train_distributed(
         )
         outcome = trainer.fit()
     finally:
+        leave_no_train_cleaners()
         if started:
             ray.shutdown()
     result = dict(outcome.return_value)

@@ -215,7 +215,7 @@ class TrainContext:
         for path in reversed(ckpts):
             file = path / CHECKPOINT_FILE
             if file.exists():
-                return torch.load(file, map_location="cpu", weights_only=False)
+                return load_state_file(file)
         return None
 
     def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
@@ -230,16 +230,26 @@ class TrainContext:
             print(message, flush=True)
 
     def _save(self, metrics: dict[str, float], state: dict[str, Any]) -> None:
+        """Write the checkpoint under a temporary name and rename it into place: a write that
+        fails (a full disk) leaves the previous checkpoints as they were, and no partial one."""
         root = self.run_dir / "checkpoints"
-        root.mkdir(parents=True, exist_ok=True)
         final = root / f"epoch_{int(metrics['epoch']):04d}"
         tmp = root / f".tmp_{final.name}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        torch.save(state, tmp / CHECKPOINT_FILE)
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            write_checkpoint_dir(tmp, state, metrics)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            kept = sorted(p.name for p in root.glob("epoch_*")) if root.is_dir() else []
+            raise CheckpointError(
+                f"{final}: cannot write the checkpoint ({err.strerror or err}); "
+                + (f"the last good one, {root / kept[-1]}, is kept: " if kept else "")
+                + "free space and run the same command again to resume"
+            ) from err
         self._prune(root)
 
     def _prune(self, root: Path) -> None:
@@ -255,6 +265,31 @@ class TrainContext:
         for _, path in scored:
             if path not in best and path != latest:
                 shutil.rmtree(path, ignore_errors=True)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be written or read; the message names the file and what to do."""
+
+
+def write_checkpoint_dir(directory: Path, state: dict[str, Any], metrics: dict[str, float]) -> None:
+    """`state` (tensors and plain Python types only: `load_state_file` refuses anything else)
+    and the epoch's metrics into `directory`."""
+    torch.save(state, directory / CHECKPOINT_FILE)
+    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+
+def load_state_file(file: Path) -> dict[str, Any]:
+    """A checkpoint written by `write_checkpoint_dir`, loaded with `weights_only=True`: only
+    tensors and plain types are unpickled, so a tampered file cannot run code when a run
+    resumes. Any failure (tampered, truncated, not a checkpoint) is a CheckpointError."""
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError...
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{file}: not a loadable checkpoint ({reason}); delete it to resume from an earlier "
+            "one, or start over with --restart"
+        ) from None
 
 
 def progress_line(m: dict[str, float]) -> str:

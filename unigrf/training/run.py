@@ -7,6 +7,8 @@ import shutil
 from typing import Any
 
 from unigrf.config import ExperimentConfig, config_to_yaml
+from unigrf.provenance import git_commit, package_versions
+from unigrf.results_dir import check_writable
 from unigrf.training.prepared import load_data, run_dir_for
 
 
@@ -31,11 +33,14 @@ def run_training(
     checkpoints is resumed unless `restart` (which deletes the run directory and, under Ray,
     the run's Ray storage).
     """
+    check_writable(cfg.results_dir)  # before Ray starts or the data is prepared
     run_dir = run_dir_for(cfg)
     if restart and run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+    provenance = {"seed": cfg.train.seed, "git_commit": git_commit(), "versions": package_versions()}
+    (run_dir / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
 
     if uses_ray(cfg, address):
         from unigrf.training.distributed import train_distributed
