@@ -175,7 +175,7 @@ class LossConfig:
     """The retrieval loss (`unigrf.model.retrieval_losses`); ranking is always BCE on likes.
 
     - `full_softmax`: cross-entropy over the whole catalogue (exact; computed in item chunks of
-      `chunk_items` with a custom backward, so memory stays O(positions x chunk_items));
+      with a custom backward past `chunk_logits` logits per step, so memory stays bounded);
     - `sampled_softmax`: the positive against `num_negatives` negatives drawn by `sampler`:
       `uniform`; `popularity` (proportional to training counts, log-Q corrected when
       `logq_correction`); `in_batch` (the batch's other targets, log-Q corrected, mixed with
@@ -192,7 +192,7 @@ class LossConfig:
     logq_correction: bool = True
     temperature: float = 0.05
     gbce_t: float = 0.75
-    chunk_items: int = 8192  # items per chunk of the full softmax
+    chunk_logits: int = 1 << 24  # full softmax: most [positions x items] logits held at once
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,7 +315,7 @@ class ExperimentConfig:
             (self.loss.num_negatives >= 1, "loss.num_negatives must be >= 1"),
             (self.loss.temperature > 0, "loss.temperature must be > 0"),
             (0.0 < self.loss.gbce_t <= 1.0, "loss.gbce_t must be in (0, 1]"),
-            (self.loss.chunk_items >= 1, "loss.chunk_items must be >= 1"),
+            (self.loss.chunk_logits >= 1, "loss.chunk_logits must be >= 1"),
             (self.model.embedding_init_std > 0, "model.embedding_init_std must be > 0"),
             (self.train.warmup_steps >= 0, "train.warmup_steps must be >= 0"),
             (0.0 <= self.train.min_lr_ratio <= 1.0, "train.min_lr_ratio must be in [0, 1]"),

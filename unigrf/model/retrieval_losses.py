@@ -10,7 +10,7 @@ decides what the vectors are (L2-normalised for cosine similarity, raw for dot p
 
 - `full_softmax` — cross-entropy over all I items (what RecBole's SASRec and eSASRec-style
   recipes train with; cheap on catalogues of thousands of items). Exact. Small problems take
-  one fused `cross_entropy`; past `CHUNK_ELEMENTS` logits the log-sum-exp is computed over item
+  one log-sum-exp; past `loss.chunk_logits` logits it is computed over item
   chunks by `ChunkedLogSumExp`, whose backward recomputes each chunk's softmax instead of
   storing P x I activations, so memory stays O(P x chunk) on any catalogue.
 - `sampled_softmax` — the positive against sampled negatives, by `loss.sampler`:
@@ -44,9 +44,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unigrf.config import LossConfig
-
-# Above this many logits per batch (P x I) the full softmax is computed in item chunks.
-CHUNK_ELEMENTS = 1 << 24
 
 
 def _wide(x: Tensor) -> Tensor:
@@ -86,7 +83,7 @@ class ChunkedLogSumExp(torch.autograd.Function):
         return grad_q.to(q.dtype), grad_table.to(table.dtype), None, None
 
 
-def logsumexp_over_items(q: Tensor, items: Tensor, tau: float, max_elements: int = CHUNK_ELEMENTS) -> Tensor:
+def logsumexp_over_items(q: Tensor, items: Tensor, tau: float, max_elements: int) -> Tensor:
     """log Σ_i exp(<q, items[i]> / tau) for q [P, D], items [I, D] -> [P]; past `max_elements`
     logits in item chunks of about max_elements / P (`ChunkedLogSumExp`)."""
     if q.shape[0] * items.shape[0] <= max_elements:
@@ -171,7 +168,7 @@ class RetrievalLoss(nn.Module):
             negatives.append((torch.einsum("pd,pmd->pm", q, table[hard]) / tau, hard))
 
         if cfg.retrieval == "full_softmax":
-            lse = logsumexp_over_items(q, table[1:], tau)
+            lse = logsumexp_over_items(q, table[1:], tau, cfg.chunk_logits)
             if negatives:
                 logits, ids = negatives[0]
                 extra = torch.logsumexp(_wide(logits).masked_fill(_masked(ids, positives), -math.inf), dim=1)

@@ -53,6 +53,7 @@ from unigrf.config import (
 from unigrf.data.sequences import SequenceData
 from unigrf.evaluation.evaluate import evaluate
 from unigrf.model import RankingDrivenEnhancer, TwoStage, build_model, build_weighter
+from unigrf.training.memory import check_memory
 from unigrf.training.precision import autocast, autocast_dtype
 
 CHECKPOINT_FILE = "state.pt"
@@ -432,6 +433,7 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
     device = ctx.device
     seed_everything(cfg.train.seed)  # init is identical on every rank
 
+    check_memory(cfg, data.num_items)  # a config that cannot fit fails before the first step
     counts = torch.as_tensor(data.item_counts("val"))  # training interactions per item
     model = build_model(cfg, data.num_items, data.num_levels, data.max_len, counts).to(device)
     amp = autocast_dtype(cfg.train.precision, device)

@@ -1,0 +1,34 @@
+"""The memory check refuses, naming the key, what cannot fit, and accepts what can."""
+
+from __future__ import annotations
+
+import pytest
+
+from unigrf.config import ConfigError, load_config
+from unigrf.training.memory import check_memory, estimate_bytes, physical_memory_bytes
+
+GIB = 1024**3
+
+
+def test_default_recipe_on_a_movielens_sized_catalogue_fits_in_a_laptop():
+    check_memory(load_config(None, ["data.dataset=ml-100k"]), 1682, available=8 * GIB)
+
+
+def test_bce_with_many_negatives_on_a_big_batch_is_refused_naming_the_key():
+    cfg = load_config(None, ["loss.retrieval=bce", "loss.num_negatives=4096", "model.size=base"])
+    with pytest.raises(ConfigError, match=r"^loss\.num_negatives: this configuration needs about .* GiB"):
+        check_memory(cfg, 10_000, available=8 * GIB)
+    check_memory(load_config(None, ["loss.retrieval=bce", "loss.num_negatives=1"]), 10_000, available=8 * GIB)
+
+
+def test_a_huge_catalogue_is_refused_by_its_item_table():
+    cfg = load_config(None, ["model.size=large", "loss.retrieval=full_softmax"])
+    with pytest.raises(ConfigError, match=r"item table, its gradient and AdamW state"):
+        check_memory(cfg, 50_000_000, available=16 * GIB)
+
+
+def test_the_full_softmax_is_bounded_by_its_chunk():
+    cfg = load_config(None, ["loss.retrieval=full_softmax"])
+    small, big, huge = (estimate_bytes(cfg, n)["full-softmax logits"][0] for n in (1_000, 1_000_000, 10**8))
+    assert small < big == huge == cfg.loss.chunk_logits * 4 * 3
+    assert physical_memory_bytes() is None or physical_memory_bytes() > GIB

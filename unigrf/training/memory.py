@@ -1,0 +1,88 @@
+"""Refuse, before the first step, a configuration whose tensors cannot fit in this machine.
+
+`check_memory(cfg, num_items)` estimates the few tensors that grow with the catalogue, the
+batch or a loss option — the item table with its gradient and AdamW state, the retrieval
+loss's per-step logits (or, for BCE/gBCE and hard negatives, the gathered [positions, negatives,
+dim] item rows), HSTU's saved attention scores and the evaluation's [users, items] score
+matrix — and raises a `ConfigError` naming the key that dominates when their sum exceeds
+`MEMORY_SHARE` of the machine's physical memory. The estimate is an upper bound in the shapes
+that matter (every training position of a full batch), not an accounting of every buffer: it
+is there so that `loss.retrieval=bce loss.num_negatives=4096` on a large catalogue fails in a
+second with the reason, instead of swapping or being killed an hour into a sweep.
+"""
+
+from __future__ import annotations
+
+import os
+
+from unigrf.config import ConfigError, ExperimentConfig, effective_m
+
+FLOAT = 4  # bytes
+MEMORY_SHARE = 0.8  # of physical memory, the most one run may plan to use
+
+
+def physical_memory_bytes() -> int | None:
+    """This machine's physical memory (POSIX), or None where it cannot be read."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def estimate_bytes(cfg: ExperimentConfig, num_items: int) -> dict[str, tuple[int, str]]:
+    """{what: (bytes, the config key that sizes it)} for the tensors that can outgrow memory."""
+    layers, heads, dim = cfg.model.resolved_shape()
+    models = 2 if cfg.train.variant == "two_stage" else 1
+    max_len = cfg.data.resolved_max_len()
+    positions = cfg.train.batch_size * max_len  # every training position of a full batch
+    tokens = 2 * max_len
+    loss = cfg.loss
+    out: dict[str, tuple[int, str]] = {
+        "item table, its gradient and AdamW state": (models * (num_items + 1) * dim * FLOAT * 4, "model.dim"),
+        "evaluation scores [eval.batch_size, items]": (
+            cfg.eval.batch_size * (num_items + 1) * FLOAT * 4,
+            "eval.batch_size",
+        ),
+    }
+    if loss.retrieval == "full_softmax":
+        out["full-softmax logits"] = (
+            min(positions * num_items, loss.chunk_logits) * FLOAT * 3,
+            "loss.chunk_logits",
+        )
+    elif loss.retrieval == "sampled_softmax":
+        width = loss.num_negatives + (cfg.train.batch_size if loss.sampler == "in_batch" else 0)
+        out["sampled-softmax logits"] = (positions * width * FLOAT * 3, "loss.num_negatives")
+    else:  # bce / gbce gather [positions, negatives, dim] item rows
+        out[f"{loss.retrieval} negatives' item rows"] = (
+            positions * loss.num_negatives * dim * FLOAT * 2,
+            "loss.num_negatives",
+        )
+    m = effective_m(cfg)
+    if m:
+        out["hard negatives' item rows"] = (positions * m * dim * FLOAT * 2, "enhancer.m")
+    if cfg.model.backbone == "hstu":  # pointwise attention keeps its causal scores for backward
+        out["HSTU attention scores"] = (
+            models * cfg.train.batch_size * heads * tokens * tokens // 2 * FLOAT * layers,
+            "data.max_len",
+        )
+    return out  # fmt: skip
+
+
+def check_memory(cfg: ExperimentConfig, num_items: int, available: int | None = None) -> None:
+    """Raise ConfigError when the estimate exceeds MEMORY_SHARE of `available` bytes (default:
+    the machine's physical memory; unknown: no check)."""
+    available = physical_memory_bytes() if available is None else available
+    if not available:
+        return
+    parts = estimate_bytes(cfg, num_items)
+    total = sum(b for b, _ in parts.values())
+    if total <= MEMORY_SHARE * available:
+        return
+    what, (size, key) = max(parts.items(), key=lambda kv: kv[1][0])
+    gib = 1024**3
+    raise ConfigError(
+        f"{key}: this configuration needs about {total / gib:.1f} GiB for {num_items:,} items, more than "
+        f"{MEMORY_SHARE:.0%} of this machine's {available / gib:.1f} GiB; the largest part is the {what} "
+        f"({size / gib:.1f} GiB, sized by {key}). Lower {key}, train.batch_size or data.max_len, or use "
+        "loss.retrieval=full_softmax (its logits are computed in bounded chunks)"
+    )
