@@ -235,3 +235,38 @@ def test_run_fixed_configs_runs_named_cells_and_skips_finished_ones(ray_cluster,
     # without resume, existing results are never overwritten
     with pytest.raises(SweepError, match="resume"):
         run_fixed_configs(configs, experiment, None, resume=False)
+
+
+@pytest.mark.timeout(600)
+def test_a_diverging_cell_fails_with_its_reason_and_the_grid_goes_on(ray_cluster, tmp_path):
+    """A run whose loss becomes NaN (train.lr=1e3) is a failed trial whose error names the epoch
+    and step; the other cells finish, and the sweep table and ablation report list it as failed."""
+    import dataclasses
+
+    from unigrf.ablation.grid import parse_grid
+    from unigrf.ablation.runner import normalise
+
+    spec, base = resolve(
+        write_space(tmp_path, "nan", scheduler={"kind": "fifo", "max_epochs": 2}),
+        [f"results_dir={tmp_path}"],
+    )
+    configs = [
+        ("ok", apply_overrides(base, {"name": "ok"})),
+        ("diverges", apply_overrides(base, {"name": "diverges", "train.lr": 1e3, "train.grad_clip": None})),
+    ]
+    frame = run_fixed_configs(configs, tmp_path / "grid", None, resume=False, max_concurrent=2)
+    rows = frame.set_index("name")
+    assert rows.loc["ok", "status"] == "completed" and pd.notna(rows.loc["ok", "test/ndcg@10"])
+    assert rows.loc["diverges", "status"] == "error"
+    assert "non-finite training loss at epoch 0, step" in rows.loc["diverges", "error"]
+
+    # the ablation layer's results table (what its report renders) carries the failure and why
+    grid = parse_grid({"name": "nan", "rows": [{"backbone": "hstu", "variant": "unigrf"}], "seeds": 1})
+    cell = grid.expand({})[0]
+    results, _ = normalise(frame, [dataclasses.replace(cell, name=n) for n in ("ok", "diverges")])
+    status = dict(zip(results["cell"], results["status"]))
+    assert (
+        status["ok"] == "ok"
+        and status["diverges"].startswith("error: ")
+        and "non-finite" in status["diverges"]
+    )
