@@ -160,3 +160,16 @@ def test_report_errors_name_the_file(tmp_path, capsys):
         load_inputs(out)
     assert main(["report", str(out)]) == 2
     assert "results.csv" in capsys.readouterr().err
+
+
+def test_a_failed_run_is_listed_with_its_reason(tmp_path):
+    out = make_report_dir(tmp_path)
+    results = pd.read_csv(out / "results.csv")
+    failed = results.index[(results["row"] == "hstu/wo_both") & (results["seed"] == 1)]
+    results.loc[failed, "status"] = "error: non-finite training loss at epoch 0, step 3 (retrieval nan)"
+    results.loc[failed, "test/ndcg@10"] = float("nan")
+    results.to_csv(out / "results.csv", index=False)
+    md = write_report(out).markdown
+    assert "## Failed runs" in md
+    assert "`hstu/wo_both/synthetic/seed1`: error: non-finite training loss at epoch 0, step 3" in md
+    assert "| hstu/wo_both | 2 |" in md  # the row aggregates the seeds that finished
