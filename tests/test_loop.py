@@ -152,10 +152,10 @@ def test_fit_writes_metrics_checkpoints_and_learns(data, tmp_path):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
         f"epoch_{e:04d}" for e in range(4)
     ]
-    # it really learns: the sampled-softmax loss falls, retrieval improves on the first epoch
-    # and beats chance (10 of 60 items), the ranking loss falls (val AUC on 120 users is too noisy)
+    # it really learns: the retrieval loss falls, retrieval improves on the first epoch and
+    # beats chance (10 of 60 items), the ranking loss falls (val AUC on 120 users is too noisy)
     history = result["history"]
-    assert history[-1]["train/loss_retrieval"] < history[0]["train/loss_retrieval"] - 1.0
+    assert history[-1]["train/loss_retrieval"] < 0.9 * history[0]["train/loss_retrieval"]
     assert result["val"]["val/ndcg@10"] > history[0]["val/ndcg@10"] + 0.03
     assert result["val"]["val/hr@10"] > 1.5 * 10 / data.num_items
     assert history[-1]["train/loss_ranking"] < history[0]["train/loss_ranking"]

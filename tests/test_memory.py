@@ -15,7 +15,9 @@ def test_default_recipe_on_a_movielens_sized_catalogue_fits_in_a_laptop():
 
 
 def test_bce_with_many_negatives_on_a_big_batch_is_refused_naming_the_key():
-    cfg = load_config(None, ["loss.retrieval=bce", "loss.num_negatives=4096", "model.size=base"])
+    cfg = load_config(
+        None, ["loss.retrieval=bce", "loss.num_negatives=4096", "model.size=base", "train.batch_size=128"]
+    )
     with pytest.raises(ConfigError, match=r"^loss\.num_negatives: this configuration needs about .* GiB"):
         check_memory(cfg, 10_000, available=8 * GIB)
     check_memory(load_config(None, ["loss.retrieval=bce", "loss.num_negatives=1"]), 10_000, available=8 * GIB)

@@ -38,7 +38,7 @@ NUM_ITEMS, MAX_LEN = 40, 10
 
 
 def tiny_cfg(name: str = "hstu", **overrides: object) -> ModelConfig:
-    base = dict(size="tiny", num_layers=2, num_heads=2, dim=16, dropout=0.0)
+    base = dict(size="tiny", num_layers=2, num_heads=2, dim=16, dropout=0.0, similarity="cosine")
     return ModelConfig(**{**base, **BACKBONES[name], **overrides})
 
 
@@ -106,6 +106,16 @@ def test_shapes(name: str, data: SequenceData) -> None:
     scores, rank = model.score_eval(data.eval_batch(users, "test"))
     assert scores.shape == (b, NUM_ITEMS + 1) and rank.shape == (b,)
     assert model.max_positions == 2 * MAX_LEN + 2
+
+
+def test_dot_similarity_scores_raw_vectors(data: SequenceData) -> None:
+    torch.manual_seed(0)
+    model = UniGRF(
+        ModelConfig(size="tiny", similarity="dot"), data.num_items, data.num_levels, data.max_len
+    ).eval()
+    h = torch.randn(3, model.cfg.resolved_shape()[2])
+    torch.testing.assert_close(model.queries(h), h)
+    torch.testing.assert_close(model.item_table(), model.item_embedding.weight)
 
 
 def test_input_embedding_is_the_retrieval_table(data: SequenceData) -> None:
@@ -336,13 +346,18 @@ def test_in_batch_negatives(data: SequenceData) -> None:
     losses = {}
     for flag in (False, True):
         sampler = "in_batch" if flag else "uniform"
-        model = model_for("sasrec", data, loss=LossConfig(sampler=sampler, logq_correction=False))
+        loss = LossConfig(retrieval="sampled_softmax", sampler=sampler, logq_correction=False)
+        model = model_for("sasrec", data, loss=loss)
         torch.manual_seed(5)
         losses[flag] = model.losses(batch, ranking=False)["retrieval"].item()
     assert losses[True] > losses[False]  # more negatives in every softmax
     one = {k: v[:1] for k, v in batch.items()}  # a batch of one row has no other rows
-    model = model_for("sasrec", data, loss=LossConfig(sampler="in_batch", logq_correction=False))
-    plain = model_for("sasrec", data, loss=LossConfig())
+    model = model_for(
+        "sasrec",
+        data,
+        loss=LossConfig(retrieval="sampled_softmax", sampler="in_batch", logq_correction=False),
+    )
+    plain = model_for("sasrec", data, loss=LossConfig(retrieval="sampled_softmax"))
     torch.manual_seed(5)
     a = model.losses(one, ranking=False)["retrieval"]
     torch.manual_seed(5)

@@ -144,7 +144,10 @@ class ModelConfig:
     num_layers: int | None = None  # set to override the preset
     num_heads: int | None = None
     dim: int | None = None
-    dropout: float = 0.2
+    # The defaults below and in LossConfig / TrainConfig / EnhancerConfig / WeighterConfig are
+    # the training recipe chosen by the project's own search (reports/recipe/README.md): a user
+    # who sets only data.* keys trains with it.
+    dropout: float = 0.4
     # dropout on softmax attention probabilities (sasrec, llama). SASRec's paper uses `dropout`
     # here too; off by default: it sends SDPA from its fused kernel to the unfused math path
     # (several times slower on CPU, benchmarks/RESULTS.md "Throughput").
@@ -152,12 +155,12 @@ class ModelConfig:
     ranking_hidden: int = 64  # hidden width of the ranking MLP head f_phi
     # Retrieval score of item i for query h: "cosine" = <h/|h|, e_i/|e_i|> (then divided by
     # loss.temperature in training), "dot" = <h, e_i>. The item table is shared with the input.
-    similarity: Literal["cosine", "dot"] = "cosine"
+    similarity: Literal["cosine", "dot"] = "dot"
     # What a feedback token b_k embeds: "rating" = its rating level only (SPEC §1); "item_rating"
     # = the rating level plus the item it rates, so the query token that predicts i_{k+1} holds
     # i_k itself instead of having to fetch it from the previous token by attention.
-    feedback_token: Literal["rating", "item_rating"] = "rating"
-    embedding_init_std: float = 0.02  # N(0, std) init of the item / feedback embedding tables
+    feedback_token: Literal["rating", "item_rating"] = "item_rating"
+    embedding_init_std: float = 0.015  # N(0, std) init of the item / feedback embedding tables
     time_bias: bool = False  # HSTU: add a bucketed time-difference bias
     sasrec_norm: Literal["pre", "post"] = "pre"
 
@@ -186,11 +189,11 @@ class LossConfig:
     Every logit is the model's similarity (model.similarity) divided by `temperature`.
     """
 
-    retrieval: Literal["full_softmax", "sampled_softmax", "bce", "gbce"] = "sampled_softmax"
+    retrieval: Literal["full_softmax", "sampled_softmax", "bce", "gbce"] = "full_softmax"
     sampler: Literal["uniform", "popularity", "in_batch"] = "uniform"
     num_negatives: int = 128
     logq_correction: bool = True
-    temperature: float = 0.05
+    temperature: float = 0.2
     gbce_t: float = 0.75
     chunk_logits: int = 1 << 24  # full softmax: most [positions x items] logits held at once
 
@@ -214,18 +217,18 @@ Variant = Literal[
 @dataclass(frozen=True)
 class TrainConfig:
     variant: Variant = "unigrf"
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 1e-3
+    epochs: int = 200  # an upper bound: early stopping (patience) ends a run when it has converged
+    batch_size: int = 32
+    lr: float = 2e-3
     # AdamW; the learning rate warms up linearly over `warmup_steps`, then follows `lr_schedule`
     # ("constant", or "cosine" / "linear" decay to lr * min_lr_ratio at the last epoch's end).
-    weight_decay: float = 0.0
+    weight_decay: float = 1e-5
     adam_betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0
     lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
     min_lr_ratio: float = 0.0
     grad_clip: float | None = 1.0
-    patience: int = 5  # epochs without validation improvement before early stopping
+    patience: int = 15  # epochs without validation improvement before early stopping
     # The validation objective (maximised): a metric name, or a weighted sum such as
     # "0.5*val/ndcg@10 + 0.5*val/auc"; "auto" = what judges the variant's model(s)
     # (`resolved_objective`). Model selection never reads test metrics.
@@ -245,7 +248,7 @@ class TrainConfig:
 class EnhancerConfig:
     """Ranking-driven enhancer [SPEC §1.2]; m = 0 disables it."""
 
-    m: int = 8
+    m: int = 26
     top_k: int = 50
     warmup_epochs: int = 1
     scope: Literal["all", "anchor"] = "all"
@@ -257,7 +260,7 @@ class WeighterConfig:
     """Gradient-guided adaptive weighter [SPEC §1.3]."""
 
     kind: Literal["loss_ratio", "fixed", "grad_norm"] = "loss_ratio"
-    temperature: float = 2.0
+    temperature: float = 1.4
     interval: int = 20  # steps per averaging window
 
 
