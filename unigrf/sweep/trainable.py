@@ -51,7 +51,14 @@ import torch
 from unigrf.config import ExperimentConfig, config_from_dict, config_hash, config_to_yaml
 from unigrf.data.sequences import SequenceData
 from unigrf.sweep.space import trial_config
-from unigrf.training.loop import CHECKPOINT_FILE, TrainContext, fit, progress_line
+from unigrf.training.loop import (
+    CHECKPOINT_FILE,
+    TrainContext,
+    fit,
+    load_state_file,
+    progress_line,
+    write_reported_checkpoint,
+)
 
 TRIAL_RESULT = "trial_result.json"
 PLACEMENT_GROUP_FILE = ".placement_group.pkl"  # the Train workers' placement group (see sweep_worker)
@@ -164,14 +171,13 @@ class TuneContext(TrainContext):
         if checkpoint is None:
             return None
         with checkpoint.as_directory() as path:
-            return torch.load(Path(path) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+            return load_state_file(Path(path) / CHECKPOINT_FILE)
 
     def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
         import ray.tune
 
         with tempfile.TemporaryDirectory(prefix="unigrf-ckpt-") as tmp:
-            torch.save(state, Path(tmp) / CHECKPOINT_FILE)
-            (Path(tmp) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            write_reported_checkpoint(Path(tmp), state, metrics)  # a full disk: CheckpointError
             ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(tmp))
         self.log(progress_line(metrics))
 

@@ -39,12 +39,11 @@ from unigrf.config import ExperimentConfig, config_from_dict, config_to_dict
 from unigrf.data.sequences import SequenceData
 from unigrf.training.loop import (
     CHECKPOINT_FILE,
-    CheckpointError,
     TrainContext,
     fit,
     load_state_file,
     progress_line,
-    write_checkpoint_dir,
+    write_reported_checkpoint,
 )
 
 if TYPE_CHECKING:  # importing Ray is deferred to the functions that need it
@@ -79,14 +78,7 @@ class RayTrainContext(TrainContext):
             # A write that fails here (a full disk) raises before Ray sees the checkpoint: the
             # temporary directory is removed, and the run's storage keeps its last good one.
             with tempfile.TemporaryDirectory(prefix="unigrf-ckpt-") as tmp:
-                try:
-                    write_checkpoint_dir(Path(tmp), state, metrics)
-                except OSError as err:
-                    raise CheckpointError(
-                        f"epoch {int(metrics['epoch'])}: cannot write the checkpoint to {tmp} "
-                        f"({err.strerror or err}); the run's storage keeps its last good checkpoint: "
-                        "free space and run the same command again to resume"
-                    ) from err
+                write_reported_checkpoint(Path(tmp), state, metrics)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
                 ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
         self.log(progress_line(metrics))

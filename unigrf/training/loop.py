@@ -279,6 +279,20 @@ def write_checkpoint_dir(directory: Path, state: dict[str, Any], metrics: dict[s
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
 
+def write_reported_checkpoint(directory: Path, state: dict[str, Any], metrics: dict[str, float]) -> None:
+    """`write_checkpoint_dir` into the temporary directory a Ray session (Train or Tune) then
+    copies into its storage; a failed write (a full disk) is a CheckpointError before Ray sees
+    the checkpoint, so the storage keeps the last good one."""
+    try:
+        write_checkpoint_dir(directory, state, metrics)
+    except OSError as err:
+        raise CheckpointError(
+            f"epoch {int(metrics['epoch'])}: cannot write the checkpoint to {directory} "
+            f"({err.strerror or err}); the run's storage keeps its last good checkpoint: "
+            "free space and run the same command again to resume"
+        ) from err
+
+
 def load_state_file(file: Path) -> dict[str, Any]:
     """A checkpoint written by `write_checkpoint_dir`, loaded with `weights_only=True`: only
     tensors and plain types are unpickled, so a tampered file cannot run code when a run
