@@ -17,6 +17,7 @@ benchmarks/quality.csv (other datasets' rows are kept).
     python benchmarks/quality_bench.py                                  # both datasets, seeds 0-2
     python benchmarks/quality_bench.py --datasets amazon-mi --seeds 0 1 2 3 4
     python benchmarks/quality_bench.py --skip-grid                      # anchor + tables only
+    python benchmarks/quality_bench.py --datasets ml-100k --rows sasrec/item_only hstu/unigrf --skip-anchor
 """
 
 from __future__ import annotations
@@ -70,12 +71,37 @@ def system_name(backbone: str, variant: str, loss: str) -> str:
     return f"UniGRF-{b}" if variant == "unigrf" else f"UniGRF-{b} ({variant})"
 
 
+def subset_grid(spec, datasets: list[str], rows: list[str] | None):
+    """The quality grid restricted to `datasets` and `rows` (row names such as hstu/unigrf), under
+    its own experiment name so that a subset never resumes another subset's Tune experiment."""
+    import dataclasses
+
+    kept_ds = tuple(d for d in spec.datasets if d.name in datasets)
+    kept_rows = tuple(r for r in spec.rows if rows is None or r.base_name in rows)
+    if rows is not None and len(kept_rows) != len(set(rows)):
+        known = [r.base_name for r in spec.rows]
+        raise SystemExit(f"--rows: unknown row(s) {sorted(set(rows) - set(known))}; the grid has {known}")
+    if len(kept_ds) == len(spec.datasets) and len(kept_rows) == len(spec.rows):
+        return spec
+    names = [r.base_name for r in kept_rows]
+    suffix = "-".join(
+        [*(d.name for d in kept_ds), *([] if rows is None else [n.replace("/", "_") for n in names])]
+    )
+    return dataclasses.replace(
+        spec,
+        name=f"{spec.name}-{suffix}",
+        datasets=kept_ds,
+        rows=kept_rows,
+        reference=spec.reference if spec.reference in names else names[0],
+    )
+
+
 def grid_rows(args: argparse.Namespace) -> pd.DataFrame:
     """Run (or resume) the quality grid; its results as quality.csv rows."""
     from unigrf.ablation.grid import load_grid
     from unigrf.ablation.runner import run_ablation
 
-    spec = load_grid(GRID).with_seeds(max(args.seeds) + 1)
+    spec = subset_grid(load_grid(GRID).with_seeds(max(args.seeds) + 1), args.datasets, args.rows)
     report_dir, _ = run_ablation(
         spec,
         {"results_dir": str(args.results_dir)},
@@ -97,7 +123,7 @@ def grid_rows(args: argparse.Namespace) -> pd.DataFrame:
             "best_epoch": rec.get("best_epoch"),
             "wall_s": rec.get("time_s"),
             "status": rec["status"],
-            "command": f"unigrf ablate ablations/quality.yaml --seeds {max(args.seeds) + 1} (cell {rec['cell']})",
+            "command": f"python benchmarks/quality_bench.py {' '.join(sys.argv[1:])} (grid {spec.name}, cell {rec['cell']})",
         }
         spec_v = variant_spec(_cfg(configs[rec["cell"]]))
         for m in METRICS:
@@ -240,6 +266,12 @@ def main() -> None:
     )
     parser.add_argument("--datasets", nargs="+", default=list(ANCHOR), choices=list(ANCHOR))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        default=None,
+        help="a subset of the grid's rows, e.g. sasrec/item_only hstu/unigrf",
+    )
     parser.add_argument("--epochs", type=int, default=200, help="SASRec.pytorch epochs")
     parser.add_argument("--anchor-eval-every", type=int, default=10)
     parser.add_argument("--results-dir", type=Path, default=REPO / "results")

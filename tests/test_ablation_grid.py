@@ -153,3 +153,21 @@ def test_shipped_grids_are_valid(name):
     cells = spec.expand()
     assert cells and spec.reference in spec.row_names()
     assert all(c.name.endswith(f"/seed{c.seed}") for c in cells)
+
+
+def test_cross_field_checks_see_each_cells_axis_value(tmp_path):
+    """The grid fixes enhancer.top_k below the default m and sweeps m on the axis: each cell is
+    checked with its own m, and an axis value above top_k names the axis value."""
+    grid = {
+        "overrides": {"enhancer.top_k": 10},
+        "rows": [{"backbone": "hstu", "variant": "unigrf"}],
+        "axis": {"key": "enhancer.m", "values": [0, 4]},
+        "seeds": 1,
+    }
+    cells = load_grid(write(tmp_path, grid)).expand()
+    assert [(c.config.enhancer.m, c.config.enhancer.top_k) for c in cells] == [(0, 10), (4, 10)]
+    grid["axis"]["values"] = [0, 20]
+    with pytest.raises(
+        GridError, match=r"at axis enhancer.m=20.*enhancer.m \(20\) must be <= enhancer.top_k \(10\)"
+    ):
+        load_grid(write(tmp_path, grid, "bad.yaml"))

@@ -180,7 +180,7 @@ def finished_run(tmp_path) -> tuple[Path, str, dict[str, Any]]:
     from unigrf.training.run import run_dir_for
 
     root = tmp_path
-    overrides = {**TINY, "train.epochs": 2, "name": "tiny-run", "results_dir": str(root / "results")}
+    overrides = {**TINY, "enhancer.m": 4, "train.epochs": 2, "name": "tiny-run", "results_dir": str(root / "results")}
     cfg = load_config(
         None, [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in overrides.items()]
     )

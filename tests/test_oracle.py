@@ -31,7 +31,6 @@ RECIPE = [
     "train.objective=0.5*val/ndcg@10 + 0.5*val/auc",
     "eval.ks=[10]",
     "eval.cascade_top_c=20",
-    "enhancer.top_k=20",
 ]
 
 pytestmark = pytest.mark.ray

@@ -220,3 +220,14 @@ def test_trial_rows_for_completed_and_stopped_trials():
     assert lines[0] == "| trial_id | status | objective | test/ndcg@10 |"
     assert lines[2] == "| a | completed | 0.3500 | 0.2500 |"
     assert lines[4] == "| c | error | — | — |"
+
+
+def test_fixed_keys_are_checked_against_the_searched_values_not_the_defaults(tmp_path):
+    """top_k fixed below the default m while m is searched: the base holds a value from m's
+    range; a fixed key that contradicts every searched value is still the fixed key's error."""
+    data = {**GOOD, "fixed": {"enhancer.top_k": 12}, "space": {"enhancer.m": {"int": [2, 12]}}}
+    _, base = resolve(write_space(tmp_path, data))
+    assert base.enhancer.top_k == 12 and base.enhancer.m == 2
+    data["fixed"] = {"enhancer.top_k": 1}
+    with pytest.raises(SpaceError, match=r"fixed: enhancer.m \(2\) must be <= enhancer.top_k \(1\)"):
+        resolve(write_space(tmp_path, data))

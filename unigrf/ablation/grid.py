@@ -181,18 +181,26 @@ class GridSpec:
             base = load_config(self.base_config)
         except ConfigError as err:
             raise GridError(f"{where}: base_config: {err}") from None
-        base = _apply(base, self.overrides, where, "overrides")
         cells: list[Cell] = []
         for row in self.rows:
             for value in axis_values(self.axis):
+                # The axis value goes in with every stage, so a cross-field check (enhancer.m <=
+                # enhancer.top_k) sees this cell's value, not the default, whichever stage sets
+                # the other field.
+                axis = {} if self.axis is None else {self.axis.key: value}
+                at = "" if self.axis is None else f" (at axis {self.axis.key}={value!r})"
+                value_base = _apply(base, {**self.overrides, **axis}, where, f"overrides{at}")
                 name = row_name(row, self.axis, value)
                 for ds in self.datasets:
-                    cfg = _apply(base, _dataset_overrides(ds), where, f"datasets[{ds.name}].overrides")
-                    cfg = _apply(cfg, row.overrides, where, f"rows[{row.base_name}].overrides")
-                    if self.axis is not None:
-                        cfg = _apply(
-                            cfg, {self.axis.key: value}, where, f"axis.values ({self.axis.key}={value!r})"
-                        )
+                    cfg = _apply(
+                        value_base,
+                        {**_dataset_overrides(ds), **axis},
+                        where,
+                        f"datasets[{ds.name}].overrides{at}",
+                    )
+                    cfg = _apply(
+                        cfg, {**row.overrides, **axis}, where, f"rows[{row.base_name}].overrides{at}"
+                    )
                     cfg = _apply(cfg, cli_overrides, where, "command-line overrides")
                     for seed in self.seeds:
                         cell_name = f"{name}/{ds.name}/seed{seed}"

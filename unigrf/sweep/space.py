@@ -367,10 +367,15 @@ def base_config(spec: SweepSpec, overrides: list[str] | None = None) -> Experime
         cfg = load_config(spec.base_config)
     except ConfigError as err:
         raise SpaceError(f"{where}: base_config: {err}") from None
+    # A searched key holds its first probe value in the base (every trial replaces it), so the
+    # config's cross-field checks see a value from the space, not the default: fixing
+    # enhancer.top_k = 20 while searching enhancer.m in [0, 16] must not trip on the default m.
+    searched = {key: clean_value(param.probe_values()[0]) for key, param in spec.params.items()}
     for source, values in (("fixed", spec.fixed), ("command line", cli)):
         try:
-            cfg = apply_overrides(cfg, values)
+            cfg = apply_overrides(cfg, {**values, **searched})
         except ConfigError as err:
+            _blame_a_searched_value(spec, cfg)
             raise SpaceError(f"{where}: {source}: {err}") from None
     _check_objective(spec)
     sweep_keys: dict[str, Any] = {"train.objective": spec.objective}
@@ -388,6 +393,19 @@ def base_config(spec: SweepSpec, overrides: list[str] | None = None) -> Experime
             f"epochs ({cfg.train.epochs}) - 2: ASHA's rungs are epoch indices before the last one"
         )
     return cfg
+
+
+def _blame_a_searched_value(spec: SweepSpec, cfg: ExperimentConfig) -> None:
+    """When `fixed` + the searched values fail together, a searched value the config rejects on
+    its own (a float for an int field, an unknown key) is the error to report, not `fixed`."""
+    for key, param in spec.params.items():
+        value = clean_value(param.probe_values()[0])
+        try:
+            apply_overrides(cfg, {key: value})
+        except ConfigError as err:
+            raise SpaceError(
+                f"{spec.path}: space.{key} ({param.describe()}): value {value!r}: {err}"
+            ) from None
 
 
 def _check_objective(spec: SweepSpec) -> None:
