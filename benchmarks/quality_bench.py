@@ -280,18 +280,21 @@ def main() -> None:
         "--skip-anchor", action="store_true", help="keep SASRec.pytorch's rows already in the CSV"
     )
     args = parser.parse_args()
+    # measure first, read the CSV last: two invocations on different datasets (or one running
+    # the anchor, another the grid) may overlap, and each keeps what the other wrote meanwhile
+    parts = [popularity_rows(args)]
+    if not args.skip_anchor:
+        parts.append(anchor_rows(args))
+    if not args.skip_grid:
+        parts.append(grid_rows(args))
     old = pd.read_csv(CSV) if CSV.exists() else pd.DataFrame(columns=["dataset", "system", "seed"])
     keep = ~old["dataset"].isin(args.datasets)
-    parts = [old[keep], popularity_rows(args)]
     mine = old[~keep]
+    parts.append(old[keep])
     if args.skip_anchor:
         parts.append(mine[mine["system"] == "SASRec.pytorch"])
-    else:
-        parts.append(anchor_rows(args))
     if args.skip_grid:
         parts.append(mine[~mine["system"].isin(["SASRec.pytorch", "popularity"])])
-    else:
-        parts.append(grid_rows(args))
     frame = pd.concat([p for p in parts if not p.empty], ignore_index=True)
     frame = frame.sort_values(["dataset", "system", "seed"], kind="stable")
     frame.to_csv(CSV, index=False, float_format="%.6g")
