@@ -129,7 +129,7 @@ def main() -> None:
         default=[64, 512],
     )
     parser.add_argument("--backbones", default="hstu,llama,sasrec")
-    parser.add_argument("--size", default=ModelConfig.size)
+    parser.add_argument("--size", default="small")
     parser.add_argument("--max-len", type=int, default=200, help="items kept per user (SPEC §2: 200)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

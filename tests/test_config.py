@@ -16,8 +16,29 @@ from unigrf.config import (
 def test_defaults_validate():
     cfg = load_config()
     assert isinstance(cfg, ExperimentConfig)
-    assert cfg.model.resolved_shape() == (2, 2, 64)
+    assert cfg.model.size == "auto"
     assert cfg.data.resolved_max_len() == 50
+
+
+def test_auto_size_follows_the_datas_scale():
+    """`model.size: auto` is tiny below the threshold of training interactions, small from it
+    on; a preset is left alone; an unresolved auto shape is a clear error."""
+    from unigrf.config import AUTO_SIZE_TINY_BELOW, resolve_model_size
+
+    cfg = load_config()
+    small_data = resolve_model_size(cfg, AUTO_SIZE_TINY_BELOW - 1)
+    assert small_data.model.size == "tiny" and small_data.model.resolved_shape() == (1, 1, 32)
+    assert resolve_model_size(cfg, AUTO_SIZE_TINY_BELOW).model.resolved_shape() == (2, 2, 64)
+    base = load_config(overrides=["model.size=base"])
+    assert resolve_model_size(base, 10).model.size == "base"
+    with pytest.raises(ValueError, match="model.size is auto"):
+        cfg.model.resolved_shape()
+    # direct overrides must suit every preset auto may pick: 3 heads divide neither 32 nor 64
+    with pytest.raises(
+        ConfigError,
+        match=r"must be divisible by model.num_heads \(3\) \(at size (small|tiny), which model.size auto",
+    ):
+        load_config(overrides=["model.num_heads=3"])
 
 
 def test_dataset_defaults():

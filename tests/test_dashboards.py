@@ -39,27 +39,14 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
+from tiny_configs import TINY_SWEEP
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0  # a server must answer within this (imports on 2 busy cores)
 
-# A model and data small enough for an epoch in about a second (as in test_loop / test_sweep).
-TINY = {
-    "data.dataset": "synthetic",
-    "data.synthetic.num_users": 120,
-    "data.synthetic.num_items": 60,
-    "data.synthetic.mean_seq_len": 12,
-    "data.synthetic.min_seq_len": 6,
-    "model.size": "tiny",
-    "loss.num_negatives": 16,
-    "enhancer.top_k": 16,
-    "enhancer.warmup_epochs": 0,
-    "eval.ks": [10],
-    "eval.cascade_top_c": 20,
-    "train.batch_size": 32,
-}
+TINY = TINY_SWEEP  # an epoch in about a second
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,7 +167,13 @@ def finished_run(tmp_path) -> tuple[Path, str, dict[str, Any]]:
     from unigrf.training.run import run_dir_for
 
     root = tmp_path
-    overrides = {**TINY, "enhancer.m": 4, "train.epochs": 2, "name": "tiny-run", "results_dir": str(root / "results")}
+    overrides = {
+        **TINY,
+        "enhancer.m": 4,
+        "train.epochs": 2,
+        "name": "tiny-run",
+        "results_dir": str(root / "results"),
+    }
     cfg = load_config(
         None, [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in overrides.items()]
     )

@@ -18,6 +18,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
+from tiny_configs import TINY_SWEEP
 
 from unigrf.cli import main
 from unigrf.config import apply_overrides, load_config
@@ -29,21 +30,7 @@ pytestmark = pytest.mark.ray
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY_FIXED = {
-    "data.dataset": "synthetic",
-    "data.synthetic.num_users": 120,
-    "data.synthetic.num_items": 60,
-    "data.synthetic.mean_seq_len": 12,
-    "data.synthetic.min_seq_len": 6,
-    "model.size": "tiny",
-    "loss.num_negatives": 16,
-    "enhancer.top_k": 16,
-    "enhancer.warmup_epochs": 0,
-    "eval.ks": [10],
-    "eval.cascade_top_c": 20,
-    "train.batch_size": 32,
-    "train.patience": 10,
-}
+TINY_FIXED = {**TINY_SWEEP, "train.patience": 10}
 
 
 def write_space(tmp_path: Path, name: str, **settings) -> Path:

@@ -135,12 +135,24 @@ SIZE_PRESETS: dict[str, tuple[int, int, int]] = {
     "base": (4, 4, 128),
     "large": (8, 8, 256),
 }
+# `model.size: auto` (the default): the preset is chosen from the training interactions, because
+# the two datasets the recipe was searched on disagree on size and the disagreement follows
+# their scale (reports/recipe/README.md): Amazon MI (7.4k training interactions) validates best
+# at `tiny` (`small` overfits within 5 epochs), ML-100K (98k) at `small` (reports/ml-100k/scaling:
+# small > tiny > base). The threshold sits between the two, at their geometric mean; above
+# ML-100K's scale nothing was measured, so `auto` stays at `small` there: sweep model.size.
+AUTO_SIZE_TINY_BELOW = 30_000  # training interactions
+
+
+def auto_size(train_interactions: int) -> str:
+    """The preset `model.size: auto` resolves to for data with `train_interactions`."""
+    return "tiny" if train_interactions < AUTO_SIZE_TINY_BELOW else "small"
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     backbone: Literal["hstu", "llama", "sasrec"] = "hstu"
-    size: Literal["tiny", "small", "base", "large"] = "small"
+    size: Literal["auto", "tiny", "small", "base", "large"] = "auto"  # auto: `auto_size` above
     num_layers: int | None = None  # set to override the preset
     num_heads: int | None = None
     dim: int | None = None
@@ -164,9 +176,16 @@ class ModelConfig:
     time_bias: bool = False  # HSTU: add a bucketed time-difference bias
     sasrec_norm: Literal["pre", "post"] = "pre"
 
-    def resolved_shape(self) -> tuple[int, int, int]:
-        """(num_layers, num_heads, dim) after applying the preset and direct overrides."""
-        layers, heads, dim = SIZE_PRESETS[self.size]
+    def resolved_shape(self, size: str | None = None) -> tuple[int, int, int]:
+        """(num_layers, num_heads, dim) after applying the preset (`size`, default `self.size`)
+        and direct overrides. `auto` is resolved from the data first (`resolve_model_size`)."""
+        size = size or self.size
+        if size == "auto":
+            raise ValueError(
+                "model.size is auto: resolve it from the data first (config.resolve_model_size), "
+                "or set a preset (tiny, small, base, large)"
+            )
+        layers, heads, dim = SIZE_PRESETS[size]
         layers = self.num_layers if self.num_layers is not None else layers
         heads = self.num_heads if self.num_heads is not None else heads
         dim = self.dim if self.dim is not None else dim
@@ -341,9 +360,19 @@ class ExperimentConfig:
             (self.eval.cascade_k >= 1, "eval.cascade_k must be >= 1"),
             (self.eval.cascade_top_c >= self.eval.cascade_k, "eval.cascade_top_c must be >= eval.cascade_k"),
         ]
-        layers, heads, dim = self.model.resolved_shape()
-        checks.append((layers >= 1 and heads >= 1, "model.num_layers and model.num_heads must be >= 1"))
-        checks.append((dim % heads == 0, f"model.dim ({dim}) must be divisible by model.num_heads ({heads})"))
+        # every preset `auto` may resolve to must give a valid shape with the direct overrides
+        sizes = (
+            sorted({auto_size(0), auto_size(AUTO_SIZE_TINY_BELOW)}) if self.model.size == "auto" else [None]
+        )
+        for size in sizes:
+            layers, heads, dim = self.model.resolved_shape(size)
+            at = f" (at size {size}, which model.size auto may resolve to)" if size else ""
+            checks.append(
+                (layers >= 1 and heads >= 1, f"model.num_layers and model.num_heads must be >= 1{at}")
+            )
+            checks.append(
+                (dim % heads == 0, f"model.dim ({dim}) must be divisible by model.num_heads ({heads}){at}")
+            )
         lo, hi = self.data.resolved_rating_scale()
         checks.append((lo < hi, "data.rating_scale must be (low, high) with low < high"))
         checks.append(
@@ -406,6 +435,14 @@ AUTO_OBJECTIVES = {
     (False, True): "val/auc",
     (True, True): "0.5*val/ndcg@10 + 0.5*val/auc",
 }
+
+
+def resolve_model_size(cfg: ExperimentConfig, train_interactions: int) -> ExperimentConfig:
+    """`cfg` with `model.size: auto` replaced by the preset for data with `train_interactions`
+    (unchanged when a preset is set)."""
+    if cfg.model.size != "auto":
+        return cfg
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, size=auto_size(train_interactions)))
 
 
 def resolved_objective(cfg: ExperimentConfig) -> str:

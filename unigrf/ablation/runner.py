@@ -27,7 +27,7 @@ import pandas as pd
 
 from unigrf.ablation.grid import Cell, GridError, GridSpec
 from unigrf.ablation.report import OK_STATUS, Rendered, console_summary, store_inputs, write_report
-from unigrf.config import ExperimentConfig, apply_overrides, config_to_dict
+from unigrf.config import ExperimentConfig, apply_overrides, config_to_dict, resolve_model_size
 from unigrf.provenance import git_commit, package_versions
 from unigrf.results_dir import check_writable
 
@@ -127,7 +127,9 @@ def dataset_info(cells: Sequence[Cell], verbose: bool = True) -> tuple[dict[str,
                 info[cell.dataset]["oracle"] = {
                     k: float(v) for k, v in oracle.items() if k not in ("num_users", "cascade_num_users")
                 }
+            info[cell.dataset]["num_train_interactions"] = data.num_train_interactions
         data = loaded[cell.dataset]
+        cfg = resolve_model_size(cfg, data.num_train_interactions)
         model = build_model(cfg, data.num_items, data.num_levels, data.max_len)
         params[cell.name] = int(sum(p.numel() for p in model.parameters()))
     return info, params
@@ -294,6 +296,12 @@ def run_ablation(
         for cell in cells:  # a cell whose workers never fit: refused before any data is prepared
             require_workers_fit(cell.config, nodes)
         datasets, params = dataset_info(cells, verbose=not quiet)
+        # `model.size: auto` becomes each dataset's preset here, so the trials, the budget and
+        # the stored configs all name the size that ran
+        cells = [
+            _with_config(c, resolve_model_size(c.config, datasets[c.dataset]["num_train_interactions"]))
+            for c in cells
+        ]
         # the grid's directory is the Tune experiment: runs/<run name>/ per cell, ray/ storage
         frame = run_fixed_configs(
             [(run_name(c.name), c.config) for c in cells],

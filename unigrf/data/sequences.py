@@ -142,6 +142,12 @@ class SequenceData:
         return {"items": items, "feedback": levels, "likes": likes, "timestamps": times, "valid": valid}
 
     @property
+    def num_train_interactions(self) -> int:
+        """Interactions before every user's validation and test targets: the data's scale, which
+        `model.size: auto` reads."""
+        return int(np.clip(self.lengths - 2, 0, None).sum())
+
+    @property
     def train_lengths(self) -> np.ndarray:
         """[num_users] items in each user's training window: everything before the validation
         and test targets, at most the last `max_len` (what `train_batch` gathers)."""

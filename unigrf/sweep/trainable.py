@@ -52,10 +52,9 @@ from unigrf.config import ExperimentConfig, config_from_dict, config_hash, confi
 from unigrf.data.sequences import SequenceData
 from unigrf.sweep.space import trial_config
 from unigrf.training.loop import (
-    CHECKPOINT_FILE,
     TrainContext,
     fit,
-    load_state_file,
+    load_reported_checkpoint,
     progress_line,
     write_reported_checkpoint,
 )
@@ -167,11 +166,7 @@ class TuneContext(TrainContext):
     def load_checkpoint(self) -> dict[str, Any] | None:
         import ray.tune
 
-        checkpoint = ray.tune.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as path:
-            return load_state_file(Path(path) / CHECKPOINT_FILE)
+        return load_reported_checkpoint(ray.tune.get_checkpoint())
 
     def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
         import ray.tune

@@ -38,10 +38,9 @@ import torch
 from unigrf.config import ExperimentConfig, config_from_dict, config_to_dict
 from unigrf.data.sequences import SequenceData
 from unigrf.training.loop import (
-    CHECKPOINT_FILE,
     TrainContext,
     fit,
-    load_state_file,
+    load_reported_checkpoint,
     progress_line,
     write_reported_checkpoint,
 )
@@ -62,11 +61,7 @@ class RayTrainContext(TrainContext):
     def load_checkpoint(self) -> dict[str, Any] | None:
         import ray.train
 
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as path:
-            return load_state_file(Path(path) / CHECKPOINT_FILE)
+        return load_reported_checkpoint(ray.train.get_checkpoint())
 
     def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
         import ray.train

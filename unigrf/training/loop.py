@@ -47,6 +47,7 @@ from unigrf.config import (
     config_to_dict,
     effective_m,
     effective_weighter_kind,
+    resolve_model_size,
     resolved_objective,
     variant_spec,
 )
@@ -293,6 +294,15 @@ def write_reported_checkpoint(directory: Path, state: dict[str, Any], metrics: d
         ) from err
 
 
+def load_reported_checkpoint(checkpoint: Any) -> dict[str, Any] | None:
+    """The state in a Ray session's checkpoint (`ray.train.get_checkpoint()` or
+    `ray.tune.get_checkpoint()`: anything with `as_directory`), None when there is none."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as path:
+        return load_state_file(Path(path) / CHECKPOINT_FILE)
+
+
 def load_state_file(file: Path) -> dict[str, Any]:
     """A checkpoint written by `write_checkpoint_dir`, loaded with `weights_only=True`: only
     tensors and plain types are unpickled, so a tampered file cannot run code when a run
@@ -442,6 +452,11 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
     Resumes from `ctx.load_checkpoint()` when it returns a state (the epoch after the
     checkpoint's, with its model, optimizer, weighter, early-stopping counters and history).
     """
+    if cfg.model.size == "auto":
+        cfg = resolve_model_size(cfg, data.num_train_interactions)
+        ctx.log(
+            f"model: size auto -> {cfg.model.size} ({data.num_train_interactions:,} training interactions)"
+        )
     spec = variant_spec(cfg)
     tasks = [t for t, on in (("retrieval", spec.retrieval), ("ranking", spec.ranking)) if on]
     device = ctx.device
