@@ -17,7 +17,7 @@ TINY_GRID = {
     "name": "tiny",
     "description": "end-to-end test grid",
     "overrides": {
-        "model.size": "tiny",
+        # no model.size: `auto` resolves to tiny on these few hundred training interactions
         "loss.num_negatives": 8,
         "train.epochs": 1,
         "train.batch_size": 32,
@@ -71,6 +71,10 @@ def test_tiny_grid_end_to_end_resume_and_report(tmp_path, ray_cluster, capsys):
     }
     configs = yaml.safe_load((out / "configs.yaml").read_text())
     assert configs["hstu/unigrf/m=2/synthetic/seed0"]["train"]["seed"] == 0
+    # `model.size: auto` was resolved against the data before the cells ran: configs, shapes
+    # and the report's budget name the preset that trained
+    assert {c["model"]["size"] for c in configs.values()} == {"tiny"}
+    assert meta["budget"]["model.size"] == ["tiny"]
 
     md = (out / "report.md").read_text()
     assert "hstu/unigrf/m=0 †" in md and "hstu/unigrf/m=2" in md

@@ -74,6 +74,8 @@ def budget(cells: Sequence[Cell]) -> dict[str, list[Any]]:
 
 
 def model_shape(cfg: ExperimentConfig) -> str:
+    if cfg.model.size == "auto":  # a cell not yet resolved against its data (run_ablation does)
+        return "auto"
     layers, heads, dim = cfg.model.resolved_shape()
     return f"{layers}×{heads}×{dim}"
 
