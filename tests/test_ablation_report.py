@@ -173,3 +173,36 @@ def test_a_failed_run_is_listed_with_its_reason(tmp_path):
     assert "## Failed runs" in md
     assert "`hstu/wo_both/synthetic/seed1`: error: non-finite training loss at epoch 0, step 3" in md
     assert "| hstu/wo_both | 2 |" in md  # the row aggregates the seeds that finished
+
+
+def test_curves_keep_each_rows_colour_in_every_panel(tmp_path, monkeypatch):
+    """A retrieval-only row has no AUC curve: the ranking panel skips it, and the rows after it
+    keep the colour they have in the retrieval panel; the legend lists every drawn row."""
+    from unigrf.ablation import figures
+
+    rows = ["hstu/retrieval_only", "hstu/unigrf"]
+    results = pd.DataFrame(
+        {"cell": [f"{r}/synthetic/seed0" for r in rows], "row": rows, "variant": ["retrieval_only", "unigrf"]}
+    )
+    histories = pd.DataFrame(
+        [
+            {"cell": f"{r}/synthetic/seed0", "epoch": e, "val/ndcg@10": 0.1 * e, "val/auc": 0.6 + 0.01 * e}
+            for r in rows
+            for e in range(3)
+        ]
+    )
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    figures.curves_figure(results, histories, ["val/ndcg@10", "val/auc"], tmp_path / "c.png", rows)
+    ndcg_ax, auc_ax = drawn["fig"].axes[:2]
+    colour = {
+        ax: {ln.get_label(): ln.get_color() for ax_ in [ax] for ln in ax_.get_lines()}
+        for ax in (ndcg_ax, auc_ax)
+    }
+    assert "hstu/retrieval_only" not in colour[auc_ax]
+    assert (
+        colour[auc_ax]["hstu/unigrf"]
+        == colour[ndcg_ax]["hstu/unigrf"]
+        != colour[ndcg_ax]["hstu/retrieval_only"]
+    )
+    assert [t.get_text() for t in ndcg_ax.get_legend().get_texts()] == rows

@@ -15,6 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -116,6 +117,9 @@ def curves_figure(
     """
     merged = histories.merge(results[["cell", "row", "variant"]], on="cell", how="inner")
     fig, axes = _grid(len(metrics))
+    # one colour per row in every panel (a panel skips rows its metric does not apply to)
+    palette = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = {row: palette[i % len(palette)] for i, row in enumerate(row_order)}
     for ax, metric in zip(axes, metrics):
         for row in row_order:
             sub = merged[merged["row"] == row]
@@ -126,7 +130,7 @@ def curves_figure(
                 continue
             epochs = stats.index.to_numpy(dtype=float) + 1.0
             mean, std = stats["mean"].to_numpy(), stats["std"].fillna(0.0).to_numpy()
-            (line,) = ax.plot(epochs, mean, label=row)
+            (line,) = ax.plot(epochs, mean, label=row, color=colours[row])
             ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.15)
             best = int(np.nanargmin(mean) if lower_is_better(metric) else np.nanargmax(mean))
             ax.plot([epochs[best]], [mean[best]], marker="*", ms=11, color=line.get_color())
@@ -134,7 +138,11 @@ def curves_figure(
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric_label(metric))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    # every row in the legend, whichever panel drew it
+    handles = {h.get_label(): h for ax in axes for h in ax.get_lines() if not h.get_label().startswith("_")}
+    axes[0].legend(
+        [handles[r] for r in row_order if r in handles], [r for r in row_order if r in handles], fontsize=8
+    )
     if title:
         fig.suptitle(title)
     return _save(fig, path)

@@ -398,14 +398,21 @@ def base_config(spec: SweepSpec, overrides: list[str] | None = None) -> Experime
 def _blame_a_searched_value(spec: SweepSpec, cfg: ExperimentConfig) -> None:
     """When `fixed` + the searched values fail together, a searched value the config rejects on
     its own (a float for an int field, an unknown key) is the error to report, not `fixed`."""
+    _probe(spec, cfg, first_only=True)
+
+
+def _probe(spec: SweepSpec, cfg: ExperimentConfig, first_only: bool = False) -> None:
+    """Apply each searched value (each key's first, or all its probe values) to `cfg` alone;
+    the first one the config rejects is a SpaceError naming the file, the key and the value."""
     for key, param in spec.params.items():
-        value = clean_value(param.probe_values()[0])
-        try:
-            apply_overrides(cfg, {key: value})
-        except ConfigError as err:
-            raise SpaceError(
-                f"{spec.path}: space.{key} ({param.describe()}): value {value!r}: {err}"
-            ) from None
+        for value in param.probe_values()[:1] if first_only else param.probe_values():
+            value = clean_value(value)
+            try:
+                apply_overrides(cfg, {key: value})
+            except ConfigError as err:
+                raise SpaceError(
+                    f"{spec.path}: space.{key} ({param.describe()}): value {value!r}: {err}"
+                ) from None
 
 
 def _check_objective(spec: SweepSpec) -> None:
@@ -421,14 +428,7 @@ def validate_space(spec: SweepSpec, base: ExperimentConfig) -> None:
     """Apply every range end / choice of every parameter to `base`; the first value the config
     rejects (unknown key, wrong type, outside a Literal, failing a cross-field check) is an
     error naming the file and the key."""
-    for key, param in spec.params.items():
-        for value in param.probe_values():
-            try:
-                apply_overrides(base, {key: value})
-            except ConfigError as err:
-                raise SpaceError(
-                    f"{spec.path}: space.{key} ({param.describe()}): value {value!r}: {err}"
-                ) from None
+    _probe(spec, base)
 
 
 def resolve(
