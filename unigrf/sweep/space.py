@@ -375,7 +375,9 @@ def base_config(spec: SweepSpec, overrides: list[str] | None = None) -> Experime
         try:
             cfg = apply_overrides(cfg, {**values, **searched})
         except ConfigError as err:
-            _blame_a_searched_value(spec, cfg)
+            # a searched value the config rejects on its own (a float for an int field, an
+            # unknown key) is the error to report, not `fixed`
+            _probe(spec, cfg, first_only=True)
             raise SpaceError(f"{where}: {source}: {err}") from None
     _check_objective(spec)
     sweep_keys: dict[str, Any] = {"train.objective": spec.objective}
@@ -393,12 +395,6 @@ def base_config(spec: SweepSpec, overrides: list[str] | None = None) -> Experime
             f"epochs ({cfg.train.epochs}) - 2: ASHA's rungs are epoch indices before the last one"
         )
     return cfg
-
-
-def _blame_a_searched_value(spec: SweepSpec, cfg: ExperimentConfig) -> None:
-    """When `fixed` + the searched values fail together, a searched value the config rejects on
-    its own (a float for an int field, an unknown key) is the error to report, not `fixed`."""
-    _probe(spec, cfg, first_only=True)
 
 
 def _probe(spec: SweepSpec, cfg: ExperimentConfig, first_only: bool = False) -> None:
