@@ -71,37 +71,12 @@ def system_name(backbone: str, variant: str, loss: str) -> str:
     return f"UniGRF-{b}" if variant == "unigrf" else f"UniGRF-{b} ({variant})"
 
 
-def subset_grid(spec, datasets: list[str], rows: list[str] | None):
-    """The quality grid restricted to `datasets` and `rows` (row names such as hstu/unigrf), under
-    its own experiment name so that a subset never resumes another subset's Tune experiment."""
-    import dataclasses
-
-    kept_ds = tuple(d for d in spec.datasets if d.name in datasets)
-    kept_rows = tuple(r for r in spec.rows if rows is None or r.base_name in rows)
-    if rows is not None and len(kept_rows) != len(set(rows)):
-        known = [r.base_name for r in spec.rows]
-        raise SystemExit(f"--rows: unknown row(s) {sorted(set(rows) - set(known))}; the grid has {known}")
-    if len(kept_ds) == len(spec.datasets) and len(kept_rows) == len(spec.rows):
-        return spec
-    names = [r.base_name for r in kept_rows]
-    suffix = "-".join(
-        [*(d.name for d in kept_ds), *([] if rows is None else [n.replace("/", "_") for n in names])]
-    )
-    return dataclasses.replace(
-        spec,
-        name=f"{spec.name}-{suffix}",
-        datasets=kept_ds,
-        rows=kept_rows,
-        reference=spec.reference if spec.reference in names else names[0],
-    )
-
-
 def grid_rows(args: argparse.Namespace) -> pd.DataFrame:
     """Run (or resume) the quality grid; its results as quality.csv rows."""
     from unigrf.ablation.grid import load_grid
     from unigrf.ablation.runner import run_ablation
 
-    spec = subset_grid(load_grid(GRID).with_seeds(max(args.seeds) + 1), args.datasets, args.rows)
+    spec = load_grid(GRID).with_seeds(max(args.seeds) + 1).subset(args.datasets, args.rows)
     report_dir, _ = run_ablation(
         spec,
         {"results_dir": str(args.results_dir)},

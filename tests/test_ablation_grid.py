@@ -171,3 +171,67 @@ def test_cross_field_checks_see_each_cells_axis_value(tmp_path):
         GridError, match=r"at axis enhancer.m=20.*enhancer.m \(20\) must be <= enhancer.top_k \(10\)"
     ):
         load_grid(write(tmp_path, grid, "bad.yaml"))
+
+
+def test_the_whole_grid_is_its_own_subset():
+    grid = load_grid(REPO / "ablations" / "quality.yaml")
+    assert grid.subset(["ml-100k", "amazon-mi"], None) is grid
+    assert grid.subset(None, None) is grid
+
+
+def test_a_subset_keeps_the_asked_rows_and_datasets_under_its_own_name():
+    grid = load_grid(REPO / "ablations" / "quality.yaml")
+    sub = grid.subset(["ml-100k"], ["sasrec/item_only", "hstu/unigrf"])
+    assert [d.name for d in sub.datasets] == ["ml-100k"]
+    assert [r.base_name for r in sub.rows] == ["sasrec/item_only", "hstu/unigrf"]
+    assert sub.reference == "hstu/unigrf"
+    assert sub.name == "quality-ml-100k-sasrec_item_only-hstu_unigrf"
+    cells = sub.expand()
+    assert len(cells) == 2 * len(grid.seeds)
+    assert {c.config.data.dataset for c in cells} == {"ml-100k"}
+    # a dataset subset alone is named by its datasets; without the reference row, the first kept
+    # row is the reference
+    assert grid.subset(["amazon-mi"]).name == "quality-amazon-mi"
+    assert grid.subset(["amazon-mi"], ["sasrec/item_only"]).reference == "sasrec/item_only"
+
+
+def test_a_subset_of_an_axis_grid_keeps_the_axis_reference(tmp_path):
+    path = write(
+        tmp_path,
+        {
+            "datasets": [{"name": n, "overrides": {"data.dataset": "synthetic"}} for n in ("a", "b")],
+            "rows": [{"backbone": "hstu", "variant": "unigrf"}, {"backbone": "llama", "variant": "unigrf"}],
+            "axis": {"key": "enhancer.m", "values": [0, 2], "label": "m"},
+            "reference": "llama/unigrf/m=2",
+        },
+    )
+    grid = load_grid(path)
+    assert grid.subset(["b"]).reference == "llama/unigrf/m=2"
+    assert grid.subset(None, ["hstu/unigrf"]).reference == "hstu/unigrf/m=0"
+
+
+@pytest.mark.parametrize(
+    ("datasets", "rows", "message"),
+    [
+        (["ml-100k"], ["hstu/bogus"], r"--rows: unknown \['hstu/bogus'\].*sasrec/item_only"),
+        (["ml-1m"], None, r"--datasets: unknown \['ml-1m'\].*amazon-mi"),
+    ],
+)
+def test_an_unknown_subset_names_what_the_grid_has(datasets, rows, message):
+    grid = load_grid(REPO / "ablations" / "quality.yaml")
+    with pytest.raises(GridError, match=message):
+        grid.subset(datasets, rows)
+
+
+def test_the_ablate_command_line_records_the_subset():
+    import argparse
+
+    from unigrf.commands import ablate
+
+    parser = argparse.ArgumentParser()
+    ablate.add_arguments(parser)
+    args = parser.parse_args(["ablations/paper.yaml", "--datasets", "amazon-mi", "--rows", "hstu/unigrf"])
+    assert (
+        ablate.command_line(args)
+        == "unigrf ablate ablations/paper.yaml --datasets amazon-mi --rows hstu/unigrf"
+    )

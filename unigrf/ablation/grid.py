@@ -61,6 +61,9 @@ METRIC_PATTERN = re.compile(
     r"^(?:(?:val|test)/(?:hr@\d+|ndcg@\d+|mrr|auc|gauc|logloss|cascade_hr@\d+|cascade_ndcg@\d+)"
     r"|train/loss_(?:retrieval|ranking))$"
 )
+# a curves figure may also plot the per-epoch loss weights (weights/<task>, the epoch's last;
+# weights/<task>_min / _max, its range over the epoch's steps)
+CURVE_PATTERN = re.compile(rf"{METRIC_PATTERN.pattern}|^weights/(?:retrieval|ranking)(?:_min|_max)?$")
 FIGURE_KINDS = ("axis", "curves")
 TOP_KEYS = (
     "name",
@@ -167,6 +170,29 @@ class GridSpec:
         if n < 1:
             raise GridError(f"{self.path or self.name}: --seeds must be >= 1, got {n}")
         return _replace(self, seeds=tuple(range(n)))
+
+    def subset(self, datasets: Sequence[str] | None = None, rows: Sequence[str] | None = None) -> GridSpec:
+        """The grid restricted to some of its `datasets` (names) and `rows` (e.g. hstu/unigrf),
+        named `<name>-<datasets>[-<rows>]` so that its Tune experiment and report directory never
+        mix with the whole grid's or another subset's. The reference row stays if kept, else the
+        first kept row becomes the reference."""
+        where = self.path or self.name
+        known_ds = [d.name for d in self.datasets]
+        known_rows = [r.base_name for r in self.rows]
+        for flag, asked, known in (("--datasets", datasets, known_ds), ("--rows", rows, known_rows)):
+            unknown = sorted(set(asked or ()) - set(known))
+            if unknown:
+                raise GridError(f"{where}: {flag}: unknown {unknown}; the grid has {known}")
+        kept_ds = tuple(d for d in self.datasets if datasets is None or d.name in datasets)
+        kept_rows = tuple(r for r in self.rows if rows is None or r.base_name in rows)
+        if len(kept_ds) == len(self.datasets) and len(kept_rows) == len(self.rows):
+            return self
+        suffix = [d.name for d in kept_ds] if len(kept_ds) < len(self.datasets) else []
+        if len(kept_rows) < len(self.rows):
+            suffix += [r.base_name.replace("/", "_") for r in kept_rows]
+        sub = _replace(self, name=f"{self.name}-{'-'.join(suffix)}", datasets=kept_ds, rows=kept_rows)
+        names = sub.row_names()
+        return sub if self.reference in names else _replace(sub, reference=names[0])
 
     def expand(self, cli_overrides: Mapping[str, Any] | None = None) -> list[Cell]:
         """Every cell's config, validated; rows outer, then axis, dataset, seed."""
@@ -502,11 +528,11 @@ def _axis(value: Any, fail) -> AxisSpec | None:
     return AxisSpec(key, tuple(values), label)
 
 
-def _metric_list(value: Any, key: str, fail) -> tuple[str, ...]:
+def _metric_list(value: Any, key: str, fail, pattern: re.Pattern = METRIC_PATTERN) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
         raise fail(key, f"expected a non-empty list of metric names, got {value!r}")
     for i, m in enumerate(value):
-        if not isinstance(m, str) or not METRIC_PATTERN.match(m):
+        if not isinstance(m, str) or not pattern.match(m):
             raise fail(
                 f"{key}[{i}]",
                 f"{m!r} is not a metric (e.g. test/hr@10, val/ndcg@10, test/auc, test/logloss, "
@@ -539,7 +565,8 @@ def _figures(value: Any, axis: AxisSpec | None, fail) -> tuple[FigureSpec, ...]:
         kind = _choice(entry.get("kind"), FIGURE_KINDS, f"{key}.kind", fail)
         if kind == "axis" and axis is None:
             raise fail(f"{key}.kind", "an axis figure needs the grid's `axis`")
-        metrics = _metric_list(entry.get("metrics"), f"{key}.metrics", fail)
+        pattern = CURVE_PATTERN if kind == "curves" else METRIC_PATTERN
+        metrics = _metric_list(entry.get("metrics"), f"{key}.metrics", fail, pattern)
         if kind == "curves":
             bad = [m for m in metrics if m.startswith("test/")]
             if bad:

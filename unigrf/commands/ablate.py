@@ -22,6 +22,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seeds", type=int, default=None, help="run seeds 0..N-1 instead of the grid's `seeds`"
     )
     parser.add_argument(
+        "--datasets",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="run only these of the grid's datasets (its report is <grid>-<names>)",
+    )
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        default=None,
+        metavar="ROW",
+        help="run only these of the grid's rows, e.g. hstu/unigrf sasrec/item_only",
+    )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="continue the grid's earlier Tune experiment: finished cells are skipped, "
@@ -47,6 +61,9 @@ def command_line(args: argparse.Namespace) -> str:
     parts = ["unigrf", "ablate", args.grid]
     if args.seeds is not None:
         parts += ["--seeds", str(args.seeds)]
+    for flag in ("datasets", "rows"):
+        if getattr(args, flag, None):
+            parts += [f"--{flag}", *getattr(args, flag)]
     if args.resume:
         parts.append("--resume")
     if args.max_concurrent is not None:
@@ -69,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     spec = load_grid(args.grid)
     if args.seeds is not None:
         spec = spec.with_seeds(args.seeds)
+    spec = spec.subset(args.datasets, args.rows)
     overrides = dict(parse_override(o) for o in args.overrides or [])
     if args.results_dir:
         overrides["results_dir"] = args.results_dir

@@ -521,6 +521,8 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         batches = epoch_batches(users, window_lengths, cfg.train.batch_size, cfg.train.seed, epoch, ctx.rank)
         sums = {t: torch.zeros((), device=device) for t in tasks}  # summed on device: no per-step sync
         n_batches = 0
+        # the weights' range over the epoch's steps (the history also keeps the epoch-end value)
+        weight_range = {t: (math.inf, -math.inf) for t in tasks}
         mining = enhancer.active(epoch)
         for batch_users in batches:
             batch = _to(data.train_batch(batch_users), device)
@@ -529,6 +531,9 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
                 losses = loss_module(batch, hard, spec.retrieval, spec.ranking)
             total = weighter.combine(losses, shared)
             check_finite(total.detach(), losses, epoch, step)
+            for t, w in weighter.weights.items():
+                low, high = weight_range[t]
+                weight_range[t] = (min(low, w), max(high, w))
             for group in optimizer.param_groups:
                 group["lr"] = cfg.train.lr * lr_factor(step, total_steps, cfg)
             optimizer.zero_grad(set_to_none=True)
@@ -553,6 +558,8 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
             metrics[f"train/loss_{t}"] = float(sums[t]) / max(n_batches, 1)
         for t, w in weighter.weights.items():
             metrics[f"weights/{t}"] = float(w)
+            if n_batches:
+                metrics[f"weights/{t}_min"], metrics[f"weights/{t}_max"] = weight_range[t]
         metrics["enhancer/active"] = float(mining)
         metrics["lr"] = float(optimizer.param_groups[0]["lr"])
         val = _evaluate_main(model, data, "val", cfg, ctx, amp, cascade=per_epoch_cascade)
