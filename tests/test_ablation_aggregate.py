@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from unigrf.ablation.aggregate import aggregate, aggregate_peaks, applicable, compare, peak_epochs
+from unigrf.ablation.aggregate import aggregate, aggregate_peaks, applicable, compare, holm, peak_epochs
 
 REF = [0.30, 0.32, 0.31]
 ABL = [0.26, 0.29, 0.25]
@@ -64,6 +64,13 @@ def test_mean_std_change_and_paired_pvalue_match_scipy():
     assert abl["p_value"] == pytest.approx(stats.ttest_rel(ABL, REF).pvalue)
     assert abl["significant"] == (stats.ttest_rel(ABL, REF).pvalue < 0.05)
 
+    # the interval is the paired test's, on the % of the reference scale; one comparison per
+    # column, so Holm leaves the p-value as it is
+    low, high = stats.ttest_rel(ABL, REF).confidence_interval(0.95)
+    assert (abl["rel_low"], abl["rel_high"]) == pytest.approx((low / 0.31 * 100, high / 0.31 * 100))
+    assert abl["rel_low"] < abl["rel_change"] < abl["rel_high"]
+    assert abl["p_adjusted"] == pytest.approx(abl["p_value"])
+
     # best: max for NDCG, min for LogLoss
     assert bool(ref["best"]) and not bool(abl["best"])
     assert bool(line(table, "hstu/unigrf", "test/logloss")["best"])
@@ -77,6 +84,8 @@ def test_welch_when_seed_sets_differ_or_requested():
     got = line(table, "hstu/wo_both", "test/ndcg@10")
     assert got["test"] == "welch"
     assert got["p_value"] == pytest.approx(stats.ttest_ind(ABL, REF, equal_var=False).pvalue)
+    low, high = stats.ttest_ind(ABL, REF, equal_var=False).confidence_interval(0.95)
+    assert (got["rel_low"], got["rel_high"]) == pytest.approx((low / 0.31 * 100, high / 0.31 * 100))
 
     matched = frame({"hstu/unigrf": ("unigrf", REF, REF_LL), "hstu/wo_both": ("wo_both", ABL, ABL_LL)})
     forced = aggregate(matched, ["test/ndcg@10"], reference="hstu/unigrf", method="welch")
@@ -163,3 +172,36 @@ def test_peak_epochs_and_gap():
     agg = aggregate_peaks(results, hist, "val/ndcg@10", "val/logloss").iloc[0]
     assert math.isnan(agg["ranking_peak_mean"]) and math.isnan(agg["gap_mean"])
     assert agg["retrieval_peak_mean"] == pytest.approx(3.0)
+
+
+def test_holm_matches_the_step_down_definition_and_skips_missing_tests():
+    # Holm: sort ascending, multiply the i-th smallest by (m - i), running maximum, cap at 1
+    p = [0.01, 0.04, float("nan"), 0.03, 0.5]
+    got = holm(p)
+    assert math.isnan(got[2])
+    assert got[0] == pytest.approx(4 * 0.01)
+    assert got[3] == pytest.approx(3 * 0.03)
+    assert got[1] == pytest.approx(max(3 * 0.03, 2 * 0.04))
+    assert got[4] == pytest.approx(0.5)
+    assert holm([]) == [] and all(math.isnan(v) for v in holm([float("nan")]))
+
+
+def test_significance_is_read_on_the_corrected_p_values_of_each_column():
+    """Each column (metric) is one family: its rows' p-values are Holm-adjusted together, never
+    below the raw ones, and `significant` reads the adjusted value. In the LogLoss column the
+    second row has no test (identical values), so the first is corrected as a family of one."""
+    close = [0.295, 0.318, 0.305]
+    rows = {
+        "hstu/unigrf": ("unigrf", REF, REF_LL),
+        "hstu/wo_both": ("wo_both", ABL, ABL_LL),
+        "hstu/wo_enhancer": ("wo_enhancer", close, REF_LL),
+    }
+    table = aggregate(frame(rows), ["test/ndcg@10", "test/logloss"], reference="hstu/unigrf")
+    ndcg = table[(table["metric"] == "test/ndcg@10") & ~table["is_reference"]]
+    assert list(ndcg["p_adjusted"]) == pytest.approx(holm(list(ndcg["p_value"])))
+    assert (ndcg["p_adjusted"] >= ndcg["p_value"]).all()
+    assert list(ndcg["significant"]) == list(ndcg["p_adjusted"] < 0.05)
+    ll = line(table, "hstu/wo_both", "test/logloss")
+    assert ll["p_adjusted"] == pytest.approx(
+        holm([ll["p_value"], line(table, "hstu/wo_enhancer", "test/logloss")["p_value"]])[0]
+    )

@@ -53,6 +53,8 @@ def make_report_dir(tmp_path, with_history=True):
                 "seed": cell.seed,
                 "status": "ok",
                 "time_s": 10.0,
+                "epoch_time_s": 8.0 + cell.seed,
+                "epochs_run": 4,
                 "test/ndcg@10": ndcg,
                 "test/hr@10": 2 * ndcg,
                 "test/auc": auc,
@@ -66,6 +68,17 @@ def make_report_dir(tmp_path, with_history=True):
                     "epoch": epoch,
                     "val/ndcg@10": ndcg - abs(epoch - 2) * 0.01,
                     "val/auc": auc - abs(epoch - 1) * 0.01,
+                    # the weighter's weights: two tasks except for the retrieval-only row
+                    **(
+                        {"weights/retrieval": 1.0}
+                        if cell.variant == "retrieval_only"
+                        else {
+                            "weights/retrieval": 1.0 + 0.1 * epoch,
+                            "weights/retrieval_min": 0.9 + 0.1 * epoch,
+                            "weights/retrieval_max": 1.05 + 0.1 * epoch,
+                            "weights/ranking": 1.0 - 0.1 * epoch,
+                        }
+                    ),
                 }
             )
     meta = {
@@ -109,16 +122,29 @@ def test_report_tables_provenance_and_figures(tmp_path):
     assert "| hstu/unigrf † | 3 | 0.3100 ± 0.0100 |" in md
     assert f"**{np.mean(NDCG['hstu/retrieval_only']):.4f} ± 0.0100**" in md
     ro_line = next(line for line in md.splitlines() if line.startswith("| hstu/retrieval_only | 3"))
-    assert ro_line.rstrip().endswith("| — |")  # AUC of a retrieval-only model is not a result
+    # AUC of a retrieval-only model is not a result; seconds per epoch (8, 9, 10 s over 4 epochs)
+    assert ro_line.rstrip().endswith("| — | 2.25 ± 0.25 |")
     assert "**0.7100 ± 0.0100**" in md  # best AUC is unigrf's, not the untrained head's 0.9
     # popularity row beside the retrieval metrics
     assert "| popularity (train counts) | — | 0.0500 | 0.1000 | — |" in md
     # and the synthetic generator's oracle (the ceiling) under it, ranking included, never bold
     assert "| oracle (true distribution) | — | 0.5000 | 0.7000 | 0.9000 |" in md
-    # change against the reference with the paired p-value
-    p = stats.ttest_rel(NDCG["hstu/wo_both"], NDCG["hstu/unigrf"]).pvalue
+    # change against the reference: the paired t-test's interval on the % scale, and its p-value
+    # Holm-corrected over the column's two comparisons (wo_both, retrieval_only)
+    test = stats.ttest_rel(NDCG["hstu/wo_both"], NDCG["hstu/unigrf"])
+    other = stats.ttest_rel(NDCG["hstu/retrieval_only"], NDCG["hstu/unigrf"]).pvalue
+    low, high = (100 * v / 0.31 for v in test.confidence_interval(0.95))
+    p_holm = min(1.0, 2 * test.pvalue) if test.pvalue <= other else min(1.0, max(2 * other, test.pvalue))
     rel = (np.mean(NDCG["hstu/wo_both"]) - 0.31) / 0.31 * 100
-    assert f"| hstu/wo_both | {rel:+.1f}% (p = {p:.3f})" in md
+    assert f"| hstu/wo_both | {rel:+.1f}% [{low:+.1f}, {high:+.1f}] (p = {p_holm:.3f})" in md
+    assert p_holm > test.pvalue  # the correction changed it
+    summary = pd.read_csv(out / "summary.csv")
+    line = summary[(summary["row"] == "hstu/wo_both") & (summary["metric"] == "test/ndcg@10")].iloc[0]
+    assert line["p_value"] == pytest.approx(test.pvalue) and line["p_adjusted"] == pytest.approx(p_holm)
+    # the weights table: per run the lowest / mean of epoch ends / highest, mean over seeds; no
+    # line for a single-task row
+    assert "| hstu/unigrf | 3 | 0.900 | 1.150 | 1.350 | 0.450 |" in md
+    assert "| hstu/retrieval_only | 3 | 0.900" not in md
     assert "paired t-test (`scipy.stats.ttest_rel`)" in md
     # peak table: retrieval peak 3, ranking peak 2, gap 1 for every seed
     assert "| hstu/unigrf | 3 | 3.0 ± 0.0 | 2.0 ± 0.0 | 1.0 ± 0.0 | 4.0 ± 0.0 |" in md

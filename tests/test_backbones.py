@@ -219,6 +219,37 @@ def test_pointwise_causal_attention_gradients_equal_plain_autograd(bias_batch: i
         torch.testing.assert_close(a, e)
 
 
+@pytest.mark.parametrize("min_chunk", [32, 2])
+@pytest.mark.parametrize("name", VARIANTS)
+def test_inference_gives_what_a_training_forward_gives(
+    name: str, min_chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without autograd (evaluation, the enhancer's mining) the backbones may work in place (HSTU's
+    SiLU on fresh scores and projections): outputs equal the grad-enabled forward's, in a full
+    pass, a chunked prefill and a packed continuation; and that forward's gradients still flow."""
+    monkeypatch.setattr(base, "PREFILL_MIN_CHUNK", min_chunk)
+    model = make(name).eval()
+    b, s, k = 3, 8, 4
+    x, pos, times = inputs(b, s + k)
+    lengths = torch.tensor([8, 5, 2])
+    key_valid = torch.arange(s)[None, :] < lengths[:, None]
+    x = x.requires_grad_(True)
+    trained = model(x[:, :s], None, pos[:, :s], times[:, :s])
+    ctx_t, h_t = model.build_context(x[:, :s], None, pos[:, :s], times[:, :s], query_index=lengths - 1)
+    packed_t = model.forward_packed(x[:, s:], ctx_t, key_valid, lengths, times[:, s])
+    (trained.sum() + packed_t.sum()).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    with torch.inference_mode():
+        xi = x.detach()
+        inferred = model(xi[:, :s], None, pos[:, :s], times[:, :s])
+        ctx_i, h_i = model.build_context(xi[:, :s], None, pos[:, :s], times[:, :s], query_index=lengths - 1)
+        packed_i = model.forward_packed(xi[:, s:], ctx_i, key_valid, lengths, times[:, s])
+    valid = torch.arange(s)[None, :] < lengths[:, None]
+    torch.testing.assert_close(inferred[valid], trained.detach()[valid])
+    torch.testing.assert_close(h_i, h_t.detach())
+    torch.testing.assert_close(packed_i, packed_t.detach())
+
+
 def test_a_batch_wide_mask_broadcasts() -> None:
     """A [1, T, S] mask is the same mask for every row."""
     for name in ("hstu", "llama"):

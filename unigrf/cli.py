@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "tune": "hyper-parameter search with Ray Tune + Optuna over a search space YAML",
     "ablate": "run an ablation grid through Tune and write its report (tables, figures)",
     "report": "rebuild an ablation report from stored results without re-running",
+    "claims": "answer the paper's six claims from the claim grids' reports (verdicts, effects, CIs)",
 }
 
 

@@ -14,8 +14,15 @@ Significance [why this test]: each row has one value per seed, so the sample per
 - **Welch's t-test** (`scipy.stats.ttest_ind(equal_var=False)`) otherwise (seed sets differ, or
   `significance: welch`): it does not assume equal variances, which rows of different variants
   do not have.
-p-values are two-sided and uncorrected for multiple comparisons; with 3 seeds only large,
-consistent effects reach p < 0.05.
+p-values are two-sided. Each table column (one metric of one dataset) compares every row with
+the reference, so its p-values are **Holm-corrected** over that column's comparisons
+(`statsmodels.stats.multitest.multipletests(method="holm")`: it controls the chance of any false
+"significant" in the column, without Bonferroni's loss of power); `significant` reads the
+corrected value. The effect size is the change of the mean in % of the reference mean, with the
+test's 95 % confidence interval of the difference (paired: over the per-seed differences; Welch:
+of the difference of the means) on the same scale. With 3 seeds only large, consistent effects
+reach a corrected p < 0.05: an interval that spans 0 says "not resolved at this many seeds",
+not "no effect".
 """
 
 from __future__ import annotations
@@ -67,6 +74,25 @@ class TestResult:
     p_value: float  # NaN when no test is possible (n < 2, zero variance)
     test: str  # "paired", "welch" or "" when not tested
     n: int  # values compared per side (paired: common seeds)
+    low: float = math.nan  # 95 % confidence interval of the difference values − reference
+    high: float = math.nan
+
+
+def _with_interval(res, test: str, n: int) -> TestResult:
+    ci = res.confidence_interval(confidence_level=0.95)
+    return TestResult(float(res.pvalue), test, n, float(ci.low), float(ci.high))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values of one family of tests; NaNs (no test) stay NaN and do not count."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, math.nan)
+    finite = np.isfinite(p)
+    if finite.any():
+        out[finite] = multipletests(p[finite], method="holm")[1]
+    return out.tolist()
 
 
 def compare(values: pd.Series, reference: pd.Series, method: str = "auto") -> TestResult:
@@ -82,11 +108,11 @@ def compare(values: pd.Series, reference: pd.Series, method: str = "auto") -> Te
             if len(common) < 2:
                 return TestResult(math.nan, "", len(common))
             res = stats.ttest_rel(values.loc[common].to_numpy(), reference.loc[common].to_numpy())
-            return TestResult(float(res.pvalue), "paired", len(common))
+            return _with_interval(res, "paired", len(common))
         if len(values) < 2 or len(reference) < 2:
             return TestResult(math.nan, "", min(len(values), len(reference)))
         res = stats.ttest_ind(values.to_numpy(), reference.to_numpy(), equal_var=False)
-        return TestResult(float(res.pvalue), "welch", min(len(values), len(reference)))
+        return _with_interval(res, "welch", min(len(values), len(reference)))
 
 
 def aggregate(
@@ -100,9 +126,10 @@ def aggregate(
     """Long table, one line per (dataset, row, metric), in row order.
 
     Columns: dataset, row, variant, metric, n (finished seeds), mean, std (sample, ddof=1; NaN
-    for one seed), rel_change (% of the reference mean), p_value, test, significant,
-    is_reference, applicable, best (the best mean of the column among applicable rows of the
-    dataset, by the metric's direction).
+    for one seed), rel_change (% of the reference mean), rel_low / rel_high (its 95 % interval,
+    same scale), p_value (raw), p_adjusted (Holm over the column's rows), test, significant
+    (p_adjusted < alpha), is_reference, applicable, best (the best mean of the column among
+    applicable rows of the dataset, by the metric's direction).
     """
     ok = results[results["status"] == OK_STATUS] if "status" in results else results
     rows = list(row_order) if row_order is not None else list(dict.fromkeys(results["row"]))
@@ -123,12 +150,14 @@ def aggregate(
                 std = float(vals.std(ddof=1)) if is_app and len(vals) > 1 else math.nan
                 ref_vals = ref[metric].astype(float) if metric in ref else pd.Series(dtype=float)
                 ref_mean = float(ref_vals.mean()) if len(ref_vals.dropna()) else math.nan
-                rel = math.nan
+                rel = rel_low = rel_high = math.nan
                 test = TestResult(math.nan, "", 0)
                 if is_app and row != reference:
-                    if ref_mean and math.isfinite(ref_mean):
-                        rel = (mean - ref_mean) / abs(ref_mean) * 100.0
                     test = compare(vals, ref_vals, method)
+                    if ref_mean and math.isfinite(ref_mean):
+                        scale = 100.0 / abs(ref_mean)
+                        rel = (mean - ref_mean) * scale
+                        rel_low, rel_high = test.low * scale, test.high * scale
                 lines.append(
                     {
                         "dataset": dataset,
@@ -139,16 +168,23 @@ def aggregate(
                         "mean": mean,
                         "std": std,
                         "rel_change": rel,
+                        "rel_low": rel_low,
+                        "rel_high": rel_high,
                         "p_value": test.p_value,
                         "test": test.test,
-                        "significant": bool(math.isfinite(test.p_value) and test.p_value < alpha),
                         "is_reference": row == reference,
                         "applicable": is_app,
                     }
                 )
     table = pd.DataFrame(lines)
     if table.empty:
-        return table.assign(best=pd.Series(dtype=bool))
+        return table.assign(
+            p_adjusted=pd.Series(dtype=float), significant=pd.Series(dtype=bool), best=pd.Series(dtype=bool)
+        )
+    table["p_adjusted"] = math.nan
+    for _, group in table.groupby(["dataset", "metric"], sort=False):  # one family per column
+        table.loc[group.index, "p_adjusted"] = holm(group["p_value"].tolist())
+    table["significant"] = table["p_adjusted"].lt(alpha)  # NaN compares False
     table["best"] = False
     for (_, metric), group in table.groupby(["dataset", "metric"], sort=False):
         means = group["mean"].dropna()
@@ -225,3 +261,60 @@ def aggregate_peaks(
                 line[f"{col}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else math.nan
             lines.append(line)
     return pd.DataFrame(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Loss weights (the weighter comparison: which weights each kind actually produced)
+# --------------------------------------------------------------------------------------------
+
+
+def aggregate_weights(
+    results: pd.DataFrame,
+    histories: pd.DataFrame,
+    task: str = "retrieval",
+    row_order: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Per row, the range of `task`'s loss weight over every training step of each run, mean
+    over seeds: `low` (the run's smallest weight, from `weights/<task>_min`), `mean` (the mean
+    of the epoch-end weights) and `high` (`weights/<task>_max`). Histories without the per-epoch
+    range (older runs) fall back to the epoch-end weights. With two tasks the other task's
+    weight is 2 − this one. Only rows whose runs weigh two tasks appear.
+
+    Columns: dataset, row, n, low, mean, high, spread (high − low, mean over seeds).
+    """
+    col = f"weights/{task}"
+    others = [c for c in histories.columns if c.startswith("weights/") and not c.startswith(col)]
+    if col not in histories or not others:
+        return pd.DataFrame(columns=["dataset", "row", "n", "low", "mean", "high", "spread"])
+    h = histories.dropna(subset=[col])
+    h = h[h[others].notna().any(axis=1)]  # a single-task run's weight is a constant 1
+    low = h[f"{col}_min"] if f"{col}_min" in h else h[col]
+    high = h[f"{col}_max"] if f"{col}_max" in h else h[col]
+    per_run = (
+        pd.DataFrame(
+            {"cell": h["cell"], "low": low.fillna(h[col]), "value": h[col], "high": high.fillna(h[col])}
+        )
+        .groupby("cell", sort=False)
+        .agg(low=("low", "min"), mean=("value", "mean"), high=("high", "max"))
+    )
+    per_run["spread"] = per_run["high"] - per_run["low"]
+    ok = results[results["status"] == OK_STATUS] if "status" in results else results
+    merged = ok[["cell", "dataset", "row"]].merge(per_run, left_on="cell", right_index=True)
+    rows = list(row_order) if row_order is not None else list(dict.fromkeys(results["row"]))
+    lines = []
+    for dataset in dict.fromkeys(results["dataset"]):
+        for row in rows:
+            sub = merged[(merged["dataset"] == dataset) & (merged["row"] == row)]
+            if not sub.empty:
+                means = sub[["low", "mean", "high", "spread"]].mean()
+                lines.append({"dataset": dataset, "row": row, "n": len(sub), **means.to_dict()})
+    return pd.DataFrame(lines, columns=["dataset", "row", "n", "low", "mean", "high", "spread"])
+
+
+def seconds_per_epoch(results: pd.DataFrame) -> pd.Series:
+    """Per run: wall seconds per epoch (training + validation), from `epoch_time_s` / `epochs_run`."""
+    if "epoch_time_s" not in results or "epochs_run" not in results:
+        return pd.Series(math.nan, index=results.index)
+    return results["epoch_time_s"].astype(float) / results["epochs_run"].astype(float).where(
+        results["epochs_run"].astype(float) > 0
+    )

@@ -30,7 +30,14 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from unigrf.ablation.aggregate import OK_STATUS, aggregate, aggregate_peaks, metric_base
+from unigrf.ablation.aggregate import (
+    OK_STATUS,
+    aggregate,
+    aggregate_peaks,
+    aggregate_weights,
+    metric_base,
+    seconds_per_epoch,
+)
 from unigrf.ablation.figures import axis_figure, curves_figure, metric_label
 from unigrf.ablation.grid import GridSpec, parse_grid
 
@@ -45,6 +52,7 @@ PROTOCOL = (
 POPULARITY_ROW = "popularity (train counts)"
 ORACLE_ROW = "oracle (true distribution)"
 # rows of reference numbers under the model rows: datasets.json key -> row label
+SECONDS_PER_EPOCH = "s / epoch"
 REFERENCE_ROWS = (("popularity", POPULARITY_ROW), ("oracle", ORACLE_ROW))
 INPUT_FILES = ("results.csv", "histories.csv", "grid.yaml", "meta.json", "datasets.json")
 
@@ -129,11 +137,14 @@ def fmt_value(mean: float, std: float, digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def fmt_change(rel: float, p: float, significant: bool) -> str:
+def fmt_change(rel: float, low: float, high: float, p: float, significant: bool) -> str:
+    """`+5.3% [-1.2, +11.8] (p = 0.150) *`: the change in % of the reference mean, its 95 %
+    interval, the (corrected) p-value and * when significant."""
     if not math.isfinite(rel):
         return "—"
+    interval = f" [{low:+.1f}, {high:+.1f}]" if math.isfinite(low) and math.isfinite(high) else ""
     p_text = "p = n/a" if not math.isfinite(p) else (f"p = {p:.3f}" if p >= 0.001 else "p < 0.001")
-    return f"{rel:+.1f}% ({p_text}){' *' if significant else ''}"
+    return f"{rel:+.1f}%{interval} ({p_text}){' *' if significant else ''}"
 
 
 def fmt_duration(seconds: float) -> str:
@@ -195,7 +206,10 @@ def significance_note(table: pd.DataFrame, spec: GridSpec) -> str:
     return (
         "Significance against the reference row: "
         + "; ".join(parts)
-        + f". Two-sided, uncorrected for multiple comparisons; * marks p < {spec.alpha:g}."
+        + ". Each cell: the change of the mean in % of the reference mean, [its 95 % confidence "
+        "interval] on the same scale, and the two-sided p-value Holm-corrected over the column's "
+        f"rows (statsmodels `multipletests`); * marks a corrected p < {spec.alpha:g}. Raw p-values: "
+        "summary.csv."
     )
 
 
@@ -209,6 +223,7 @@ class Rendered:
     markdown: str
     latex: str
     figures: list[Path]
+    summary: pd.DataFrame  # `aggregate`'s long table: every mean, interval, raw and corrected p
 
 
 def render(inputs: ReportInputs, report_dir: Path) -> Rendered:
@@ -224,7 +239,7 @@ def render(inputs: ReportInputs, report_dir: Path) -> Rendered:
     figures = _figures(inputs, report_dir, order)
     md = _markdown(inputs, table, peaks, figures, report_dir, order)
     tex = _latex(inputs, table, peaks, order)
-    return Rendered(md, tex, figures)
+    return Rendered(md, tex, figures, table)
 
 
 def console_summary(report_dir: str | Path) -> str:
@@ -237,11 +252,15 @@ def console_summary(report_dir: str | Path) -> str:
     out: list[str] = []
     for dataset in dict.fromkeys(inputs.results["dataset"]):
         out += ["", f"{dataset}: mean ± std over seeds († reference row)"]
-        header = ["row", "seeds", *(metric_label(m) for m in spec.metrics)]
+        header = ["row", "seeds", *(metric_label(m) for m in spec.metrics), SECONDS_PER_EPOCH]
         out.append(md_table(header, _main_rows(inputs, table, dataset, order, ("", ""))))
         change = _change_rows(inputs, table, dataset, order)
         if change:
-            out += ["", f"change against {spec.reference} (t-test p-values over seeds; * p < {spec.alpha})"]
+            out += [
+                "",
+                f"change against {spec.reference}: % [95 % CI] (t-test over seeds, Holm-corrected p; "
+                f"* p < {spec.alpha})",
+            ]
             out.append(md_table(["row", *(metric_label(m) for m in spec.metrics)], change))
     return "\n".join(out)
 
@@ -252,6 +271,7 @@ def write_report(report_dir: str | Path) -> Rendered:
     rendered = render(load_inputs(report_dir), report_dir)
     write_atomic(report_dir / "report.md", rendered.markdown)
     write_atomic(report_dir / "report.tex", rendered.latex)
+    write_atomic(report_dir / "summary.csv", rendered.summary.to_csv(index=False))
     return rendered
 
 
@@ -361,6 +381,19 @@ def _main_rows(
             r = sub.loc[metric]
             text = fmt_value(float(r["mean"]), float(r["std"]))
             cells.append(f"{bold[0]}{text}{bold[1]}" if bool(r["best"]) and text != "—" else text)
+        runs = inputs.results[
+            (inputs.results["dataset"] == dataset)
+            & (inputs.results["row"] == row)
+            & (inputs.results["status"] == OK_STATUS)
+        ]
+        per_epoch = seconds_per_epoch(runs).dropna()
+        cells.append(
+            fmt_value(
+                float(per_epoch.mean()), float(per_epoch.std(ddof=1)) if len(per_epoch) > 1 else math.nan, 2
+            )
+            if len(per_epoch)
+            else "—"
+        )
         body.append([name, str(n), *cells])
     for key, label in REFERENCE_ROWS:  # test-split numbers that need no training run
         reference = inputs.datasets.get(str(dataset), {}).get(key)
@@ -371,7 +404,7 @@ def _main_rows(
                 else "—"
                 for m in spec.metrics
             ]
-            body.append([label, "—", *cells])
+            body.append([label, "—", *cells, "—"])
     return body
 
 
@@ -392,7 +425,9 @@ def _change_rows(
                 *(
                     fmt_change(
                         float(sub.loc[m, "rel_change"]),
-                        float(sub.loc[m, "p_value"]),
+                        float(sub.loc[m, "rel_low"]),
+                        float(sub.loc[m, "rel_high"]),
+                        float(sub.loc[m, "p_adjusted"]),
                         bool(sub.loc[m, "significant"]),
                     )
                     for m in inputs.spec.metrics
@@ -430,7 +465,7 @@ def _markdown(
     spec = inputs.spec
     out = [f"# Ablation `{spec.name}`" + (f": {spec.description}" if spec.description else ""), ""]
     out.append(md_table(["", ""], [[f"**{k}**", v] for k, v in _header_lines(inputs)]))
-    header = ["row", "seeds", *(metric_label(m) for m in spec.metrics)]
+    header = ["row", "seeds", *(metric_label(m) for m in spec.metrics), SECONDS_PER_EPOCH]
     for dataset in dict.fromkeys(inputs.results["dataset"]):
         out += ["", f"## {dataset}: mean ± std over seeds", ""]
         out.append(md_table(header, _main_rows(inputs, table, dataset, order, ("**", "**"))))
@@ -439,7 +474,9 @@ def _markdown(
             "† reference row. **Bold**: best mean per column among the rows. —: not applicable (a "
             "retrieval-only model's ranking head and a ranking-only model's retrieval head are "
             "untrained; single-stage models have no cascade). Val metrics are at the best-validation "
-            "epoch, test metrics are read once on that checkpoint, train losses are the last epoch's.",
+            "epoch, test metrics are read once on that checkpoint, train losses are the last epoch's. "
+            f"{SECONDS_PER_EPOCH}: wall seconds per epoch (training + validation) with the grid's "
+            "runs sharing the machine — compare rows within one report, not across reports.",
         ]
         change = _change_rows(inputs, table, dataset, order)
         if change:
@@ -462,6 +499,30 @@ def _markdown(
                 "Peak = the epoch with the best validation value of each stage's metric, per run; "
                 "mean ± std over seeds.",
             ]
+        weights = aggregate_weights(inputs.results, inputs.histories, "retrieval", order)
+        weights = weights[weights["dataset"] == dataset]
+        if not weights.empty:
+            out += ["", f"### {dataset}: the retrieval loss's weight over training", ""]
+            wh = ["row", "seeds", "lowest", "mean (epoch ends)", "highest", "spread"]
+            out.append(
+                md_table(
+                    wh,
+                    [
+                        [
+                            str(r["row"]),
+                            str(int(r["n"])),
+                            *(f"{float(r[c]):.3f}" for c in ("low", "mean", "high", "spread")),
+                        ]
+                        for _, r in weights.iterrows()
+                    ],
+                )
+            )
+            out += [
+                "",
+                "The weight every training step used (the ranking loss's is 2 − it), per run its "
+                "lowest and highest and the mean of its epoch-end values, then the mean over seeds. "
+                "A fixed weighter stays at 1.000.",
+            ]
     if figures:
         out += ["", "## Figures", ""]
         for path in figures:
@@ -481,9 +542,11 @@ def _latex(inputs: ReportInputs, table: pd.DataFrame, peaks: pd.DataFrame, order
         f"% command: {meta.get('command', '?')}",
         f"% git commit: {meta.get('git_commit', 'unknown')}",
     ]
-    cols = "l" + "r" * (len(spec.metrics) + 1)
+    cols = "l" + "r" * (len(spec.metrics) + 2)
     for dataset in dict.fromkeys(inputs.results["dataset"]):
-        head = " & ".join(["row", "seeds", *(tex_escape(metric_label(m)) for m in spec.metrics)])
+        head = " & ".join(
+            ["row", "seeds", *(tex_escape(metric_label(m)) for m in spec.metrics), SECONDS_PER_EPOCH]
+        )
         body = _main_rows(inputs, table, dataset, order, ("\\textbf{", "}"))
         lines += [
             "",
@@ -505,7 +568,8 @@ def _latex(inputs: ReportInputs, table: pd.DataFrame, peaks: pd.DataFrame, order
                 "\\begin{table}[t]",
                 "\\centering\\small",
                 f"\\caption{{{tex_escape(spec.name)} on {tex_escape(str(dataset))}: change against "
-                f"{tex_escape(spec.reference)} (two-sided t-test p-value; * p < {spec.alpha:g}).}}",
+                f"{tex_escape(spec.reference)}: \\% [95\\% CI] (two-sided t-test over seeds, "
+                f"Holm-corrected p-value; * p < {spec.alpha:g}).}}",
                 f"\\begin{{tabular}}{{{'l' + 'r' * len(spec.metrics)}}}",
                 "\\toprule",
                 " & ".join(["row", *(tex_escape(metric_label(m)) for m in spec.metrics)]) + " \\\\",

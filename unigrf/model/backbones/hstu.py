@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unigrf.config import ModelConfig
-from unigrf.model.backbones.base import Backbone, Block, merge_heads, split_heads
+from unigrf.model.backbones.base import Backbone, Block, merge_heads, silu_fresh, split_heads
 
 POSITION_BUCKETS_PER_SIDE = 32  # buckets for distances >= 0 (past and self); as many for < 0
 POSITION_EXACT = 16  # distances below this get their own bucket
@@ -105,10 +105,12 @@ class PointwiseCausalAttention(torch.autograd.Function):
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, bounds: list[tuple[int, int]]) -> Tensor:
         out = torch.empty_like(q)
         scores = []
+        keep = any(ctx.needs_input_grad[:4])  # else (evaluation, mining): SiLU in place, nothing kept
         for i0, i1 in bounds:
             s = torch.matmul(q[:, :, i0:i1], k[:, :, :i1].transpose(2, 3)).add_(bias[:, :, i0:i1, :i1])
-            out[:, :, i0:i1] = torch.matmul(F.silu(s), v[:, :, :i1])
-            scores.append(s)
+            out[:, :, i0:i1] = torch.matmul(F.silu(s, inplace=not keep), v[:, :, :i1])
+            if keep:
+                scores.append(s)
         ctx.save_for_backward(q, k, v, *scores)
         ctx.bounds, ctx.bias_shape, ctx.bias_dtype = bounds, bias.shape, bias.dtype
         return out
@@ -147,7 +149,7 @@ class HSTUBlock(Block):
     def _project(self, h: Tensor, half: int) -> tuple[Tensor, Tensor]:
         """SiLU of one half of the U, Q | V, K projection: half 0 -> (U, Q), 1 -> (V, K)."""
         rows = slice(half * 2 * self.dim, (half + 1) * 2 * self.dim)
-        a, b = F.silu(F.linear(h, self.uvqk.weight[rows], self.uvqk.bias[rows])).split(self.dim, dim=-1)
+        a, b = silu_fresh(F.linear(h, self.uvqk.weight[rows], self.uvqk.bias[rows])).split(self.dim, dim=-1)
         return a, b
 
     def _bias(self, aux: HSTUAux) -> Tensor:
@@ -186,7 +188,7 @@ class HSTUBlock(Block):
             )
         else:
             scores = torch.matmul(q, k.transpose(2, 3)).add_(bias).view(b * heads, t, s)
-        o = torch.bmm(F.silu(scores), v.reshape(b * heads, s, d)).view(b, heads, t, d)
+        o = torch.bmm(silu_fresh(scores), v.reshape(b * heads, s, d)).view(b, heads, t, d)
         return self._rest(x, o, u)
 
     def attend_chunked(
@@ -211,7 +213,7 @@ class HSTUBlock(Block):
             own_bias = own_bias + self.time_bias[:, 0]
         scores = torch.matmul(q, past_k.transpose(2, 3)).add_(bias + packed_aux.mask_bias)  # [B, H, K, S]
         own = F.silu((q * k).sum(-1, keepdim=True) + own_bias[None, :, None, None])  # [B, H, K, 1]
-        return self._rest(x, torch.matmul(F.silu(scores), past_v) + own * v, u)
+        return self._rest(x, torch.matmul(silu_fresh(scores), past_v) + own * v, u)
 
     def _rest(self, x: Tensor, o: Tensor, u: Tensor) -> Tensor:
         """The block after attention (o [B, H, T, d]): normalisation, U gate, projection, residual."""

@@ -12,7 +12,6 @@ stored already rotated.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unigrf.config import ModelConfig
@@ -23,6 +22,7 @@ from unigrf.model.backbones.base import (
     masked_sdpa,
     merge_heads,
     packed_softmax_mask,
+    silu_fresh,
     softmax_mask,
     split_heads,
 )
@@ -87,7 +87,7 @@ class LlamaBlock(Block):
         """The block after attention: output projection, residual, SwiGLU MLP (o [B, H, T, d])."""
         y = x + self.dropout(self.wo(merge_heads(o)))
         g = self.mlp_norm(y)
-        return y + self.dropout(self.w2(F.silu(self.w1(g)) * self.w3(g)))
+        return y + self.dropout(self.w2(silu_fresh(self.w1(g)) * self.w3(g)))
 
 
 class Llama(Backbone):
