@@ -232,3 +232,25 @@ def test_curves_keep_each_rows_colour_in_every_panel(tmp_path, monkeypatch):
         != colour[ndcg_ax]["hstu/retrieval_only"]
     )
     assert [t.get_text() for t in ndcg_ax.get_legend().get_texts()] == rows
+
+
+def test_curves_of_a_grid_with_more_rows_than_the_colour_cycle_stay_distinct(tmp_path, monkeypatch):
+    """The paper grid has 11 rows: the default cycle's 10 colours would give two rows one colour."""
+    from unigrf.ablation import figures
+
+    rows = [f"hstu/row{i}" for i in range(11)]
+    results = pd.DataFrame({"cell": [f"{r}/s/seed0" for r in rows], "row": rows, "variant": ["unigrf"] * 11})
+    histories = pd.DataFrame(
+        [{"cell": f"{r}/s/seed0", "epoch": e, "val/ndcg@10": 0.1 * e} for r in rows for e in range(2)]
+    )
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    figures.curves_figure(results, histories, ["val/ndcg@10"], tmp_path / "c.png", rows)
+    lines = [ln for ln in drawn["fig"].axes[0].get_lines() if ln.get_label() in rows]
+    assert len({tuple(np.round(matplotlib_rgba(ln.get_color()), 6)) for ln in lines}) == 11
+
+
+def matplotlib_rgba(colour):
+    from matplotlib.colors import to_rgba
+
+    return to_rgba(colour)

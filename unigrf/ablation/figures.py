@@ -118,7 +118,10 @@ def curves_figure(
     merged = histories.merge(results[["cell", "row", "variant"]], on="cell", how="inner")
     fig, axes = _grid(len(metrics))
     # one colour per row in every panel (a panel skips rows its metric does not apply to)
+    # and distinct colours while there are at most 20 rows (the default cycle has 10)
     palette = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    if len(row_order) > len(palette):
+        palette = [matplotlib.colormaps["tab20"](i) for i in range(20)]
     colours = {row: palette[i % len(palette)] for i, row in enumerate(row_order)}
     for ax, metric in zip(axes, metrics):
         for row in row_order:
