@@ -11,8 +11,9 @@ masked), ≥ 3 seeds, one row per run in benchmarks/quality.csv.
 3. popularity (training counts, history masked), computed here.
 
 Then prints, per dataset, the mean ± std table and the paired t-tests (over seeds) of the best
-UniGRF row against the strongest single-task baseline, and rewrites the dataset's rows of
-benchmarks/quality.csv (other datasets' rows are kept).
+UniGRF row against the strongest single-task baseline, and writes its rows into
+benchmarks/quality.csv: each replaces the row of the same dataset, system and seed; all other
+rows are kept (`merge_rows`).
 
     python benchmarks/quality_bench.py                                  # both datasets, seeds 0-2
     python benchmarks/quality_bench.py --datasets amazon-mi --seeds 0 1 2 3 4
@@ -235,6 +236,17 @@ def summary(frame: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
+def merge_rows(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """quality.csv after a run: the run's rows replace the rows with the same (dataset, system,
+    seed); every other row is kept (other datasets, rows a --rows subset did not run, the
+    anchor's rows under --skip-anchor)."""
+    key = ["dataset", "system", "seed"]
+    if new.empty:
+        return old
+    replaced = old.merge(new[key].drop_duplicates(), on=key, how="left", indicator=True)["_merge"] == "both"
+    return pd.concat([old[~replaced.to_numpy()], new], ignore_index=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -255,22 +267,15 @@ def main() -> None:
         "--skip-anchor", action="store_true", help="keep SASRec.pytorch's rows already in the CSV"
     )
     args = parser.parse_args()
-    # measure first, read the CSV last: two invocations on different datasets (or one running
-    # the anchor, another the grid) may overlap, and each keeps what the other wrote meanwhile
+    # measure first, read the CSV last: two invocations on different datasets or rows (or one
+    # running the anchor, another the grid) may overlap, and each keeps what the other wrote
     parts = [popularity_rows(args)]
     if not args.skip_anchor:
         parts.append(anchor_rows(args))
     if not args.skip_grid:
         parts.append(grid_rows(args))
     old = pd.read_csv(CSV) if CSV.exists() else pd.DataFrame(columns=["dataset", "system", "seed"])
-    keep = ~old["dataset"].isin(args.datasets)
-    mine = old[~keep]
-    parts.append(old[keep])
-    if args.skip_anchor:
-        parts.append(mine[mine["system"] == "SASRec.pytorch"])
-    if args.skip_grid:
-        parts.append(mine[~mine["system"].isin(["SASRec.pytorch", "popularity"])])
-    frame = pd.concat([p for p in parts if not p.empty], ignore_index=True)
+    frame = merge_rows(old, pd.concat([p for p in parts if not p.empty], ignore_index=True))
     frame = frame.sort_values(["dataset", "system", "seed"], kind="stable")
     frame.to_csv(CSV, index=False, float_format="%.6g")
     print(summary(frame[frame["dataset"].isin(args.datasets)]))

@@ -225,7 +225,7 @@ def _m_claim(claim: Claim, inputs: ReportInputs | None, dataset: str, alpha: flo
     val = ok.groupby("row")["val/ndcg@10"].mean()
     best = max(rows, key=lambda r: val[r])
     ends = (rows[0], rows[-1])
-    note = f"best on validation: {best} (val NDCG@10 {val[best]:.4f})"
+    note = f"best on validation: {best}, val NDCG@10 {val[best]:.4f}"
     if best in ends:
         comparisons = [_cmp(inputs.spec.name, best, e, "test/ndcg@10") for e in ends if e != best]
         outcomes = _outcomes({inputs.spec.name: inputs}, dataset, comparisons, alpha)
@@ -318,7 +318,7 @@ def markdown(answers: Sequence[ClaimAnswer], alpha: float = 0.05) -> str:
         cells = []
         for d in datasets:
             a = by.get((claim.number, d))
-            cells.append("—" if a is None else a.verdict + (f" ({a.note})" if a.note else ""))
+            cells.append("—" if a is None else a.verdict + (f"; {a.note}" if a.note else ""))
         summary.append([f"{claim.number}. {claim.text}", *cells])
     out = ["## Verdicts", "", md_table(["claim", *datasets], summary), ""]
     out += [
