@@ -43,14 +43,7 @@ def make_report_dir(tmp_path, with_history=True):
         ndcg, auc = NDCG[cell.row][cell.seed], AUC[cell.row][cell.seed]
         results.append(
             {
-                "cell": cell.name,
-                "row": cell.row,
-                "group": cell.group,
-                "dataset": cell.dataset,
-                "backbone": cell.backbone,
-                "variant": cell.variant,
-                "axis_value": None,
-                "seed": cell.seed,
+                **cell.identity(),
                 "status": "ok",
                 "time_s": 10.0,
                 "epoch_time_s": 8.0 + cell.seed,

@@ -25,17 +25,7 @@ def write_grid(root, name, grid, value, epochs=None):
     spec = parse_grid({"name": name, "datasets": [DATASET], "seeds": len(SEEDS), **grid})
     results, hist = [], []
     for cell in spec.expand():
-        line = {
-            "cell": cell.name,
-            "row": cell.row,
-            "group": cell.group,
-            "dataset": cell.dataset,
-            "backbone": cell.backbone,
-            "variant": cell.variant,
-            "axis_value": cell.axis_value,
-            "seed": cell.seed,
-            "status": "ok",
-        }
+        line = {**cell.identity(), "status": "ok"}
         for metric in ("test/ndcg@10", "test/auc", "val/ndcg@10"):
             line[metric] = value(cell.row, cell.seed, metric)
         results.append(line)

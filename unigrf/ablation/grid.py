@@ -142,6 +142,19 @@ class Cell:
     seed: int
     config: ExperimentConfig
 
+    def identity(self) -> dict[str, Any]:
+        """The columns that name this cell in results.csv."""
+        return {
+            "cell": self.name,
+            "row": self.row,
+            "group": self.group,
+            "dataset": self.dataset,
+            "backbone": self.backbone,
+            "variant": self.variant,
+            "axis_value": self.axis_value,
+            "seed": self.seed,
+        }
+
 
 @dataclass(frozen=True)
 class GridSpec:

@@ -177,14 +177,7 @@ def normalise(
     for cell in cells:
         rec = by_name.get(run_name(cell.name))
         row: dict[str, Any] = {
-            "cell": cell.name,
-            "row": cell.row,
-            "group": cell.group,
-            "dataset": cell.dataset,
-            "backbone": cell.backbone,
-            "variant": cell.variant,
-            "axis_value": cell.axis_value,
-            "seed": cell.seed,
+            **cell.identity(),
             "model_shape": model_shape(cell.config),
             "num_params": (params or {}).get(cell.name, math.nan),
         }
