@@ -182,9 +182,13 @@ def test_sweep_resumes_after_the_driver_is_killed(ray_cluster, tmp_path):
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     assert all(t.user_attrs.get("tune_trial_id") not in ids for t in failed)
     # ...and their points were not lost: each was queued again and run by a resumed Tune trial
+    # (one killed between Optuna's ask and its first suggestion drew no point: nothing to rerun)
     for t in failed:
         rerun = [c for c in complete if c.user_attrs.get("requeued_from_trial") == t.number]
-        assert len(rerun) == 1 and rerun[0].params == t.params
+        if t.params:
+            assert len(rerun) == 1 and rerun[0].params == t.params
+        else:
+            assert not rerun
     for t in complete:
         row = table[table["trial_id"] == t.user_attrs["tune_trial_id"]].iloc[0]
         assert t.params["enhancer.m"] == row["enhancer.m"] and t.value == pytest.approx(row["objective"])
@@ -257,3 +261,29 @@ def test_a_diverging_cell_fails_with_its_reason_and_the_grid_goes_on(ray_cluster
         and status["diverges"].startswith("error: ")
         and "non-finite" in status["diverges"]
     )
+
+
+def test_orphan_trials_are_failed_and_only_drawn_points_requeued(tmp_path):
+    """The trials a killed driver left RUNNING: each is marked FAIL; one that had drawn its
+    parameters is queued again with them, one killed before its first suggestion is not (it drew
+    nothing); a trial a restored Tune trial owns is left alone."""
+    from unigrf.sweep.search import close_orphan_trials
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="s", storage=url)
+    drawn = study.ask()
+    drawn.suggest_float("train.lr", 1e-4, 1e-2, log=True)
+    drawn.set_user_attr("tune_trial_id", "a")
+    empty = study.ask()  # killed between ask and its first suggestion
+    empty.set_user_attr("tune_trial_id", "b")
+    owned = study.ask()
+    owned.suggest_int("enhancer.m", 0, 8)
+    owned.set_user_attr("tune_trial_id", "c")
+
+    assert close_orphan_trials(url, "s", known_tune_ids={"c"}, requeue=True) == 2
+    trials = {t.number: t for t in optuna.load_study(study_name="s", storage=url).get_trials()}
+    assert trials[drawn.number].state == trials[empty.number].state == optuna.trial.TrialState.FAIL
+    assert trials[owned.number].state == optuna.trial.TrialState.RUNNING
+    waiting = [t for t in trials.values() if t.state == optuna.trial.TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].user_attrs["requeued_from_trial"] == drawn.number
+    assert waiting[0].system_attrs["fixed_params"] == trials[drawn.number].params  # set when it runs

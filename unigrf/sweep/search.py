@@ -187,7 +187,9 @@ def close_orphan_trials(
     out after Tune's last experiment snapshot before the driver died (their Tune trial is not
     in `known_tune_ids`, the restored experiment's trials; None: every RUNNING trial, for use
     once Tune is done). With `requeue`, each one's parameters are enqueued, so the resumed
-    sweep evaluates the points the dead driver had drawn. Returns how many."""
+    sweep evaluates the points the dead driver had drawn; a trial killed between Optuna's
+    `ask` and its first suggestion drew nothing and is not requeued (an empty enqueue would only
+    be a fresh draw). Returns how many were closed."""
     study = optuna.load_study(study_name=study_name, storage=study_url)
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     orphans = [
@@ -197,7 +199,7 @@ def close_orphan_trials(
     ]
     for trial in orphans:
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-        if requeue:
+        if requeue and trial.params:
             study.enqueue_trial(trial.params, user_attrs={"requeued_from_trial": trial.number})
     return len(orphans)
 
