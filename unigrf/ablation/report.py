@@ -13,7 +13,8 @@
                   (test) and, on synthetic data, the generator's oracle (the Bayes ceiling:
                   `unigrf.evaluation.oracle`);
                   `configs.yaml` every cell's full config;
-and the outputs: `report.md`, `report.tex`, `figures/*.png`. The report is always rendered from
+and the outputs: `report.md`, `report.tex`, `summary.csv` (the aggregated long table: means,
+intervals, raw and Holm-corrected p-values), `figures/*.png`. The report is always rendered from
 the stored files, so a rebuild reproduces it exactly.
 """
 
