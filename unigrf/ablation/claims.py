@@ -227,11 +227,11 @@ def _m_claim(claim: Claim, inputs: ReportInputs | None, dataset: str, alpha: flo
     ends = (rows[0], rows[-1])
     note = f"best on validation: {best}, val NDCG@10 {val[best]:.4f}"
     if best in ends:
-        comparisons = [_cmp(inputs.spec.name, best, e, "test/ndcg@10") for e in ends if e != best]
-        outcomes = _outcomes({inputs.spec.name: inputs}, dataset, comparisons, alpha)
+        comparisons = [_cmp("m_sweep", best, e, "test/ndcg@10") for e in ends if e != best]
+        outcomes = _outcomes({"m_sweep": inputs}, dataset, comparisons, alpha)
         return ClaimAnswer(claim, dataset, "not shown", tuple(outcomes), note + ", an end of the range")
-    comparisons = [_cmp(inputs.spec.name, best, e, m) for e in ends for m in ("test/ndcg@10", "test/auc")]
-    outcomes = _outcomes({inputs.spec.name: inputs}, dataset, comparisons, alpha)
+    comparisons = [_cmp("m_sweep", best, e, m) for e in ends for m in ("test/ndcg@10", "test/auc")]
+    outcomes = _outcomes({"m_sweep": inputs}, dataset, comparisons, alpha)
     return ClaimAnswer(claim, dataset, verdict(outcomes), tuple(outcomes), note)
 
 
