@@ -23,10 +23,19 @@ Sections (each printed as Markdown, paste into benchmarks/RESULTS.md "Throughput
    (a local Ray started here): each trial's wall time in Tune minus its epochs, and the grid's
    wall time.
 5. **Evaluation**: `evaluate` of all 943 ML-100K users (full ranking, AUC, cascade top-100),
-   200 items, per backbone, wall seconds at `--threads`.
+   200 items, per backbone, wall seconds at `--threads`, and the work it is: FLOPs of one
+   evaluation as run (padding included; flop_counter, SDPA's CPU kernel counted as dense
+   attention) and the share of the fp32 GEMM peak the fastest repeat reached.
 
     .venv/bin/python benchmarks/speed_bench.py --threads 2            # all sections (~10 min)
     .venv/bin/python benchmarks/speed_bench.py --threads 2 --only step,eval
+    python benchmarks/speed_bench.py --device cuda --only step,eval [--compile]   # on a GPU
+
+`--device cuda` runs the GEMM peaks (8192², where 2048² would not fill a GPU), the steps (bf16
+autocast where `train.precision: auto` picks it) and the evaluation on the GPU, timed after a
+`torch.cuda.synchronize()`; the FLOP counts stay the CPU's (they do not depend on the device).
+`--compile` passes the step's losses (mining included) through `torch.compile`; its first,
+compiling step is the untimed warm-up.
 """
 
 from __future__ import annotations
@@ -55,7 +64,7 @@ from unigrf.model import RankingDrivenEnhancer, UniGRF, build_model, build_weigh
 from unigrf.training.loop import epoch_batches, epoch_users  # noqa: E402
 from unigrf.training.precision import autocast, autocast_dtype, native_bf16  # noqa: E402
 
-NATIVE_BF16 = native_bf16(torch.device("cpu"))
+DEVICE = torch.device("cpu")  # --device: where steps, evaluation and GEMM peaks run (set in main)
 
 SECTIONS = ("peak", "step", "epoch", "trial", "eval")
 
@@ -81,13 +90,23 @@ def _cpu_sdpa_backward_flops(
 # ------------------------------------------------------------------------------------------
 
 
+def sync() -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously): before reading a clock."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def gemm_gflops(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    if DEVICE.type == "cuda":
+        n = 8192  # a 2048² GEMM is too small to fill a GPU
+    a, b = torch.randn(n, n, dtype=dtype, device=DEVICE), torch.randn(n, n, dtype=dtype, device=DEVICE)
     a @ b
+    sync()
     reps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         a @ b
         reps += 1
+        sync()
     return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
 
 
@@ -98,26 +117,41 @@ def gemm_gflops(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> floa
 
 class Step:
     """One training step of `cfg` as `fit` takes it (mining, losses, weighter, backward, clip,
-    AdamW), without the loop around it."""
+    AdamW), without the loop around it, on `device`; `compile`: the loss computation (mining
+    included) through `torch.compile`."""
 
-    def __init__(self, cfg: ExperimentConfig, data: SequenceData) -> None:
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        data: SequenceData,
+        device: torch.device | None = None,
+        compile: bool = False,
+    ) -> None:
         from unigrf.config import effective_m, effective_weighter_kind, variant_spec
 
         torch.manual_seed(0)
         self.cfg, self.spec = cfg, variant_spec(cfg)
         counts = torch.as_tensor(data.item_counts("val"))
-        self.model = build_model(cfg, data.num_items, data.num_levels, data.max_len, counts).train()
+        self.device = device or torch.device("cpu")
+        self.model = (
+            build_model(cfg, data.num_items, data.num_levels, data.max_len, counts).to(self.device).train()
+        )
         tasks = [t for t, on in (("retrieval", self.spec.retrieval), ("ranking", self.spec.ranking)) if on]
         self.weighter = build_weighter(effective_weighter_kind(cfg), cfg.weighter, tasks)
         self.enhancer = RankingDrivenEnhancer(cfg.enhancer, effective_m(cfg))
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, betas=cfg.train.adam_betas)
         # the precision training would use here (`train.precision: auto`: bf16 only where native)
-        self.dtype = autocast_dtype(cfg.train.precision, torch.device("cpu"))
+        self.dtype = autocast_dtype(cfg.train.precision, self.device)
+        self.losses = torch.compile(self._losses, dynamic=True) if compile else self._losses
+
+    def _losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        hard = self.enhancer.mine(self.model, batch) if self.enhancer.m else None
+        return self.model.losses(batch, hard, self.spec.retrieval, self.spec.ranking)
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> None:
-        with autocast(torch.device("cpu"), self.dtype):
-            hard = self.enhancer.mine(self.model, batch) if self.enhancer.m else None
-            losses = self.model.losses(batch, hard, self.spec.retrieval, self.spec.ranking)
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        with autocast(self.device, self.dtype):
+            losses = self.losses(batch)
         total = self.weighter.combine(losses, self.model.shared_parameters())
         self.opt.zero_grad(set_to_none=True)
         total.backward()
@@ -174,14 +208,16 @@ def bench_steps(args: argparse.Namespace, data: SequenceData, peaks: dict[str, f
                         f"data.max_len={data.max_len}",
                     ],
                 )
-                step = Step(cfg, data)
+                step = Step(cfg, data, DEVICE, args.compile)
                 timed = batches[: args.steps + 1]
                 times = []
                 for i, users_b in enumerate(timed):
                     batch = data.train_batch(users_b)
+                    sync()
                     start = time.perf_counter()
                     step(batch)
-                    if i:  # the first step warms up
+                    sync()
+                    if i:  # the first step warms up (and compiles, with --compile)
                         times.append(time.perf_counter() - start)
                 lengths = np.concatenate([data.train_lengths[u] for u in timed[1:]])
                 per_user = flops_per_user(cfg, data, [8, 64, int(min(data.max_len, lengths.max()))])
@@ -202,7 +238,7 @@ def bench_steps(args: argparse.Namespace, data: SequenceData, peaks: dict[str, f
                         f"{useful / len(times) / 1e9:.1f}",
                         f"{gflops:.1f}",
                         f"{gflops / peaks['fp32']:.0%}",
-                        f"{gflops / peaks['bf16']:.1%}" if NATIVE_BF16 else "— (emulated)",
+                        f"{gflops / peaks['bf16']:.1%}" if native_bf16(DEVICE) else "— (emulated)",
                     ]
                 )
                 print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
@@ -314,7 +350,7 @@ def bench_trials(args: argparse.Namespace) -> tuple[list[list[str]], float, floa
 # ------------------------------------------------------------------------------------------
 
 
-def bench_eval(args: argparse.Namespace, data: SequenceData) -> list[list[str]]:
+def bench_eval(args: argparse.Namespace, data: SequenceData, peaks: dict[str, float]) -> list[list[str]]:
     rows = []
     for backbone in args.backbones:
         for variant in ("unigrf", "item_only"):
@@ -324,10 +360,17 @@ def bench_eval(args: argparse.Namespace, data: SequenceData) -> list[list[str]]:
             torch.manual_seed(0)
             model: UniGRF = build_model(cfg, data.num_items, data.num_levels, data.max_len).eval()
             evaluate(model, data, "val", cfg.eval, users=np.arange(64))  # warm-up
+            with FlopCounterMode(display=False) as counter:  # the work as run (padding included)
+                evaluate(model, data, "test", cfg.eval)
+            gflop = counter.get_total_flops() / 1e9
+            model.to(DEVICE)
+            evaluate(model, data, "val", cfg.eval, users=np.arange(64), device=DEVICE)
             times = []
             for _ in range(args.repeats):
+                sync()
                 start = time.perf_counter()
-                evaluate(model, data, "test", cfg.eval)
+                evaluate(model, data, "test", cfg.eval, device=DEVICE)
+                sync()
                 times.append(time.perf_counter() - start)
             rows.append(
                 [
@@ -335,6 +378,9 @@ def bench_eval(args: argparse.Namespace, data: SequenceData) -> list[list[str]]:
                     "UniGRF" if variant == "unigrf" else "item-only",
                     f"{min(times):.3f}",
                     f"{statistics.median(times):.3f}",
+                    f"{gflop:.1f}",
+                    f"{gflop / min(times):.1f}",
+                    f"{gflop / min(times) / peaks['fp32']:.0%}",
                 ]
             )
             print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
@@ -364,13 +410,28 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="where the GEMM peaks, steps and evaluation run",
+    )
+    parser.add_argument("--compile", action="store_true", help="the step's losses through torch.compile")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     only = set(args.only.split(","))
+    if DEVICE.type == "cuda" and only & {"epoch", "trial"}:
+        parser.error(
+            "--device cuda: the epoch (SASRec.pytorch) and trial sections run on the CPU; use --only peak,step,eval"
+        )
     torch.set_num_threads(args.threads)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     data = load_ml100k(args.data, 200)
     out = [
         f"Machine: {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
+        + (f"{torch.cuda.get_device_name(DEVICE)}, " if DEVICE.type == "cuda" else "")
+        + f"device {DEVICE}{', compiled losses' if args.compile else ''}, "
         f"{args.threads} thread(s); command: `python benchmarks/speed_bench.py {' '.join(sys.argv[1:])}`",
         "",
     ]
@@ -382,14 +443,14 @@ def main() -> None:
     if "trial" in only:
         trial_rows, ray_s, grid_s = bench_trials(args)
     if "eval" in only:
-        eval_rows = bench_eval(args, data)
+        eval_rows = bench_eval(args, data, peaks)
     after = {"fp32": gemm_gflops(torch.float32), "bf16": gemm_gflops(torch.bfloat16)}
     out.append(
-        f"GEMM peak (2048², {args.threads} threads), before / after: fp32 {peaks['fp32']:.0f} / {after['fp32']:.0f} "
+        f"GEMM peak ({'8192² on the GPU' if DEVICE.type == 'cuda' else f'2048², {args.threads} threads'}), before / after: fp32 {peaks['fp32']:.0f} / {after['fp32']:.0f} "
         f"GFLOP/s, bf16 {peaks['bf16']:.1f} / {after['bf16']:.1f} GFLOP/s (shares below use the run's best). "
         + (
             "bf16 is native here (AMX / AVX-512-BF16): the steps run under bf16 autocast (`train.precision: auto`)."
-            if NATIVE_BF16
+            if native_bf16(DEVICE)
             else "This CPU has no native bf16 (no AMX / AVX-512-BF16): bf16 matmuls are emulated, so the steps "
             "run in fp32 (`train.precision: auto`) and a share of the bf16 peak means nothing."
         )
@@ -427,7 +488,9 @@ def main() -> None:
             f"Evaluation of all {data.num_users} ML-100K users (test; 200 items; full ranking, AUC, cascade top-100; "
             f"model `small`, random init):",
             "",
-            table(["backbone", "model", "min s", "median s"], eval_rows),
+            table(
+                ["backbone", "model", "min s", "median s", "GFLOP", "GFLOP/s (min)", "% fp32 peak"], eval_rows
+            ),
         ]
     print("\n".join(out))
 

@@ -247,3 +247,15 @@ def matplotlib_rgba(colour):
     from matplotlib.colors import to_rgba
 
     return to_rgba(colour)
+
+
+def test_the_ablation_driver_imports_matplotlib_only_to_draw_a_figure():
+    """A grid without figures (the README's quick grid) never pays for matplotlib's import."""
+    import subprocess
+    import sys
+
+    code = "import sys, unigrf.ablation.runner, unigrf.ablation.report; print('matplotlib' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "False", out.stderr

@@ -204,6 +204,25 @@ def test_synthetic_sequences_come_back_in_generation_order(ray_cluster, tmp_path
 
 
 @pytest.mark.ray
+def test_one_block_of_input_is_grouped_without_ray_and_equals_ray_data(ray_cluster, tmp_path, monkeypatch):
+    """At most ROWS_PER_BLOCK rows: grouped in the preparing process (no Ray start, no Ray Data
+    pipeline), with exactly the files Ray Data writes for the same input over several blocks."""
+    import unigrf.ray_utils
+
+    cfg = DataConfig(synthetic=SyntheticConfig(num_users=300, num_items=120, mean_seq_len=15))
+    by_ray = prepare_dataset(cfg, tmp_path / "ray", num_blocks=3)
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("a one-block input started Ray")
+
+    monkeypatch.setattr(unigrf.ray_utils, "init_ray", no_ray)
+    local = prepare_dataset(cfg, tmp_path / "local")
+    assert load_meta(local)["stats"]["ray_blocks"] == 0 and load_meta(by_ray)["stats"]["ray_blocks"] == 3
+    for name in ("sequences.parquet", "item_map.parquet", "user_map.parquet"):
+        assert pq.read_table(local / name).equals(pq.read_table(by_ray / name)), name
+
+
+@pytest.mark.ray
 def test_k_core_in_the_pipeline(ray_cluster, tmp_path):
     cfg = DataConfig(
         k_core=5, synthetic=SyntheticConfig(num_users=200, num_items=300, mean_seq_len=12, min_seq_len=3)

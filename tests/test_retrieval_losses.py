@@ -122,6 +122,56 @@ def test_chunked_logsumexp_passes_gradcheck(case) -> None:
     assert torch.autograd.gradcheck(lambda a, b: ChunkedLogSumExp.apply(a, b, 0.5, 2), (q, items))
 
 
+def test_in_place_logsumexp_is_bitwise_autograds_in_fp32() -> None:
+    """The full softmax's log-sum-exp done in place gives exactly the bits of autograd's
+    `logsumexp((q @ items.T) / tau)`, forward and both gradients: training is unchanged."""
+    from unigrf.model.retrieval_losses import InPlaceLogSumExp
+
+    g = torch.Generator().manual_seed(1)
+    q0, items0 = torch.randn(300, 16, generator=g), torch.randn(97, 16, generator=g) * 0.5
+    upstream = torch.rand(300, generator=g)
+    results = []
+    for fn in (
+        lambda q, t: torch.logsumexp((q @ t.T) / 0.2, dim=1),
+        lambda q, t: InPlaceLogSumExp.apply(q, t, 0.2),
+    ):
+        q, items = q0.clone().requires_grad_(True), items0.clone().requires_grad_(True)
+        out = fn(q, items)
+        results.append((out.detach(), *grads((out * upstream).sum(), q, items)))
+    for got, want, name in zip(results[1], results[0], ("lse", "dq", "ditems")):
+        assert torch.equal(got, want), name
+
+
+def test_in_place_logsumexp_passes_gradcheck(case) -> None:
+    from unigrf.model.retrieval_losses import InPlaceLogSumExp
+
+    q = case["q"].detach()[:3].requires_grad_(True)
+    items = case["table"].detach()[1:7].requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: InPlaceLogSumExp.apply(a, b, 0.5), (q, items))
+
+
+def test_in_place_logsumexp_under_bf16_autocast_follows_autograds_path() -> None:
+    """Under autocast the matmuls run in bf16 (forward and backward, as autograd's would) and
+    the log-sum-exp in fp32: results and gradients agree with autograd's path to bf16 rounding."""
+    from unigrf.model.retrieval_losses import InPlaceLogSumExp, _wide
+
+    g = torch.Generator().manual_seed(2)
+    q0, items0 = torch.randn(64, 16, generator=g), torch.randn(40, 16, generator=g) * 0.5
+    results = []
+    for fn in (
+        lambda q, t: torch.logsumexp(_wide(q @ t.T) / 0.5, dim=1),
+        lambda q, t: InPlaceLogSumExp.apply(q, t, 0.5),
+    ):
+        q, items = q0.clone().requires_grad_(True), items0.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = fn(q, items)
+        assert out.dtype == torch.float32
+        results.append((out.detach(), *grads(out.sum(), q, items)))
+    for got, want in zip(results[1], results[0]):
+        assert got.dtype == want.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
+
+
 # ------------------------------------------------------------------------------------------
 # RetrievalLoss, by config
 # ------------------------------------------------------------------------------------------

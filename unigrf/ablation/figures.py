@@ -14,14 +14,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from unigrf.ablation.aggregate import OK_STATUS, applicable, lower_is_better, metric_base
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn: a grid without figures
+    from matplotlib.figure import Figure  # (the quick grid) never pays for its import
 
 
 def metric_label(metric: str) -> str:
@@ -48,6 +49,9 @@ def metric_label(metric: str) -> str:
 def _grid(n: int) -> tuple[Figure, list]:
     cols = min(n, 3)
     rows = math.ceil(n / cols)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(4.2 * cols, 3.3 * rows), layout="constrained")
     FigureCanvasAgg(fig)
     axes = [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
@@ -115,6 +119,8 @@ def curves_figure(
 
     `results` needs columns cell, row, variant; `histories` cell, epoch and the metrics.
     """
+    import matplotlib
+
     merged = histories.merge(results[["cell", "row", "variant"]], on="cell", how="inner")
     fig, axes = _grid(len(metrics))
     # one colour per row in every panel (a panel skips rows its metric does not apply to)

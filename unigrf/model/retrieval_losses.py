@@ -9,8 +9,9 @@ decides what the vectors are (L2-normalised for cosine similarity, raw for dot p
 `loss.retrieval` (config.LossConfig) picks one:
 
 - `full_softmax` — cross-entropy over all I items (what RecBole's SASRec and eSASRec-style
-  recipes train with; cheap on catalogues of thousands of items). Exact. Small problems take
-  one log-sum-exp; past `loss.chunk_logits` logits it is computed over item
+  recipes train with; cheap on catalogues of thousands of items). Exact. Up to
+  `loss.chunk_logits` logits it is one log-sum-exp whose element-wise steps run in place
+  (`InPlaceLogSumExp`, bitwise autograd's result); past that it is computed over item
   chunks by `ChunkedLogSumExp`, whose backward recomputes each chunk's softmax instead of
   storing P x I activations, so memory stays O(P x chunk) on any catalogue.
 - `sampled_softmax` — the positive against sampled negatives, by `loss.sampler`:
@@ -61,7 +62,7 @@ class ChunkedLogSumExp(torch.autograd.Function):
     def forward(ctx, q: Tensor, table: Tensor, tau: float, chunk: int) -> Tensor:
         lse = torch.full((q.shape[0],), -math.inf, dtype=_wide(q).dtype, device=q.device)
         for start in range(0, table.shape[0], chunk):
-            logits = _wide(q @ table[start : start + chunk].T) / tau
+            logits = _wide(q @ table[start : start + chunk].T).div_(tau)  # in place: see InPlaceLogSumExp
             lse = torch.logaddexp(lse, torch.logsumexp(logits, dim=1))
         ctx.save_for_backward(q, table, lse)
         ctx.tau, ctx.chunk = tau, chunk
@@ -77,17 +78,48 @@ class ChunkedLogSumExp(torch.autograd.Function):
         scale = (grad.to(wide) / tau)[:, None]
         for start in range(0, table.shape[0], chunk):
             block = table[start : start + chunk]
-            weights = torch.exp(_wide(q @ block.T) / tau - lse[:, None]) * scale  # [P, c]
+            weights = _wide(q @ block.T).div_(tau).sub_(lse[:, None]).exp_().mul_(scale)  # [P, c]
             grad_q += weights @ block.to(wide)
             grad_table[start : start + chunk] = weights.T @ q.to(wide)
         return grad_q.to(q.dtype), grad_table.to(table.dtype), None, None
 
 
+class InPlaceLogSumExp(torch.autograd.Function):
+    """logsumexp over items of (q @ table.T) / tau, [P, D], [I, D] -> [P], with every [P, I]
+    step after the matmul done in place: bitwise what autograd gives for
+    `torch.logsumexp((q @ table.T) / tau, 1)` (tests/test_retrieval_losses.py), with one saved
+    [P, I] tensor and one temporary per pass instead of autograd's seven fresh ones. On the CPU a fresh
+    [P, I] result is what costs: at ML-100K's P x I (9,353 x 1,682) an out-of-place exp took
+    9x as long as the same exp in place, and the loss's element-wise work outweighed its
+    matmuls (benchmarks/RESULTS.md, "Session 8")."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, table: Tensor, tau: float) -> Tensor:
+        raw = q @ table.T  # under autocast in its dtype (bf16), widened below as autograd's path is
+        logits = _wide(raw).div_(tau)  # `raw` itself when it is fp32: nothing else reads it
+        peak = logits.amax(dim=1, keepdim=True)
+        lse = torch.sub(logits, peak).exp_().sum(dim=1).log_().add_(peak.squeeze(1))
+        ctx.save_for_backward(q, table, logits, lse)
+        ctx.tau, ctx.mm_dtype = tau, raw.dtype
+        return lse
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        q, table, logits, lse = ctx.saved_tensors
+        # softmax x upstream gradient / tau: autograd's logsumexp and division backward, in place
+        weights = torch.sub(logits, lse[:, None]).exp_().mul_(grad[:, None]).div_(ctx.tau)
+        weights = weights.to(ctx.mm_dtype)  # the matmul's backward in its forward's dtype
+        grad_q = weights @ table.to(ctx.mm_dtype)
+        grad_table = (q.to(ctx.mm_dtype).t() @ weights).t()
+        return grad_q.to(q.dtype), grad_table.to(table.dtype), None
+
+
 def logsumexp_over_items(q: Tensor, items: Tensor, tau: float, max_elements: int) -> Tensor:
-    """log Σ_i exp(<q, items[i]> / tau) for q [P, D], items [I, D] -> [P]; past `max_elements`
-    logits in item chunks of about max_elements / P (`ChunkedLogSumExp`)."""
+    """log Σ_i exp(<q, items[i]> / tau) for q [P, D], items [I, D] -> [P]: up to `max_elements`
+    logits at once (`InPlaceLogSumExp`), past that in item chunks of about max_elements / P
+    (`ChunkedLogSumExp`)."""
     if q.shape[0] * items.shape[0] <= max_elements:
-        return torch.logsumexp(_wide(q @ items.T) / tau, dim=1)
+        return InPlaceLogSumExp.apply(q, items, tau)
     chunk = max(1, max_elements // max(q.shape[0], 1))
     return ChunkedLogSumExp.apply(q, items, tau, chunk)
 
