@@ -191,7 +191,10 @@ def popularity_rows(args: argparse.Namespace) -> pd.DataFrame:
 
 def summary(frame: pd.DataFrame) -> str:
     """Per dataset: mean ± std per system, and the best UniGRF against the strongest
-    single-task retriever (paired over seeds)."""
+    single-task retriever (paired over seeds). Only finished runs count: a failed run's row
+    (kept in the CSV until a rerun replaces it) is not a seed."""
+    if "status" in frame:
+        frame = frame[frame["status"].fillna("ok") == "ok"]
     out = []
     cols = [
         "test/hr@10",

@@ -42,3 +42,24 @@ def test_a_run_replaces_only_what_it_measured(bench):
         ("amazon-mi", "item-only SASRec (CE)", 0): 0.08,  # new
     }
     assert bench.merge_rows(old, new.iloc[0:0]) is old
+
+
+def test_a_failed_run_is_not_a_seed_of_the_table(bench):
+    frame = rows(
+        ("ml-100k", "ranking-only HSTU", 0, 0.10),
+        ("ml-100k", "ranking-only HSTU", 1, float("nan")),
+        ("ml-100k", "ranking-only HSTU", 2, 0.12),
+    )
+    for metric in (
+        "test/hr@10",
+        "test/ndcg@50",
+        "test/mrr",
+        "test/auc",
+        "test/logloss",
+        "test/cascade_ndcg@10",
+    ):
+        frame[metric] = float("nan")
+    frame["status"] = ["ok", "failed", "ok"]
+    frame["epochs"], frame["wall_s"] = [10, 1, 30], [100.0, 5.0, 300.0]
+    line = next(x for x in bench.summary(frame).splitlines() if x.startswith("| ranking-only HSTU"))
+    assert line.startswith("| ranking-only HSTU | 2 | ") and line.endswith("| 20 | 200 |")
