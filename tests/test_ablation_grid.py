@@ -147,7 +147,7 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
         load_grid(path)
 
 
-@pytest.mark.parametrize("name", ["paper", "m_sweep", "sync", "scaling", "quick"])
+@pytest.mark.parametrize("name", ["paper", "m_sweep", "sync", "scaling", "quick", "quality", "objective-ami"])
 def test_shipped_grids_are_valid(name):
     spec = load_grid(REPO / "ablations" / f"{name}.yaml")
     cells = spec.expand()
