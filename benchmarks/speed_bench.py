@@ -64,8 +64,6 @@ from unigrf.model import RankingDrivenEnhancer, UniGRF, build_model, build_weigh
 from unigrf.training.loop import epoch_batches, epoch_users  # noqa: E402
 from unigrf.training.precision import autocast, autocast_dtype, native_bf16  # noqa: E402
 
-DEVICE = torch.device("cpu")  # --device: where steps, evaluation and GEMM peaks run (set in main)
-
 SECTIONS = ("peak", "step", "epoch", "trial", "eval")
 
 
@@ -90,23 +88,23 @@ def _cpu_sdpa_backward_flops(
 # ------------------------------------------------------------------------------------------
 
 
-def sync() -> None:
+def sync(device: torch.device) -> None:
     """Wait for the device's queued work (CUDA runs asynchronously): before reading a clock."""
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
-def gemm_gflops(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
-    if DEVICE.type == "cuda":
+def gemm_gflops(dtype: torch.dtype, device: torch.device, n: int = 2048, seconds: float = 2.0) -> float:
+    if device.type == "cuda":
         n = 8192  # a 2048² GEMM is too small to fill a GPU
-    a, b = torch.randn(n, n, dtype=dtype, device=DEVICE), torch.randn(n, n, dtype=dtype, device=DEVICE)
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     a @ b
-    sync()
+    sync(device)
     reps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         a @ b
         reps += 1
-        sync()
+        sync(device)
     return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
 
 
@@ -208,15 +206,15 @@ def bench_steps(args: argparse.Namespace, data: SequenceData, peaks: dict[str, f
                         f"data.max_len={data.max_len}",
                     ],
                 )
-                step = Step(cfg, data, DEVICE, args.compile)
+                step = Step(cfg, data, args.device, args.compile)
                 timed = batches[: args.steps + 1]
                 times = []
                 for i, users_b in enumerate(timed):
                     batch = data.train_batch(users_b)
-                    sync()
+                    sync(args.device)
                     start = time.perf_counter()
                     step(batch)
-                    sync()
+                    sync(args.device)
                     if i:  # the first step warms up (and compiles, with --compile)
                         times.append(time.perf_counter() - start)
                 lengths = np.concatenate([data.train_lengths[u] for u in timed[1:]])
@@ -238,7 +236,7 @@ def bench_steps(args: argparse.Namespace, data: SequenceData, peaks: dict[str, f
                         f"{useful / len(times) / 1e9:.1f}",
                         f"{gflops:.1f}",
                         f"{gflops / peaks['fp32']:.0%}",
-                        f"{gflops / peaks['bf16']:.1%}" if native_bf16(DEVICE) else "— (emulated)",
+                        f"{gflops / peaks['bf16']:.1%}" if native_bf16(args.device) else "— (emulated)",
                     ]
                 )
                 print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
@@ -363,14 +361,14 @@ def bench_eval(args: argparse.Namespace, data: SequenceData, peaks: dict[str, fl
             with FlopCounterMode(display=False) as counter:  # the work as run (padding included)
                 evaluate(model, data, "test", cfg.eval)
             gflop = counter.get_total_flops() / 1e9
-            model.to(DEVICE)
-            evaluate(model, data, "val", cfg.eval, users=np.arange(64), device=DEVICE)
+            model.to(args.device)
+            evaluate(model, data, "val", cfg.eval, users=np.arange(64), device=args.device)
             times = []
             for _ in range(args.repeats):
-                sync()
+                sync(args.device)
                 start = time.perf_counter()
-                evaluate(model, data, "test", cfg.eval, device=DEVICE)
-                sync()
+                evaluate(model, data, "test", cfg.eval, device=args.device)
+                sync(args.device)
                 times.append(time.perf_counter() - start)
             rows.append(
                 [
@@ -418,10 +416,9 @@ def main() -> None:
     )
     parser.add_argument("--compile", action="store_true", help="the step's losses through torch.compile")
     args = parser.parse_args()
-    global DEVICE
-    DEVICE = torch.device(args.device)
+    args.device = device = torch.device(args.device)  # the sections read it from args
     only = set(args.only.split(","))
-    if DEVICE.type == "cuda" and only & {"epoch", "trial"}:
+    if device.type == "cuda" and only & {"epoch", "trial"}:
         parser.error(
             "--device cuda: the epoch (SASRec.pytorch) and trial sections run on the CPU; use --only peak,step,eval"
         )
@@ -430,12 +427,12 @@ def main() -> None:
     data = load_ml100k(args.data, 200)
     out = [
         f"Machine: {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
-        + (f"{torch.cuda.get_device_name(DEVICE)}, " if DEVICE.type == "cuda" else "")
-        + f"device {DEVICE}{', compiled losses' if args.compile else ''}, "
+        + (f"{torch.cuda.get_device_name(device)}, " if device.type == "cuda" else "")
+        + f"device {device}{', compiled losses' if args.compile else ''}, "
         f"{args.threads} thread(s); command: `python benchmarks/speed_bench.py {' '.join(sys.argv[1:])}`",
         "",
     ]
-    peaks = {"fp32": gemm_gflops(torch.float32), "bf16": gemm_gflops(torch.bfloat16)}
+    peaks = {"fp32": gemm_gflops(torch.float32, device), "bf16": gemm_gflops(torch.bfloat16, device)}
     if "step" in only:
         rows = bench_steps(args, data, peaks)
     if "epoch" in only:
@@ -444,13 +441,13 @@ def main() -> None:
         trial_rows, ray_s, grid_s = bench_trials(args)
     if "eval" in only:
         eval_rows = bench_eval(args, data, peaks)
-    after = {"fp32": gemm_gflops(torch.float32), "bf16": gemm_gflops(torch.bfloat16)}
+    after = {"fp32": gemm_gflops(torch.float32, device), "bf16": gemm_gflops(torch.bfloat16, device)}
     out.append(
-        f"GEMM peak ({'8192² on the GPU' if DEVICE.type == 'cuda' else f'2048², {args.threads} threads'}), before / after: fp32 {peaks['fp32']:.0f} / {after['fp32']:.0f} "
+        f"GEMM peak ({'8192² on the GPU' if device.type == 'cuda' else f'2048², {args.threads} threads'}), before / after: fp32 {peaks['fp32']:.0f} / {after['fp32']:.0f} "
         f"GFLOP/s, bf16 {peaks['bf16']:.1f} / {after['bf16']:.1f} GFLOP/s (shares below use the run's best). "
         + (
             "bf16 is native here (AMX / AVX-512-BF16): the steps run under bf16 autocast (`train.precision: auto`)."
-            if native_bf16(DEVICE)
+            if native_bf16(device)
             else "This CPU has no native bf16 (no AMX / AVX-512-BF16): bf16 matmuls are emulated, so the steps "
             "run in fp32 (`train.precision: auto`) and a share of the bf16 peak means nothing."
         )
