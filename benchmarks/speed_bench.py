@@ -25,7 +25,9 @@ Sections (each printed as Markdown, paste into benchmarks/RESULTS.md "Throughput
 5. **Evaluation**: `evaluate` of all 943 ML-100K users (full ranking, AUC, cascade top-100),
    200 items, per backbone, wall seconds at `--threads`, and the work it is: FLOPs of one
    evaluation as run (padding included; flop_counter, SDPA's CPU kernel counted as dense
-   attention) and the share of the fp32 GEMM peak the fastest repeat reached.
+   attention) and the share of the fp32 GEMM peak the fastest repeat reached — of a model
+   trained `--eval-train-epochs` epochs first, since the cascade's work depends on how often
+   retrieval's top 100 holds a liked target (the share of such users is printed).
 
     .venv/bin/python benchmarks/speed_bench.py --threads 2            # all sections (~10 min)
     .venv/bin/python benchmarks/speed_bench.py --threads 2 --only step,eval
@@ -348,6 +350,56 @@ def bench_trials(args: argparse.Namespace) -> tuple[list[list[str]], float, floa
 # ------------------------------------------------------------------------------------------
 
 
+def trained_for_eval(cfg: ExperimentConfig, data: SequenceData, epochs: int) -> UniGRF:
+    """`cfg`'s model after `epochs` epochs of training as `fit` takes them (each user once per
+    epoch, the loop's batches). The evaluation scores the cascade's candidates only for the
+    users whose target is liked and in retrieval's top C (`cascade_rows`), so its cost depends on
+    how good retrieval is: a random-init model (target in the top 100 for ~6 % of users) would
+    flatter it."""
+    step = Step(cfg, data)
+    for epoch in range(epochs):
+        users = epoch_users(data.num_users, 0, epoch, 0, 1)
+        for batch_users in epoch_batches(users, data.train_lengths, cfg.train.batch_size, 0, epoch, 0):
+            step(data.train_batch(batch_users))
+    return step.model.eval()
+
+
+class CountContinued:
+    """Wraps a model's `score_candidates` to count the rows of the cascade's continuations (those
+    scoring more than the target alone)."""
+
+    def __init__(self, model: UniGRF) -> None:
+        self.rows, self.inner = 0, model.score_candidates
+        model.score_candidates = self
+
+    def __call__(self, *args: object, **kwargs: object) -> torch.Tensor:
+        out = self.inner(*args, **kwargs)
+        self.rows += out.shape[0] if out.shape[1] > 1 else 0
+        return out
+
+
+def time_eval(
+    model: UniGRF,
+    data: SequenceData,
+    cfg: ExperimentConfig,
+    device: torch.device,
+    amp: torch.dtype | None,
+    repeats: int,
+) -> list[float]:
+    """Wall seconds of `repeats` test evaluations of all users under autocast `amp`, as `fit`
+    evaluates (after a warm-up on 64 users)."""
+    times = []
+    with autocast(device, amp):
+        evaluate(model, data, "val", cfg.eval, users=np.arange(64), device=device)
+        for _ in range(repeats):
+            sync(device)
+            start = time.perf_counter()
+            evaluate(model, data, "test", cfg.eval, device=device)
+            sync(device)
+            times.append(time.perf_counter() - start)
+    return times
+
+
 def bench_eval(args: argparse.Namespace, data: SequenceData, peaks: dict[str, float]) -> list[list[str]]:
     rows = []
     for backbone in args.backbones:
@@ -355,33 +407,33 @@ def bench_eval(args: argparse.Namespace, data: SequenceData, peaks: dict[str, fl
             cfg = load_config(
                 None, [f"model.backbone={backbone}", "model.size=small", f"train.variant={variant}"]
             )
-            torch.manual_seed(0)
-            model: UniGRF = build_model(cfg, data.num_items, data.num_levels, data.max_len).eval()
+            model = trained_for_eval(cfg, data, args.eval_train_epochs)
             evaluate(model, data, "val", cfg.eval, users=np.arange(64))  # warm-up
+            counted = CountContinued(model)
             with FlopCounterMode(display=False) as counter:  # the work as run (padding included)
-                evaluate(model, data, "test", cfg.eval)
+                metrics = evaluate(model, data, "test", cfg.eval)
             gflop = counter.get_total_flops() / 1e9
+            cascade_share = counted.rows / metrics["num_users"]
             model.to(args.device)
-            evaluate(model, data, "val", cfg.eval, users=np.arange(64), device=args.device)
-            times = []
-            for _ in range(args.repeats):
-                sync(args.device)
-                start = time.perf_counter()
-                evaluate(model, data, "test", cfg.eval, device=args.device)
-                sync(args.device)
-                times.append(time.perf_counter() - start)
-            rows.append(
-                [
-                    backbone,
-                    "UniGRF" if variant == "unigrf" else "item-only",
-                    f"{min(times):.3f}",
-                    f"{statistics.median(times):.3f}",
-                    f"{gflop:.1f}",
-                    f"{gflop / min(times):.1f}",
-                    f"{gflop / min(times) / peaks['fp32']:.0%}",
-                ]
-            )
-            print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
+            # fp32, and the precision `fit` evaluates in where it differs (`train.precision: auto`)
+            amp = autocast_dtype(cfg.train.precision, args.device)
+            for precision in [None] + ([amp] if amp is not None else []):
+                times = time_eval(model, data, cfg, args.device, precision, args.repeats)
+                rows.append(
+                    [
+                        backbone,
+                        "UniGRF" if variant == "unigrf" else "item-only",
+                        "bf16 autocast" if precision is not None else "fp32",
+                        f"{metrics['ndcg@10']:.4f}",
+                        f"{cascade_share:.0%}",
+                        f"{min(times):.3f}",
+                        f"{statistics.median(times):.3f}",
+                        f"{gflop:.1f}",
+                        f"{gflop / min(times):.1f}",
+                        f"{gflop / min(times) / peaks['fp32']:.0%}",
+                    ]
+                )
+                print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
 
@@ -407,6 +459,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs against SASRec.pytorch")
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--eval-train-epochs", type=int, default=10, help="training epochs before the evaluation is timed"
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument(
         "--device",
@@ -483,11 +538,25 @@ def main() -> None:
         out += [
             "",
             f"Evaluation of all {data.num_users} ML-100K users (test; 200 items; full ranking, AUC, cascade top-100; "
-            f"model `small`, random init):",
+            f'model `small` after {args.eval_train_epochs} training epochs of the default recipe; "cascade '
+            "users\": the share of users whose top-100 candidates are scored — liked target in retrieval's top 100; "
+            "test ndcg@10 and GFLOP of the fp32 evaluation):",
             "",
             table(
-                ["backbone", "model", "min s", "median s", "GFLOP", "GFLOP/s (min)", "% fp32 peak"], eval_rows
-            ),
+                [
+                    "backbone",
+                    "model",
+                    "precision",
+                    "test ndcg@10",
+                    "cascade users",
+                    "min s",
+                    "median s",
+                    "GFLOP",
+                    "GFLOP/s (min)",
+                    "% fp32 peak",
+                ],
+                eval_rows,
+            ),  # fmt: skip
         ]
     print("\n".join(out))
 

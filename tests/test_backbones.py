@@ -340,3 +340,27 @@ def test_autocast_stays_finite_and_masked(name: str, dtype: torch.dtype) -> None
         out2 = model(x2, mask, pos, times)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out2[:, :5], out[:, :5], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["hstu", "hstu_time"])
+def test_bias_gradients_repeat_bit_for_bit_on_several_threads(name: str) -> None:
+    """Every (query, key) pair of a bucket adds to one bias entry: the sum must run in a fixed
+    order (F.embedding's backward), or two identical backward passes on a 2-thread CPU differ in
+    the last bits (advanced indexing's `index_put_(accumulate=True)` did) and training drifts."""
+    torch.set_num_threads(2)  # the module's fixture restores 1 thread
+    model = make(name).train()
+    g = torch.Generator().manual_seed(3)
+    b, t = 16, 256
+    x = torch.randn(b, t, D, generator=g)
+    positions = torch.arange(t).expand(b, t)
+    times = torch.cumsum(torch.randint(0, 100_000, (b, t), generator=g), dim=1)
+    grads = []
+    for _ in range(3):
+        model.zero_grad()
+        model(x, None, positions, times).square().sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if n.endswith("_bias")})
+    torch.set_num_threads(1)
+    assert grads[0]
+    for other in grads[1:]:
+        for key, grad in grads[0].items():
+            assert torch.equal(other[key], grad), key

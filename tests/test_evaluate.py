@@ -142,11 +142,13 @@ def test_cascade_hand_made_case():
     assert out["auc"] == 1.0
     softplus = lambda x: math.log1p(math.exp(x))  # noqa: E731  -log(sigmoid(-x))
     assert out["logloss"] == pytest.approx((softplus(-2) + softplus(-1) + softplus(-0.5) + softplus(-1)) / 4)
-    # the prefix handed to score_candidates is the eval batch as is: the target sits at `lengths`
-    call = model.candidate_calls[0]
+    # the prefix handed to score_candidates is the eval batch's rows as they are (the target sits
+    # at `lengths`), and only of the users whose cascade rank the ranking decides: user 2's target
+    # is not in retrieval's top 4 and user 3's is not liked, so their candidates are not scored
+    (call,) = model.candidate_calls
     rows = torch.arange(len(call["lengths"]))
-    assert call["candidates"].shape[1] == 4
-    assert set(call["items"][rows, call["lengths"]].tolist()) == {10, 20, 30, 24}
+    assert call["candidates"].shape == (2, 4)
+    assert set(call["items"][rows, call["lengths"]].tolist()) == {10, 20}
 
 
 def test_cascade_denominator_counts_liked_targets_only():
@@ -311,3 +313,50 @@ def test_prefix_reuse_gives_the_two_pass_numbers(backbone):
             else:
                 assert no_cascade[key] == pytest.approx(value, rel=1e-5, abs=1e-6, nan_ok=True), key
                 assert slow_no_cascade[key] == pytest.approx(value, rel=1e-5, abs=1e-6, nan_ok=True), key
+
+
+@pytest.mark.parametrize("backbone", ["hstu", "sasrec"])
+def test_cascade_scores_only_the_rows_whose_rank_it_decides(backbone):
+    """Scoring the candidates of liked, retrieved targets only (`cascade_rows`) gives the cascade
+    metrics of scoring every user's candidates; the others' candidates are never scored."""
+    from unigrf.evaluation.evaluate import cascade_candidates, cascade_ranks_from_logits
+    from unigrf.evaluation.metrics import history_mask, hit_rate, ndcg
+    from unigrf.model.unified import UniGRF
+
+    torch.manual_seed(2)
+    data = random_data(48, 60, seed=11)
+    cfg = EvalConfig(ks=(5, 10), cascade_top_c=20, cascade_k=10, batch_size=16)
+    model = UniGRF(ModelConfig(backbone=backbone, size="tiny"), data.num_items, data.num_levels, data.max_len)
+    for p in model.parameters():  # off the init, so logits differ across items and users
+        p.data.add_(0.05 * torch.randn_like(p))
+    scored_rows = []
+    score_candidates = model.score_candidates
+
+    def spy(*args, **kwargs):
+        out = score_candidates(*args, **kwargs)
+        if out.shape[1] > 1:  # the cascade's continuation (the target alone has 1 column)
+            scored_rows.append(out.shape[0])
+        return out
+
+    model.score_candidates = spy
+    fast = evaluate(model, data, "test", cfg)
+
+    # reference: every user's top-20 scored, in one batch, through the two-pass API
+    model.eval()
+    with torch.no_grad():
+        batch = data.eval_batch(np.arange(data.num_users), "test")
+        scores, _ = model.score_eval(batch)
+        mask = history_mask(batch["history"], data.num_items, batch["targets"])
+        ranks = target_ranks(scores, batch["targets"], mask, ties=cfg.ties)
+        candidates = cascade_candidates(scores, mask, cfg.cascade_top_c)
+        logits = score_candidates(
+            batch["items"], batch["feedback"], batch["timestamps"], batch["lengths"], candidates
+        )
+        cascade = cascade_ranks_from_logits(logits, candidates, mask, batch["targets"], ranks, cfg.ties)
+    liked = batch["target_likes"] > 0.5
+    needed = int((liked & (ranks < cfg.cascade_top_c)).sum())
+    assert 0 < needed < data.num_users / 2  # the case exercises the selection
+    assert sum(scored_rows) == needed
+    assert 0 < fast["cascade_hr@10"] < 1
+    assert fast["cascade_hr@10"] == pytest.approx(hit_rate(cascade[liked], 10))
+    assert fast["cascade_ndcg@10"] == pytest.approx(ndcg(cascade[liked], 10), rel=1e-6)

@@ -14,8 +14,13 @@ Model API used (docs/ARCHITECTURE.md):
 - `score_candidates(items, feedback, timestamps, lengths, candidates [B, C]) -> [B, C]`: the
   ranking logit of each candidate as the next item after the prefix (positions < lengths);
 - optionally `eval_prefix(batch) -> (scores, prefix)` plus `score_candidates(..., prefix=)`:
-  the history encoded once, then the target and the cascade's candidates scored as one
-  continuation of it (`PrefixEvalModel`; UniGRF and TwoStage have it) — half the model work.
+  the history encoded once, then the target and the cascade's candidates scored as
+  continuations of it (`PrefixEvalModel`; UniGRF and TwoStage have it) — half the model work;
+  `prefix.select(rows)` gives the prefix of some rows alone.
+
+The cascade's candidates are scored only for the users whose cascade rank they decide
+(`cascade_rows`: target liked and retrieved in the top C): the same metrics, for a fraction of
+the continuation work.
 """
 
 from __future__ import annotations
@@ -62,7 +67,8 @@ class PrefixEvalModel(EvalModel, Protocol):
     """The faster contract (UniGRF, TwoStage): the history is encoded once and reused.
 
     `eval_prefix(batch) -> (scores [B, num_items + 1], prefix)`: the retrieval scores of
-    `score_eval` and an encoded prefix that `score_candidates(..., prefix=prefix)` continues.
+    `score_eval` and an encoded prefix that `score_candidates(..., prefix=prefix)` continues;
+    `prefix.select(rows [R])` is the prefix of those rows alone (`unigrf.model.unified.Prefix`).
     """
 
     def eval_prefix(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, object]: ...
@@ -157,6 +163,15 @@ def cascade_candidates(scores: torch.Tensor, mask: torch.Tensor, top_c: int) -> 
     return scores.masked_fill(mask, -math.inf).topk(top_c, dim=1).indices
 
 
+def cascade_rows(retrieval_ranks: torch.Tensor, target_likes: torch.Tensor, top_c: int) -> torch.Tensor:
+    """The batch rows [R] whose cascade rank the ranking logits decide: the target is liked (the
+    cascade metrics count liked targets only) and retrieval ranked it within the top C (else its
+    cascade rank is C whatever the ranking says). retrieval_ranks [B]: 0-based, under the
+    evaluation's tie rule; target_likes [B]: 0/1. Scoring the candidates of these rows alone
+    gives every cascade metric unchanged (tests/test_evaluate.py checks it against all rows)."""
+    return ((retrieval_ranks < top_c) & (target_likes > 0.5)).nonzero(as_tuple=True)[0]
+
+
 def cascade_ranks_from_logits(
     logits: torch.Tensor,
     candidates: torch.Tensor,
@@ -201,18 +216,31 @@ def cascade_ranks(
     scores: [B, I] retrieval scores; mask: [B, I] bool (True = excluded);
     retrieval_ranks: [B] the targets' retrieval ranks under the same tie rule `ties`.
     Returns [B] long: the target's 0-based rank among the C candidates by ranking logit, or C
-    when retrieval did not put it in its top C (a miss at every cut-off k <= C).
+    when retrieval did not put it in its top C (a miss at every cut-off k <= C) or the target
+    is not liked (no cascade metric counts those users: their candidates are not scored).
     """
     candidates = cascade_candidates(scores, mask, top_c)
+    out = torch.full_like(retrieval_ranks, candidates.shape[1])
+    rows = cascade_rows(retrieval_ranks, batch["target_likes"], candidates.shape[1])
+    if len(rows) == 0:
+        return out
+    timestamps = batch.get("timestamps")
     logits = ranking_model.score_candidates(
-        batch["items"], batch["feedback"], batch["timestamps"], batch["lengths"], candidates
+        batch["items"][rows],
+        batch["feedback"][rows],
+        timestamps[rows] if timestamps is not None else None,
+        batch["lengths"][rows],
+        candidates[rows],
     )
-    if tuple(logits.shape) != tuple(candidates.shape):
+    if tuple(logits.shape) != (len(rows), candidates.shape[1]):
         raise ValueError(
             f"{type(ranking_model).__name__}.score_candidates returned {tuple(logits.shape)}, "
-            f"expected {tuple(candidates.shape)}"
+            f"expected {(len(rows), candidates.shape[1])}"
         )
-    return cascade_ranks_from_logits(logits, candidates, mask, batch["targets"], retrieval_ranks, ties)
+    out[rows] = cascade_ranks_from_logits(
+        logits, candidates[rows], mask[rows], batch["targets"][rows], retrieval_ranks[rows], ties
+    )
+    return out
 
 
 def _score_with_prefix(
@@ -223,12 +251,12 @@ def _score_with_prefix(
     ties: Ties,
     cascade: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One prefix pass + one continuation: -> (retrieval ranks [B], cascade ranks [B],
-    target like logits [B]).
+    """One prefix pass + continuations: -> (retrieval ranks [B], cascade ranks [B] as
+    `cascade_ranks` gives them, target like logits [B]).
 
-    The history is encoded once (`eval_prefix`); the target and retrieval's top-C candidates
-    are then scored together as tokens placed right after it, each seeing the prefix and
-    itself only — what `score_eval`'s appended target token sees, so the numbers equal the
+    The history is encoded once (`eval_prefix`); the target, then retrieval's top-C candidates
+    of the `cascade_rows`, are scored as tokens placed right after it, each seeing the prefix
+    and itself only — what `score_eval`'s appended target token sees, so the numbers equal the
     two-pass path's (tests/test_evaluate.py checks it) at about half the cost.
     """
     scores, prefix = model.eval_prefix(batch)
@@ -243,14 +271,22 @@ def _score_with_prefix(
     ranks = target_ranks(scores, targets, mask, ties=ties)
     if not getattr(model, "has_ranking", True):  # a retriever alone: nothing to re-rank
         return ranks, torch.full_like(ranks, top_c), torch.zeros_like(scores[:, 0])
-    if not cascade:  # the target alone
-        logits = model.score_candidates(None, None, None, batch["lengths"], targets[:, None], prefix=prefix)
-        return ranks, torch.full_like(ranks, top_c), logits[:, 0].float()
+    lengths = batch["lengths"]
+    target_logits = model.score_candidates(None, None, None, lengths, targets[:, None], prefix=prefix)
+    cascade_rank = torch.full_like(ranks, top_c)
+    if not cascade:
+        return ranks, cascade_rank, target_logits[:, 0].float()
     candidates = cascade_candidates(scores, mask, top_c)
-    tokens = torch.cat([targets[:, None], candidates], dim=1)  # [B, 1 + C]
-    logits = model.score_candidates(None, None, None, batch["lengths"], tokens, prefix=prefix).float()
-    cascade = cascade_ranks_from_logits(logits[:, 1:], candidates, mask, targets, ranks, ties)
-    return ranks, cascade, logits[:, 0]
+    cascade_rank.fill_(candidates.shape[1])
+    rows = cascade_rows(ranks, batch["target_likes"], candidates.shape[1])
+    if len(rows):
+        logits = model.score_candidates(
+            None, None, None, lengths[rows], candidates[rows], prefix=prefix.select(rows)
+        ).float()
+        cascade_rank[rows] = cascade_ranks_from_logits(
+            logits, candidates[rows], mask[rows], targets[rows], ranks[rows], ties
+        )
+    return ranks, cascade_rank, target_logits[:, 0].float()
 
 
 def evaluate(

@@ -152,6 +152,15 @@ def bce_with_negatives(
     return (beta * F.softplus(-_wide(pos_logits)) + negative_terms).mean()
 
 
+def rows_of(table: Tensor, ids: Tensor) -> Tensor:
+    """table [I + 1, D] rows at ids [...] -> [..., D], as `table[ids]` but through `F.embedding`,
+    whose backward sums the gradients of repeated ids in a fixed order. Advanced indexing's
+    backward (`index_put_(accumulate=True)`) sums them in an order that depends on thread timing
+    on a multi-threaded CPU, so two runs of one seed drifted apart in the last bits
+    (tests/test_retrieval_losses.py checks the gradients repeat exactly)."""
+    return F.embedding(ids, table)
+
+
 def gbce_beta(num_negatives: int, num_items: int, t: float) -> float:
     """gSASRec's beta = alpha (t (1 − 1/alpha) + 1/alpha), alpha = k / (I − 1)."""
     alpha = min(1.0, num_negatives / max(num_items - 1, 1))
@@ -194,10 +203,10 @@ class RetrievalLoss(nn.Module):
         cfg, tau = self.cfg, self.cfg.temperature
         if q.shape[0] == 0:
             return q.sum() * 0.0
-        pos_logits = (q * table[positives]).sum(-1) / tau  # [P]
+        pos_logits = (q * rows_of(table, positives)).sum(-1) / tau  # [P]
         negatives: list[tuple[Tensor, Tensor]] = []  # (logits [P, M], ids [P or 1, M])
         if hard is not None and hard.shape[1] > 0:
-            negatives.append((torch.einsum("pd,pmd->pm", q, table[hard]) / tau, hard))
+            negatives.append((torch.einsum("pd,pmd->pm", q, rows_of(table, hard)) / tau, hard))
 
         if cfg.retrieval == "full_softmax":
             lse = logsumexp_over_items(q, table[1:], tau, cfg.chunk_logits)
@@ -210,7 +219,7 @@ class RetrievalLoss(nn.Module):
         if cfg.retrieval in ("bce", "gbce"):
             # a fresh set of uniform negatives per position (SASRec.pytorch, gSASRec)
             ids = torch.randint(1, self.num_items + 1, (q.shape[0], cfg.num_negatives), device=q.device)
-            negatives.insert(0, (torch.einsum("pd,pmd->pm", q, table[ids]) / tau, ids))
+            negatives.insert(0, (torch.einsum("pd,pmd->pm", q, rows_of(table, ids)) / tau, ids))
             logits, ids = _stack(negatives, q.shape[0])
             beta = (
                 gbce_beta(cfg.num_negatives, self.num_items, cfg.gbce_t) if cfg.retrieval == "gbce" else 1.0
@@ -223,7 +232,7 @@ class RetrievalLoss(nn.Module):
             shared = torch.multinomial(self.item_probs, cfg.num_negatives, replacement=True)
         else:
             shared = torch.randint(1, self.num_items + 1, (cfg.num_negatives,), device=q.device)
-        sampled = [(q @ table[shared].T / tau, shared[None, :])]
+        sampled = [(q @ rows_of(table, shared).T / tau, shared[None, :])]
         in_batch = 0
         if cfg.sampler == "in_batch":
             if rows is None or anchor_positives is None:
@@ -233,7 +242,7 @@ class RetrievalLoss(nn.Module):
             in_batch = len(anchor_positives)
             own_row = rows[:, None] == torch.arange(in_batch, device=q.device)[None, :]  # [P, B]
             ids = torch.where(own_row, 0, anchor_positives[None, :])
-            sampled.append((q @ table[anchor_positives].T / tau, ids))
+            sampled.append((q @ rows_of(table, anchor_positives).T / tau, ids))
         if cfg.logq_correction and cfg.sampler != "uniform":
             # Q(i): expected draws of item i among the sampled candidates (uniform, popularity
             # and in-batch draws together); every sampled logit and the positive are corrected.

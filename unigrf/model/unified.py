@@ -57,6 +57,24 @@ class Prefix(NamedTuple):
     next_time: Tensor | None
     query: Tensor
 
+    def select(self, rows: Tensor) -> Prefix:
+        """The prefix of batch rows `rows` [R] alone, its keys cut to the longest of them.
+
+        Exact: a following token's output depends on its own row only, and the cut keys are
+        padding (key_valid False) in every selected row — right padding makes the valid keys
+        of a row a leading run, so `key_valid.sum(1)` is where each row's keys end."""
+        valid = self.key_valid[rows]
+        s = max(int(valid.sum(dim=1).max()) if len(rows) else 0, 1)
+        ctx = self.context
+        context = BackboneContext(
+            tuple(k[rows, :, :s] for k in ctx.keys),
+            tuple(v[rows, :, :s] for v in ctx.values),
+            ctx.positions[rows, :s],
+            ctx.timestamps[rows, :s] if ctx.timestamps is not None else None,
+        )
+        next_time = self.next_time[rows] if self.next_time is not None else None
+        return Prefix(context, valid[:, :s], self.next_position[rows], next_time, self.query[rows])
+
 
 def causal_mask(valid: Tensor) -> Tensor:
     """valid [B, T] bool (False = padding key) -> [B, T, T] bool: causal and key-padding."""

@@ -156,7 +156,10 @@ class HSTUBlock(Block):
         """[b, H, T, S]: relative attention bias + mask bias (b = 1 or B, see HSTUAux)."""
 
         def gather(table: Tensor, bucket: Tensor) -> Tensor:  # [H, n] x [b, T, S] -> [b, H, T, S]
-            return table[:, bucket].transpose(0, 1)
+            # index_select, not table[:, bucket]: its backward (index_add) sums a bucket's many
+            # gradients in a fixed order; advanced indexing's does not on a multi-threaded CPU
+            # (see retrieval_losses.rows_of). Same [H, b, T, S] layout as the indexing gave.
+            return table.index_select(1, bucket.flatten()).view(table.shape[0], *bucket.shape).transpose(0, 1)
 
         bias = gather(self.position_bias, aux.position_bucket)
         if self.time_bias is not None and aux.time_bucket is not None:
