@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 import numpy as np
@@ -219,27 +219,49 @@ def cascade_ranks(
     when retrieval did not put it in its top C (a miss at every cut-off k <= C) or the target
     is not liked (no cascade metric counts those users: their candidates are not scored).
     """
+    timestamps = batch.get("timestamps")
+
+    def score(rows: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        logits = ranking_model.score_candidates(
+            batch["items"][rows],
+            batch["feedback"][rows],
+            timestamps[rows] if timestamps is not None else None,
+            batch["lengths"][rows],
+            candidates,
+        )
+        if tuple(logits.shape) != tuple(candidates.shape):
+            raise ValueError(
+                f"{type(ranking_model).__name__}.score_candidates returned {tuple(logits.shape)}, "
+                f"expected {tuple(candidates.shape)}"
+            )
+        return logits
+
+    return _cascade_where_it_counts(scores, mask, batch, retrieval_ranks, top_c, ties, score)
+
+
+def _cascade_where_it_counts(
+    scores: torch.Tensor,
+    mask: torch.Tensor,
+    batch: Mapping[str, torch.Tensor],
+    retrieval_ranks: torch.Tensor,
+    top_c: int,
+    ties: Ties,
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Cascade ranks [B] (see `cascade_ranks`) with the ranking run on the `cascade_rows` only:
+    `score(rows [R], candidates [R, C]) -> logits [R, C]`; every other row gets C."""
     candidates = cascade_candidates(scores, mask, top_c)
     out = torch.full_like(retrieval_ranks, candidates.shape[1])
     rows = cascade_rows(retrieval_ranks, batch["target_likes"], candidates.shape[1])
-    if len(rows) == 0:
-        return out
-    timestamps = batch.get("timestamps")
-    logits = ranking_model.score_candidates(
-        batch["items"][rows],
-        batch["feedback"][rows],
-        timestamps[rows] if timestamps is not None else None,
-        batch["lengths"][rows],
-        candidates[rows],
-    )
-    if tuple(logits.shape) != (len(rows), candidates.shape[1]):
-        raise ValueError(
-            f"{type(ranking_model).__name__}.score_candidates returned {tuple(logits.shape)}, "
-            f"expected {(len(rows), candidates.shape[1])}"
+    if len(rows):
+        out[rows] = cascade_ranks_from_logits(
+            score(rows, candidates[rows]).float(),
+            candidates[rows],
+            mask[rows],
+            batch["targets"][rows],
+            retrieval_ranks[rows],
+            ties,
         )
-    out[rows] = cascade_ranks_from_logits(
-        logits, candidates[rows], mask[rows], batch["targets"][rows], retrieval_ranks[rows], ties
-    )
     return out
 
 
@@ -273,19 +295,13 @@ def _score_with_prefix(
         return ranks, torch.full_like(ranks, top_c), torch.zeros_like(scores[:, 0])
     lengths = batch["lengths"]
     target_logits = model.score_candidates(None, None, None, lengths, targets[:, None], prefix=prefix)
-    cascade_rank = torch.full_like(ranks, top_c)
     if not cascade:
-        return ranks, cascade_rank, target_logits[:, 0].float()
-    candidates = cascade_candidates(scores, mask, top_c)
-    cascade_rank.fill_(candidates.shape[1])
-    rows = cascade_rows(ranks, batch["target_likes"], candidates.shape[1])
-    if len(rows):
-        logits = model.score_candidates(
-            None, None, None, lengths[rows], candidates[rows], prefix=prefix.select(rows)
-        ).float()
-        cascade_rank[rows] = cascade_ranks_from_logits(
-            logits, candidates[rows], mask[rows], targets[rows], ranks[rows], ties
-        )
+        return ranks, torch.full_like(ranks, top_c), target_logits[:, 0].float()
+
+    def score(rows: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        return model.score_candidates(None, None, None, lengths[rows], candidates, prefix=prefix.select(rows))
+
+    cascade_rank = _cascade_where_it_counts(scores, mask, batch, ranks, top_c, ties, score)
     return ranks, cascade_rank, target_logits[:, 0].float()
 
 
