@@ -28,6 +28,7 @@ from unigrf.evaluation import evaluate
 from unigrf.model import build_model
 from unigrf.training.distributed import RayTrainContext, build_trainer, run_worker, train_worker
 from unigrf.training.loop import CHECKPOINT_FILE, TrainContext, fit
+from unigrf.training.precision import autocast, autocast_dtype
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 
@@ -184,7 +185,8 @@ def test_two_workers_train_and_match_single_process_evaluation(ray_pickling, dat
     assert "train/loss_retrieval" in tb and "weights/ranking" in tb and "test/auc" in tb
 
     # the checkpoint round trip: the latest checkpoint in storage loads into a fresh model,
-    # and the best model evaluated here, in one process, gives the reported test metrics exactly
+    # and the best model evaluated here, in one process and at the run's precision (bf16 autocast
+    # where `train.precision: auto` finds native bf16), gives the reported test metrics exactly
     cfg = tiny_config()
     with result.checkpoint.as_directory() as path:
         state = torch.load(Path(path) / CHECKPOINT_FILE, weights_only=False)
@@ -192,7 +194,9 @@ def test_two_workers_train_and_match_single_process_evaluation(ray_pickling, dat
     model = build_model(cfg, data.num_items, data.num_levels, data.max_len)
     model.load_state_dict(state["model"])
     model.load_state_dict(torch.load(run_dir / "best_model.pt", weights_only=False))
-    test = evaluate(model, data, "test", cfg.eval, "cpu")
+    cpu = torch.device("cpu")
+    with autocast(cpu, autocast_dtype(cfg.train.precision, cpu)):
+        test = evaluate(model, data, "test", cfg.eval, "cpu")
     assert {f"test/{k}": float(v) for k, v in test.items()} == out["test"]
 
 

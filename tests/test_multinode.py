@@ -137,10 +137,23 @@ def scenario(work: Path) -> dict:
         nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
         report["head_node"] = next(i for i, r in nodes.items() if "unigrf_head" in r)
         report["worker_node"] = next(i for i, r in nodes.items() if "unigrf_worker" in r)
-        actors = list_actors(address=f"http://127.0.0.1:{dashboard_port}", detail=True, limit=1000)
+        # one-worker CPU trials train in their Tune trial actor (ImplicitFunc), not a Train worker.
+        # The state API can answer before the GCS has every (now dead) trial actor on record, or
+        # with a partial list on a loaded machine: ask again for a while before counting.
+        deadline = time.monotonic() + 30
+        while True:
+            actors = list_actors(
+                address=f"http://127.0.0.1:{dashboard_port}",
+                detail=True,
+                limit=1000,
+                raise_on_missing_output=False,
+            )
+            trial_actors = [a.node_id for a in actors if a.class_name == "ImplicitFunc"]
+            if len(trial_actors) >= NUM_TRIALS or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         report["actor_classes"] = sorted({a.class_name for a in actors})
-        # one-worker CPU trials train in their Tune trial actor (ImplicitFunc), not a Train worker
-        report["trial_actor_nodes"] = [a.node_id for a in actors if a.class_name == "ImplicitFunc"]
+        report["trial_actor_nodes"] = trial_actors
         ray.shutdown()
     finally:
         cluster.shutdown()

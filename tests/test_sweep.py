@@ -287,3 +287,25 @@ def test_orphan_trials_are_failed_and_only_drawn_points_requeued(tmp_path):
     waiting = [t for t in trials.values() if t.state == optuna.trial.TrialState.WAITING]
     assert len(waiting) == 1 and waiting[0].user_attrs["requeued_from_trial"] == drawn.number
     assert waiting[0].system_attrs["fixed_params"] == trials[drawn.number].params  # set when it runs
+
+
+@pytest.mark.parametrize(("random", "multi_objective"), [(False, True), (False, False), (True, False)])
+def test_every_sampler_survives_the_pickle_tune_saves_it_with(tmp_path, random, multi_objective):
+    """Tune pickles the searcher, sampler included, when a Tuner starts and at every snapshot
+    (Optuna 5.1's NSGA-II holds a thread lock): each kind round-trips through Ray's cloudpickle,
+    and the copy goes on drawing the same points as the original."""
+    import ray.cloudpickle as cloudpickle
+
+    from unigrf.sweep.search import make_sampler
+
+    spec, _ = resolve(write_space(tmp_path, "p", num_samples=4), [])  # NSGA-II, TPE or random
+    sampler = make_sampler(spec, random=random, multi_objective=multi_objective, num_samples=4)
+    copy = cloudpickle.loads(cloudpickle.dumps(sampler))
+    assert type(copy) is type(sampler)
+
+    def draws(s: optuna.samplers.BaseSampler) -> list[float]:
+        study = optuna.create_study(directions=["maximize", "maximize"], sampler=s)
+        study.optimize(lambda t: (t.suggest_float("x", 0, 1), -t.suggest_float("y", 0, 1)), n_trials=6)
+        return [t.params["x"] for t in study.trials]
+
+    assert draws(copy) == draws(sampler)

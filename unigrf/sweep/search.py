@@ -7,6 +7,7 @@ sweep actually runs.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,33 @@ class TrackedOptunaSearch(OptunaSearch):
         super().on_trial_result(trial_id, result)
 
 
+class NSGAIISampler(optuna.samplers.NSGAIISampler):
+    """Optuna's NSGA-II sampler, picklable: since Optuna 5.1 it holds a `threading.Lock`
+    (`_thread_lock`), which pickle cannot copy, and Tune pickles the searcher with its sampler
+    when the Tuner starts and with every experiment snapshot. The lock guards a per-process
+    cache, so a copy gets a new one."""
+
+    _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        locks = {
+            k: isinstance(v, type(threading.RLock()))
+            for k, v in state.items()
+            if isinstance(v, self._LOCK_TYPES)
+        }
+        for k in locks:
+            del state[k]
+        state["_unpickled_locks"] = locks  # name -> whether it was re-entrant
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        for k, reentrant in state.pop("_unpickled_locks", {}).items():
+            state[k] = threading.RLock() if reentrant else threading.Lock()
+        self.__dict__.update(state)
+
+
 def make_sampler(
     spec: SweepSpec, random: bool, multi_objective: bool, num_samples: int
 ) -> optuna.samplers.BaseSampler:
@@ -57,7 +85,7 @@ def make_sampler(
     if kind == "nsga2":
         # Optuna's default population (50) would make every trial of a small sweep part of the
         # random first generation; half the budget gives at least one evolved generation.
-        return optuna.samplers.NSGAIISampler(population_size=max(2, min(50, num_samples // 2)), seed=seed)
+        return NSGAIISampler(population_size=max(2, min(50, num_samples // 2)), seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.sampler.n_startup_trials)
 
 
