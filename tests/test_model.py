@@ -341,6 +341,48 @@ def test_hard_negatives_raise_the_loss_when_near_the_query(data: SequenceData) -
     assert retrieval(positives, "anchor") == pytest.approx(base)  # collisions with the positive
 
 
+@pytest.mark.parametrize("loss", [SAMPLED, LossConfig(retrieval="full_softmax"), LossConfig(retrieval="bce")])
+@pytest.mark.parametrize("scope", ["all", "anchor"])
+def test_hard_negatives_scored_per_row_equal_the_per_position_gather(data, loss, scope) -> None:
+    """The model scores a row's hard negatives once per row ([B, N, D] x [B, D, m]); the loss
+    and its gradients equal the loss module's own per-position gather of their vectors."""
+    model = model_for("sasrec", data, loss=loss)
+    batch = data.train_batch(np.arange(data.num_users))
+    hard = torch.randint(
+        0, data.num_items + 1, (data.num_users, 5), generator=torch.Generator().manual_seed(3)
+    )
+
+    def loss_and_grads(per_row: bool) -> list[torch.Tensor]:
+        torch.manual_seed(7)  # the same sampled negatives on both paths
+        if per_row:
+            value = model.losses(batch, hard, ranking=False, hard_negative_scope=scope)["retrieval"]
+        else:
+            h = model.encode(batch["items"], batch["feedback"], batch["timestamps"])
+            rows, cols = (batch["next_items"] > 0).nonzero(as_tuple=True)
+            per_position = hard[rows]
+            if scope == "anchor":
+                anchors = batch["lengths"] - 2  # the last position with a target
+                per_position = torch.where((cols == anchors[rows])[:, None], per_position, 0)
+            value = model.retrieval_loss(
+                model.queries(h[:, 1::2][rows, cols]),
+                batch["next_items"][rows, cols],
+                model.item_table(),
+                hard=per_position,
+            )
+        return [
+            value,
+            *torch.autograd.grad(
+                value,
+                [p for p in model.parameters() if p.requires_grad],
+                allow_unused=True,
+                materialize_grads=True,
+            ),
+        ]
+
+    for got, want in zip(loss_and_grads(True), loss_and_grads(False), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_in_batch_negatives(data: SequenceData) -> None:
     batch = data.train_batch(np.arange(2, data.num_users))
     losses = {}

@@ -122,9 +122,10 @@ def test_chunked_logsumexp_passes_gradcheck(case) -> None:
     assert torch.autograd.gradcheck(lambda a, b: ChunkedLogSumExp.apply(a, b, 0.5, 2), (q, items))
 
 
-def test_in_place_logsumexp_is_bitwise_autograds_in_fp32() -> None:
+def test_in_place_logsumexp_is_autograds_in_fp32() -> None:
     """The full softmax's log-sum-exp done in place gives exactly the bits of autograd's
-    `logsumexp((q @ items.T) / tau)`, forward and both gradients: training is unchanged."""
+    `logsumexp((q @ items.T) / tau)` forward, and both gradients to fp32 rounding (its
+    backward's softmax is e / s from the forward, autograd's exp(logit − lse))."""
     from unigrf.model.retrieval_losses import InPlaceLogSumExp
 
     g = torch.Generator().manual_seed(1)
@@ -138,8 +139,11 @@ def test_in_place_logsumexp_is_bitwise_autograds_in_fp32() -> None:
         q, items = q0.clone().requires_grad_(True), items0.clone().requires_grad_(True)
         out = fn(q, items)
         results.append((out.detach(), *grads((out * upstream).sum(), q, items)))
-    for got, want, name in zip(results[1], results[0], ("lse", "dq", "ditems")):
-        assert torch.equal(got, want), name
+    assert torch.equal(results[1][0], results[0][0])
+    for got, want in zip(results[1][1:], results[0][1:], strict=True):
+        # sums over 300 positions of fp32 products: a few ulps of the largest term apart
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-5)
+        assert not torch.equal(got, torch.zeros_like(got))
 
 
 def test_in_place_logsumexp_passes_gradcheck(case) -> None:

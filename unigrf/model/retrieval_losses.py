@@ -11,7 +11,7 @@ decides what the vectors are (L2-normalised for cosine similarity, raw for dot p
 - `full_softmax` — cross-entropy over all I items (what RecBole's SASRec and eSASRec-style
   recipes train with; cheap on catalogues of thousands of items). Exact. Up to
   `loss.chunk_logits` logits it is one log-sum-exp whose element-wise steps run in place
-  (`InPlaceLogSumExp`, bitwise autograd's result); past that it is computed over item
+  (`InPlaceLogSumExp`: autograd's result, its gradients to fp32 rounding); past that it is computed over item
   chunks by `ChunkedLogSumExp`, whose backward recomputes each chunk's softmax instead of
   storing P x I activations, so memory stays O(P x chunk) on any catalogue.
 - `sampled_softmax` — the positive against sampled negatives, by `loss.sampler`:
@@ -63,7 +63,9 @@ class ChunkedLogSumExp(torch.autograd.Function):
         lse = torch.full((q.shape[0],), -math.inf, dtype=_wide(q).dtype, device=q.device)
         for start in range(0, table.shape[0], chunk):
             logits = _wide(q @ table[start : start + chunk].T).div_(tau)  # in place: see InPlaceLogSumExp
-            lse = torch.logaddexp(lse, torch.logsumexp(logits, dim=1))
+            peak = logits.amax(dim=1, keepdim=True)
+            chunk_lse = logits.sub_(peak).exp_().sum(dim=1).log_().add_(peak.squeeze(1))
+            lse = torch.logaddexp(lse, chunk_lse)
         ctx.save_for_backward(q, table, lse)
         ctx.tau, ctx.chunk = tau, chunk
         return lse
@@ -86,28 +88,33 @@ class ChunkedLogSumExp(torch.autograd.Function):
 
 class InPlaceLogSumExp(torch.autograd.Function):
     """logsumexp over items of (q @ table.T) / tau, [P, D], [I, D] -> [P], with every [P, I]
-    step after the matmul done in place: bitwise what autograd gives for
-    `torch.logsumexp((q @ table.T) / tau, 1)` (tests/test_retrieval_losses.py), with one saved
-    [P, I] tensor and one temporary per pass instead of autograd's seven fresh ones. On the CPU a fresh
-    [P, I] result is what costs: at ML-100K's P x I (9,353 x 1,682) an out-of-place exp took
-    9x as long as the same exp in place, and the loss's element-wise work outweighed its
-    matmuls (benchmarks/RESULTS.md, "Session 8")."""
+    step after the matmul done in place. On the CPU a fresh [P, I] result is what costs: at
+    ML-100K's P x I (9,353 x 1,682) an out-of-place exp took 9x as long as the same exp in place,
+    and the loss's element-wise work outweighed its matmuls (benchmarks/RESULTS.md, "Session 8").
+
+    Forward turns the logits into e = exp(logit − row max) in place and keeps e and its row sums
+    s: the log-sum-exp is log s + max, bitwise autograd's `torch.logsumexp`. Backward's softmax
+    is then e / s — one [P, I] product, no second exp — where autograd recomputes
+    exp(logit − lse); the gradients agree with autograd's to fp32 rounding
+    (tests/test_retrieval_losses.py). One saved [P, I] tensor and one temporary per pass."""
 
     @staticmethod
     def forward(ctx, q: Tensor, table: Tensor, tau: float) -> Tensor:
         raw = q @ table.T  # under autocast in its dtype (bf16), widened below as autograd's path is
         logits = _wide(raw).div_(tau)  # `raw` itself when it is fp32: nothing else reads it
         peak = logits.amax(dim=1, keepdim=True)
-        lse = torch.sub(logits, peak).exp_().sum(dim=1).log_().add_(peak.squeeze(1))
-        ctx.save_for_backward(q, table, logits, lse)
+        e = logits.sub_(peak).exp_()  # [P, I], in place
+        sums = e.sum(dim=1)
+        lse = sums.log().add_(peak.squeeze(1))
+        ctx.save_for_backward(q, table, e, sums)
         ctx.tau, ctx.mm_dtype = tau, raw.dtype
         return lse
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        q, table, logits, lse = ctx.saved_tensors
-        # softmax x upstream gradient / tau: autograd's logsumexp and division backward, in place
-        weights = torch.sub(logits, lse[:, None]).exp_().mul_(grad[:, None]).div_(ctx.tau)
+        q, table, e, sums = ctx.saved_tensors
+        # softmax x upstream gradient / tau; out of place: a retained graph may run it again
+        weights = e.mul((grad.to(e.dtype) / ctx.tau / sums)[:, None])
         weights = weights.to(ctx.mm_dtype)  # the matmul's backward in its forward's dtype
         grad_q = weights @ table.to(ctx.mm_dtype)
         grad_table = (q.to(ctx.mm_dtype).t() @ weights).t()
@@ -192,13 +199,16 @@ class RetrievalLoss(nn.Module):
         rows: Tensor | None = None,
         anchor_positives: Tensor | None = None,
         hard: Tensor | None = None,
+        hard_scores: Tensor | None = None,
     ) -> Tensor:
         """The mean loss (scalar) over P retrieval positions.
 
         q [P, D] queries; positives [P] item ids 1..I; table [I + 1, D] item vectors;
         rows [P] and anchor_positives [B]: each position's batch row and each row's anchor
         target (0 = none), for in-batch negatives (a row's own target is never its negative);
-        hard [P, m] extra negatives per position (0 = none).
+        hard [P, m] extra negatives per position (0 = none); hard_scores [P, m] their
+        similarities <q, table[hard]> when the caller has them (the model computes them per
+        batch row, where a row's positions share their m negatives, without a [P, m, D] gather).
         """
         cfg, tau = self.cfg, self.cfg.temperature
         if q.shape[0] == 0:
@@ -206,7 +216,9 @@ class RetrievalLoss(nn.Module):
         pos_logits = (q * rows_of(table, positives)).sum(-1) / tau  # [P]
         negatives: list[tuple[Tensor, Tensor]] = []  # (logits [P, M], ids [P or 1, M])
         if hard is not None and hard.shape[1] > 0:
-            negatives.append((torch.einsum("pd,pmd->pm", q, rows_of(table, hard)) / tau, hard))
+            if hard_scores is None:
+                hard_scores = torch.einsum("pd,pmd->pm", q, rows_of(table, hard))
+            negatives.append((hard_scores / tau, hard))
 
         if cfg.retrieval == "full_softmax":
             lse = logsumexp_over_items(q, table[1:], tau, cfg.chunk_logits)

@@ -35,7 +35,8 @@ from torch import Tensor, nn
 
 from unigrf.config import LossConfig, ModelConfig
 from unigrf.model.backbones import BackboneContext, build_backbone
-from unigrf.model.retrieval_losses import RetrievalLoss
+from unigrf.model.dropout import Dropout
+from unigrf.model.retrieval_losses import RetrievalLoss, rows_of
 
 HardNegativeScope = Literal["all", "anchor"]
 
@@ -122,7 +123,7 @@ class UniGRF(nn.Module):
                 with torch.no_grad():
                     emb.weight[0].zero_()
         self.embed_scale = math.sqrt(dim)  # small-std tables, unit-scale backbone input
-        self.input_dropout = nn.Dropout(cfg.dropout)
+        self.input_dropout = Dropout(cfg.dropout)
         self.backbone = build_backbone(cfg, self.max_positions)
         self.rank_head = (
             nn.Sequential(nn.Linear(dim, cfg.ranking_hidden), nn.GELU(), nn.Linear(cfg.ranking_hidden, 1))
@@ -259,20 +260,26 @@ class UniGRF(nn.Module):
         anchor_targets = torch.where(
             anchors >= 0, next_items[torch.arange(b, device=next_items.device), anchors.clamp(min=0)], 0
         )
-        hard = None
+        queries, table = self.queries(h_query), self.item_table()  # [B, N, D], [I + 1, D]
+        hard = hard_scores = None
         if hard_negatives is not None and hard_negatives.shape[1] > 0:
             hard = hard_negatives[rows]  # [P, m]
             if scope == "anchor":
                 hard = torch.where((cols == anchors[rows])[:, None], hard, 0)
             elif scope != "all":
                 raise ValueError(f"enhancer.scope must be 'all' or 'anchor', got {scope!r}")
+            # A row's positions share its m negatives: score them per row, [B, N, D] x [B, D, m],
+            # instead of gathering a [P, m, D] copy of their vectors (the step's largest copy).
+            hard_vectors = rows_of(table, hard_negatives)  # [B, m, D]
+            hard_scores = torch.bmm(queries, hard_vectors.transpose(1, 2))[rows, cols]  # [P, m]
         return self.retrieval_loss(
-            self.queries(h_query[rows, cols]),
+            queries[rows, cols],
             next_items[rows, cols],
-            self.item_table(),
+            table,
             rows=rows,
             anchor_positives=anchor_targets,
             hard=hard,
+            hard_scores=hard_scores,
         )
 
     # ---------------------------------------------------------------------------------------

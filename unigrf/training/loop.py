@@ -54,6 +54,7 @@ from unigrf.config import (
 from unigrf.data.sequences import SequenceData
 from unigrf.evaluation.evaluate import evaluate
 from unigrf.model import RankingDrivenEnhancer, TwoStage, build_model, build_weighter
+from unigrf.training.allocator import keep_freed_memory
 from unigrf.training.memory import check_memory
 from unigrf.training.precision import autocast, autocast_dtype
 
@@ -460,6 +461,7 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
     spec = variant_spec(cfg)
     tasks = [t for t, on in (("retrieval", spec.retrieval), ("ranking", spec.ranking)) if on]
     device = ctx.device
+    keep_freed_memory()  # a step's freed tensors are reused by the next, not faulted in again
     seed_everything(cfg.train.seed)  # init is identical on every rank
 
     check_memory(cfg, data.num_items)  # a config that cannot fit fails before the first step

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from unigrf.config import ModelConfig
 from unigrf.model.backbones.base import Backbone, Block, merge_heads, silu_fresh, split_heads
+from unigrf.model.dropout import Dropout
 
 POSITION_BUCKETS_PER_SIDE = 32  # buckets for distances >= 0 (past and self); as many for < 0
 POSITION_EXACT = 16  # distances below this get their own bucket
@@ -141,7 +142,7 @@ class HSTUBlock(Block):
         self.norm = nn.LayerNorm(dim)
         self.uvqk = nn.Linear(dim, 4 * dim)  # rows: U, Q (for a token's own output) | V, K (for others)
         self.attn_norm = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.out = nn.Linear(dim, dim)
         self.position_bias = nn.Parameter(torch.zeros(heads, 2 * POSITION_BUCKETS_PER_SIDE))
         self.time_bias = nn.Parameter(torch.zeros(heads, TIME_BUCKETS)) if time_bias else None

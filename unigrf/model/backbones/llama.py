@@ -26,6 +26,7 @@ from unigrf.model.backbones.base import (
     softmax_mask,
     split_heads,
 )
+from unigrf.model.dropout import Dropout
 
 ROPE_BASE = 10000.0
 MLP_MULTIPLE = 16  # SwiGLU width = 8/3 · D rounded up to this multiple (the Llama recipe)
@@ -60,7 +61,7 @@ class LlamaBlock(Block):
         self.w1 = nn.Linear(dim, hidden, bias=False)
         self.w3 = nn.Linear(dim, hidden, bias=False)
         self.w2 = nn.Linear(hidden, dim, bias=False)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def attn_input(self, x: Tensor) -> Tensor:
         return self.attn_norm(x)

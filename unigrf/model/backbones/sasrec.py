@@ -31,6 +31,7 @@ from unigrf.model.backbones.base import (
     softmax_mask,
     split_heads,
 )
+from unigrf.model.dropout import Dropout
 
 POSITION_INIT_STD = 0.02
 
@@ -47,8 +48,8 @@ class SASRecBlock(Block):
         self.wv = nn.Linear(dim, dim)
         self.wo = nn.Linear(dim, dim)
         self.ffn_norm = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim))
-        self.dropout = nn.Dropout(dropout)
+        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), Dropout(dropout), nn.Linear(dim, dim))
+        self.dropout = Dropout(dropout)
 
     def attn_input(self, x: Tensor) -> Tensor:
         return self.attn_norm(x) if self.pre_norm else x
