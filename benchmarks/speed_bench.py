@@ -253,6 +253,7 @@ def bench_steps(args: argparse.Namespace, data: SequenceData, peaks: dict[str, f
 
 ANCHOR_SETTINGS = [
     "model.backbone=sasrec",
+    "model.size=small",  # a preset (the size default is auto); the three keys below set the shape
     "model.dim=50",
     "model.num_layers=2",
     "model.num_heads=1",
