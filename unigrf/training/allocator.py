@@ -5,7 +5,7 @@ them megabytes ([P, I] logits, [B, T, D] activations). glibc's malloc serves a b
 mmap threshold with a fresh `mmap` and returns it with `munmap` when freed, and trims the heap's
 free top back to the OS past its trim threshold, so the next step pays the kernel to zero-fill
 and fault those pages in again: on the 2-core VM this project is developed on, a `small` UniGRF
-step spent a tenth of its time there (benchmarks/RESULTS.md, "Session 11"). jemalloc or
+step got about 8 % faster once freed blocks were kept (benchmarks/RESULTS.md, "Session 11"). jemalloc or
 tcmalloc (`LD_PRELOAD`, what Intel's PyTorch launcher uses) fix this from outside; this module
 does the same with glibc's own `mallopt`: the mmap threshold fixed at its maximum (32 MiB on
 64-bit glibc; blocks below it come from the heap, larger ones are still mapped) and trimming
