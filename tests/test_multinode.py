@@ -148,7 +148,9 @@ def scenario(work: Path) -> dict:
                 limit=1000,
                 raise_on_missing_output=False,
             )
-            trial_actors = [a.node_id for a in actors if a.class_name == "ImplicitFunc"]
+            # the class is named `ImplicitFunc` or by its qualified name
+            # (`wrap_function.<locals>.ImplicitFunc`), depending on which record the GCS answers from
+            trial_actors = [a.node_id for a in actors if a.class_name.rsplit(".", 1)[-1] == "ImplicitFunc"]
             if len(trial_actors) >= NUM_TRIALS or time.monotonic() > deadline:
                 break
             time.sleep(1)
@@ -190,7 +192,9 @@ def test_tune_cli_runs_trials_on_both_nodes_of_a_two_node_cluster(tmp_path: Path
     # Both nodes ran trials: one trial actor (training in its own process) per 1-CPU node.
     head, worker = report["head_node"], report["worker_node"]
     assert head != worker
-    assert len(report["trial_actor_nodes"]) == NUM_TRIALS
+    assert len(report["trial_actor_nodes"]) == NUM_TRIALS, (
+        f"trial actors on record: {report['trial_actor_nodes']}; actor classes: {report['actor_classes']}"
+    )
     assert set(report["trial_actor_nodes"]) == {head, worker}
 
     # Every trial's results come back from the shared storage path alone ...
