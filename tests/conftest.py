@@ -1,9 +1,12 @@
-"""Shared fixtures: paths to the real data in ../shared/data and one session-scoped Ray cluster."""
+"""Shared fixtures: paths to the real data in ../shared/data, the benchmark scripts as modules,
+and one session-scoped Ray cluster."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -29,6 +32,20 @@ def ml100k_dir() -> Path:
 @pytest.fixture(scope="session")
 def amazon_mi_dir() -> Path:
     return require(AMAZON_MI_DIR)
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """benchmarks/<name>.py as a module: the benchmarks are scripts, not a package."""
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def benchmark_module():
+    """`benchmark_module(name)` -> benchmarks/<name>.py loaded as a module."""
+    return load_benchmark
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ again."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def ab():
-    spec = importlib.util.spec_from_file_location("library_ab", REPO / "benchmarks" / "library_ab.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def ab(benchmark_module):
+    return benchmark_module("library_ab")
 
 
 def test_seeds_are_ranges_and_lists(ab):
