@@ -37,6 +37,9 @@ import pandas as pd
 from scipy import stats
 
 from unigrf.ablation.aggregate import compare
+from unigrf.config import load_config
+from unigrf.provenance import git_commit
+from unigrf.training.prepared import run_dir_for
 
 LIBRARIES = ("old", "new")
 
@@ -63,20 +66,11 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def commit_of(checkout: Path) -> str:
-    """The checkout's HEAD commit (short), with `+dirty` when it has uncommitted changes."""
-    git = ["git", "-C", str(checkout)]
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    if head.returncode != 0:
-        return "unknown"
-    dirty = subprocess.run(
-        [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
-    )
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
 def run_dir(results_dir: Path, library: str, seed: int) -> Path:
-    return results_dir / library / "runs" / f"ab-{library}-s{seed}"
+    """Where `unigrf train --results-dir <results_dir>/<library> name=ab-<library>-s<seed>` writes."""
+    return run_dir_for(
+        load_config(None, [f"name=ab-{library}-s{seed}", f"results_dir={results_dir / library}"])
+    )
 
 
 def train_one(
@@ -169,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         parser.error(f"overrides must be KEY=VALUE, got {bad}")
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    commits = {library: commit_of(path) for library, path in checkouts.items()}
+    commits = {library: git_commit(path) for library, path in checkouts.items()}
 
     jobs = [(library, seed) for seed in args.seeds for library in LIBRARIES]
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:

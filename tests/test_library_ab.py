@@ -77,7 +77,7 @@ def test_a_checkout_against_itself_differs_by_nothing(ab, tmp_path, monkeypatch,
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr(ab.subprocess, "run", no_training)
-    monkeypatch.setattr(ab, "commit_of", lambda path: "abc1234")
+    monkeypatch.setattr(ab, "git_commit", lambda path: "abc1234")
     assert ab.main(argv) == 0
     assert pd.read_csv(results / "library_ab.csv")["commit"].eq("abc1234").all()
 
