@@ -13,8 +13,10 @@ Each run is `unigrf train CONFIG OVERRIDES train.seed=S` in a subprocess whose `
 its checkout (so `import unigrf` is that checkout's code; the interpreter and packages are this
 one's), started in that checkout (relative paths in the config resolve there: give data paths
 as absolute paths), with `OMP_NUM_THREADS=1` and `--parallel` runs at a time (2 on 2 cores:
-one thread each keeps a run deterministic on CPU). Runs already finished under the results
-directory are read, not repeated, so an interrupted comparison resumes.
+one thread each keeps a run deterministic on CPU). A run already finished under the results
+directory is read, not repeated, when the commit in its `provenance.json` is its checkout's
+commit now (an interrupted comparison resumes; a checkout moved to another commit trains again;
+uncommitted edits are not told apart: the commit reads "<hash> (uncommitted changes)" for all).
 
 Output: `<results-dir>/library_ab.csv` (one row per library and seed: its commit, the seed,
 epochs, every test metric) and, per `--metrics`, the means ± std, the mean difference new − old
@@ -73,23 +75,36 @@ def run_dir(results_dir: Path, library: str, seed: int) -> Path:
     )
 
 
+def launch(command: list[str], checkout: Path, log: Path) -> int:
+    """Run `command` in `checkout` with its library on PYTHONPATH, one OpenMP thread, output to
+    `log` -> its exit code."""
+    env = {**os.environ, "PYTHONPATH": str(checkout), "OMP_NUM_THREADS": "1"}
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    with log.open("w") as out:
+        return subprocess.run(command, cwd=checkout, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+
+
 def train_one(
-    checkout: Path, library: str, seed: int, config: str | None, overrides: list[str], results_dir: Path
+    checkout: Path,
+    commit: str,
+    library: str,
+    seed: int,
+    config: str | None,
+    overrides: list[str],
+    results_dir: Path,
 ) -> dict:
-    """Train one seed with `checkout`'s library (or read the finished run) -> its metrics.json."""
-    done = run_dir(results_dir, library, seed) / "metrics.json"
-    if not done.exists():
+    """Train one seed with `checkout`'s library, at `commit` (or read the run that commit
+    finished) -> its metrics.json."""
+    directory = run_dir(results_dir, library, seed)
+    done, provenance = directory / "metrics.json", directory / "provenance.json"
+    finished = done.exists() and provenance.exists()
+    if not finished or json.loads(provenance.read_text()).get("git_commit") != commit:
         command = [sys.executable, "-m", "unigrf.cli", "train"]
         command += [config] if config else []
         command += [*overrides, f"train.seed={seed}", f"name=ab-{library}-s{seed}"]
         command += ["--results-dir", str(results_dir / library), "--restart"]
-        env = {**os.environ, "PYTHONPATH": str(checkout), "OMP_NUM_THREADS": "1"}
-        env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         log = results_dir / f"{library}-s{seed}.log"
-        with log.open("w") as out:
-            code = subprocess.run(
-                command, cwd=checkout, env=env, stdout=out, stderr=subprocess.STDOUT
-            ).returncode
+        code = launch(command, checkout, log)
         if code != 0 or not done.exists():
             raise RuntimeError(
                 f"{library} library ({checkout}), seed {seed}: `unigrf train` exited {code}; see {log}"
@@ -163,13 +178,20 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         parser.error(f"overrides must be KEY=VALUE, got {bad}")
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    commits = {library: git_commit(path) for library, path in checkouts.items()}
 
+    commits = {library: git_commit(path) for library, path in checkouts.items()}
     jobs = [(library, seed) for seed in args.seeds for library in LIBRARIES]
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
         futures = {
             job: pool.submit(
-                train_one, checkouts[job[0]], job[0], job[1], args.config, args.overrides, args.results_dir
+                train_one,
+                checkouts[job[0]],
+                commits[job[0]],
+                job[0],
+                job[1],
+                args.config,
+                args.overrides,
+                args.results_dir,
             )
             for job in jobs
         }
@@ -186,9 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = out.with_suffix(".csv.tmp")
     frame.to_csv(tmp, index=False)
     os.replace(tmp, out)
-    print(
-        f"\nold {commits['old']} ({checkouts['old']}) against new {commits['new']} ({checkouts['new']}); runs: {out}\n"
-    )
+    print(f"\nold {commits['old']} ({checkouts['old']}) against new {commits['new']} ({checkouts['new']})")
+    print(f"runs: {out}\n")
     print(markdown([summarise(frame, m) for m in args.metrics]))
     return 0
 

@@ -1,7 +1,7 @@
 """benchmarks/library_ab.py: seeds parsed as written, the old-against-new summary equal to
 scipy's paired tests, and end to end: one checkout against itself trains identical runs (zero
-difference on every seed), written to one CSV, and a second call reads them instead of training
-again."""
+difference on every seed), written to one CSV; a second call reads them instead of training
+again, unless the checkout's commit is no longer the one that trained them."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+
+from unigrf.provenance import git_commit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,14 +74,18 @@ def test_a_checkout_against_itself_differs_by_nothing(ab, tmp_path, monkeypatch,
     printed = capsys.readouterr().out
     assert "| test/ndcg@10 | 2 |" in printed and "0/2" in printed
 
-    # finished runs are read back, not trained again: no subprocess may start now
+    # finished runs are read back, not trained again: no training may start now
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(ab.subprocess, "run", no_training)
-    monkeypatch.setattr(ab, "git_commit", lambda path: "abc1234")
+    monkeypatch.setattr(ab, "launch", no_training)
     assert ab.main(argv) == 0
-    assert pd.read_csv(results / "library_ab.csv")["commit"].eq("abc1234").all()
+    assert pd.read_csv(results / "library_ab.csv")["commit"].eq(git_commit(REPO)).all()
+
+    # ... but a run that another commit trained is not: the checkout moved, so it trains again
+    monkeypatch.setattr(ab, "git_commit", lambda path: "abc1234")
+    with pytest.raises(AssertionError, match="trained again"):
+        ab.main(argv)
 
 
 def test_a_path_that_is_not_a_checkout_is_refused(ab, tmp_path, capsys):
