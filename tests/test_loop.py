@@ -294,6 +294,59 @@ def test_two_stage_keeps_each_stages_best_epoch(data, tmp_path):
                 assert torch.equal(best[key], value), key
 
 
+def test_per_stage_selection_tests_one_run_at_each_stages_best_epoch(data, tmp_path):
+    """`train.selection: per_stage` on UniGRF: the same training as `joint` (selection never
+    changes a step), run until both stages are stale, and tested as the pair of snapshots
+    retrieval's and ranking's best epochs hold."""
+    common = ("train.epochs=12", "train.patience=2", "train.lr=0.02")  # this seed peaks by epoch 6
+    joint = fit(tiny_config(*common), data, local(tmp_path / "joint"))
+    run = tmp_path / "per_stage"
+    result = fit(tiny_config(*common, "train.selection=per_stage"), data, local(run))
+
+    def trained(history):  # what training and validation produced, not what selection logged
+        return [{k: v for k, v in h.items() if k.startswith(("train/", "val/", "weights/"))} for h in history]
+
+    history = result["history"]
+    n = min(len(history), joint["epochs_run"])
+    assert trained(history[:n]) == trained(joint["history"][:n])
+    peaks = {m: int(np.argmax([h[m] for h in history])) for m in ("val/ndcg@10", "val/auc")}
+    stages = result["stage_best_epochs"]
+    assert stages == {"retrieval": peaks["val/ndcg@10"], "ranking": peaks["val/auc"]}
+    assert stages["retrieval"] != stages["ranking"]  # this seed: the stages peak apart
+    # it stops once both are stale for `patience` epochs (or at the epoch cap)
+    assert result["epochs_run"] == max(stages.values()) + 2 + 1 < 12
+    assert result["val"]["val/ndcg@10"] == history[stages["retrieval"]]["val/ndcg@10"]
+    assert result["val"]["val/auc"] == history[stages["ranking"]]["val/auc"]
+    # the joint checkpoint gives up one stage's best here; per stage keeps both
+    assert result["val"]["val/ndcg@10"] + result["val"]["val/auc"] > joint["val"]["val/ndcg@10"] + joint[
+        "val"
+    ]["val/auc"]
+    best = torch.load(run / "best_model.pt", weights_only=False)
+    for stage, epoch in (("retriever", stages["retrieval"]), ("ranker", stages["ranking"])):
+        ckpt = torch.load(run / f"checkpoints/epoch_{epoch:04d}" / CHECKPOINT_FILE, weights_only=False)
+        for key, value in ckpt["model"].items():
+            assert torch.equal(best[f"{stage}.{key}"], value), key
+
+
+def test_per_stage_selection_needs_a_term_per_stage_and_ignores_one_stage_models(data, tmp_path):
+    for objective, match in (
+        ("val/ndcg@10", "no ranking metric"),
+        ("val/cascade_ndcg@10 + val/auc", "both stages"),
+    ):
+        cfg = tiny_config("train.selection=per_stage", f"train.objective={objective}")
+        with pytest.raises(ValueError, match=f"train.selection: per_stage.*|{match}"):
+            fit(cfg, data, local(tmp_path))
+    assert not (tmp_path / "checkpoints").exists()
+    # a retrieval-only model has one stage: per_stage selects exactly as joint does
+    one = fit(tiny_config("train.variant=retrieval_only", "train.epochs=2"), data, local(tmp_path / "a"))
+    per = fit(
+        tiny_config("train.variant=retrieval_only", "train.epochs=2", "train.selection=per_stage"),
+        data,
+        local(tmp_path / "b"),
+    )
+    assert per["test"] == one["test"] and "stage_best_epochs" not in per
+
+
 def test_two_stage_objective_must_judge_each_stage_alone(data, tmp_path):
     for objective, match in (
         ("val/ndcg@10", "no ranking metric"),

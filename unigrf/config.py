@@ -252,6 +252,11 @@ class TrainConfig:
     # "0.5*val/ndcg@10 + 0.5*val/auc"; "auto" = what judges the variant's model(s)
     # (`resolved_objective`). Model selection never reads test metrics.
     objective: str = "auto"
+    # Which epoch(s) a model serving both stages is tested at: "joint" = the objective's best
+    # epoch for both stages; "per_stage" = retrieval at its best epoch on the objective's
+    # retrieval terms, ranking at its best on the ranking terms, training until both are stale
+    # (as the two_stage variant always selects; unigrf.training.loop.selected_model).
+    selection: Literal["joint", "per_stage"] = "joint"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     # "auto": bf16 autocast where the hardware computes bf16 natively (CUDA with bf16, CPUs with

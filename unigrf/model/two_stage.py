@@ -36,6 +36,18 @@ class TwoStage(nn.Module):
         self.retriever = UniGRF(cfg, num_items, num_levels, max_len, loss, item_counts)
         self.ranker = UniGRF(cfg, num_items, num_levels, max_len, loss, item_counts)
 
+    @classmethod
+    def of(cls, retriever: UniGRF, ranker: UniGRF) -> TwoStage:
+        """The pipeline of two trained models (e.g. two snapshots of one UniGRF run: per-stage
+        model selection); `retriever` and `ranker` are used as they are, not copied."""
+        pipeline = cls.__new__(cls)
+        nn.Module.__init__(pipeline)
+        pipeline.cfg = retriever.cfg
+        pipeline.num_items, pipeline.num_levels = retriever.num_items, retriever.num_levels
+        pipeline.max_len = retriever.max_len
+        pipeline.retriever, pipeline.ranker = retriever, ranker
+        return pipeline
+
     def losses(
         self,
         batch: dict[str, Tensor],

@@ -21,11 +21,19 @@ exactly, for the same thread count.
 Outputs under `ctx.run_dir` (rank 0): `tensorboard/` (per-epoch scalars: train/*, weights/*,
 val/*, objective, time/*, then test/* at the best epoch; `tensorboard/steps/`: per-step losses
 and weights every `train.log_every` steps), `metrics.json` (best epoch, its val metrics, test
-metrics, timing; for two_stage each stage's best epoch) and `best_model.pt` (the selected weights).
+metrics, timing; with per-stage selection each stage's best epoch) and `best_model.pt` (the
+selected weights; per stage a TwoStage state: `retriever.*`, `ranker.*`).
+
+Model selection (`train.selection`): a model serving both stages is tested either at one epoch,
+the best on the whole objective (`joint`), or at two, retrieval at its best epoch on the
+objective's retrieval terms and ranking at its best on the ranking terms (`per_stage`; training
+runs until both are stale) — the selection the two_stage pipeline always gets, so that the two
+are compared on equal terms. One training run either way; per stage, serving holds two snapshots.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -163,19 +171,24 @@ class Selection:
             setattr(self, key, value)
 
 
-def selections(objective: str, model: nn.Module) -> list[Selection]:
-    """[one Selection on the whole objective], or for TwoStage [retriever's, ranker's], each on
-    the objective's terms that judge that stage alone. Raises ValueError when the two-stage
-    objective has a term no single stage decides (cascade) or leaves a stage unjudged."""
+def selections(objective: str, model: nn.Module, per_stage: bool = False) -> list[Selection]:
+    """[one Selection on the whole objective], or [retrieval's, ranking's], each on the
+    objective's terms that judge that stage alone: always for TwoStage (a retriever and a ranker,
+    one Selection each), and for a model serving both stages when `per_stage`
+    (`train.selection: per_stage`: two Selections of the same weights, kept at two epochs).
+    Raises ValueError when a per-stage objective has a term no single stage decides (cascade)
+    or leaves a stage unjudged."""
     terms = parse_objective(objective)
-    if not isinstance(model, TwoStage):
+    two_stage = isinstance(model, TwoStage)
+    if not (two_stage or per_stage):
         return [Selection("model", terms, model)]
+    who = "the two_stage variant" if two_stage else "train.selection: per_stage"
     by_stage: dict[str, list[tuple[float, str]]] = {"retrieval": [], "ranking": []}
     for weight, name in terms:
         stage = metric_stage(name)
         if stage is None:
             raise ValueError(
-                f"train.objective {objective!r}: {name} depends on both stages; the two_stage variant "
+                f"train.objective {objective!r}: {name} depends on both stages; {who} "
                 "selects each stage's checkpoint on its own terms (retrieval: hr@k, ndcg@k, mrr; "
                 "ranking: auc, logloss, gauc)"
             )
@@ -183,13 +196,30 @@ def selections(objective: str, model: nn.Module) -> list[Selection]:
     for stage, own in by_stage.items():
         if not own:
             raise ValueError(
-                f"train.objective {objective!r} has no {stage} metric, so the two_stage variant cannot "
-                f"select its {stage} model; e.g. train.objective='0.5*val/ndcg@10 + 0.5*val/auc'"
+                f"train.objective {objective!r} has no {stage} metric, so {who} cannot "
+                f"select its {stage} checkpoint; e.g. train.objective='0.5*val/ndcg@10 + 0.5*val/auc'"
             )
+    retriever, ranker = (model.retriever, model.ranker) if two_stage else (model, model)
     return [
-        Selection("retrieval", by_stage["retrieval"], model.retriever),
-        Selection("ranking", by_stage["ranking"], model.ranker),
+        Selection("retrieval", by_stage["retrieval"], retriever),
+        Selection("ranking", by_stage["ranking"], ranker),
     ]
+
+
+def selected_model(model: nn.Module, selected: list[Selection]) -> nn.Module:
+    """The weights test is read with: `model` with each Selection's best state restored, or
+    for a per-stage selection of one model, a TwoStage of its two snapshots (retrieval's best
+    epoch retrieves, ranking's best epoch ranks and re-ranks the cascade)."""
+    if len(selected) == 1 or isinstance(model, TwoStage):
+        for sel in selected:
+            sel.restore_best()
+        return model
+    retrieval, ranking = selected
+    ranker = copy.deepcopy(model)
+    if ranking.best_state is not None:
+        ranker.load_state_dict(ranking.best_state)
+    retrieval.restore_best()
+    return TwoStage.of(model, ranker)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,7 +499,10 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
     model = build_model(cfg, data.num_items, data.num_levels, data.max_len, counts).to(device)
     amp = autocast_dtype(cfg.train.precision, device)
     objective = resolved_objective(cfg)
-    selected = selections(objective, model)  # a bad objective fails before any training
+    # a bad objective fails before any training; per-stage selection matters only to a model
+    # that serves both stages (the two_stage variant always selects per stage)
+    per_stage = cfg.train.selection == "per_stage" and spec.retrieval and spec.ranking
+    selected = selections(objective, model, per_stage)
     # the cascade (retrieval's top-C re-ranked) is evaluated every epoch only when the objective
     # reads it; the selected checkpoint's validation metrics always include it (see below)
     per_epoch_cascade = "cascade" in objective
@@ -606,18 +639,17 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
             f"run (last value {history[-1]['objective']}), so no checkpoint can be selected and test is "
             "not read; choose a metric the validation split defines (AUC needs both labels among the targets)"
         )
-    # test is read once, on the best checkpoint (for two stages: each stage's best epoch)
-    for sel in selected:
-        sel.restore_best()
+    # test is read once, on the best checkpoint (per stage: each stage's best epoch)
+    final = selected_model(model, selected)
     best_epoch = max(sel.best_epoch for sel in selected)
     best_obj = sum(sel.best_objective for sel in selected)
     if (len(selected) > 1 or not per_epoch_cascade) and best_epoch >= 0:
         # the selected weights' full validation metrics: the stages' best epochs were never
         # evaluated together, and the per-epoch evaluation skipped the cascade (the rest of the
         # numbers are recomputed identically)
-        val = _evaluate_main(model, data, "val", cfg, ctx, amp)
+        val = _evaluate_main(final, data, "val", cfg, ctx, amp)
         best_val = {f"val/{k}": float(v) for k, v in val.items()}
-    test = _evaluate_main(model, data, "test", cfg, ctx, amp)
+    test = _evaluate_main(final, data, "test", cfg, ctx, amp)
     epoch_times = [h["time/epoch_s"] for h in history]
     result = {
         "best_epoch": best_epoch,
@@ -636,7 +668,7 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         tmp.write_text(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2))
         os.replace(tmp, ctx.run_dir / "metrics.json")
         tmp_model = ctx.run_dir / ".best_model.pt.tmp"
-        torch.save(model.state_dict(), tmp_model)  # the selected weights, restored above
+        torch.save(final.state_dict(), tmp_model)  # the selected weights (per stage: retriever.*, ranker.*)
         os.replace(tmp_model, ctx.run_dir / "best_model.pt")
     if writer is not None:
         for k, v in result["test"].items():
