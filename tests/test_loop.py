@@ -318,9 +318,10 @@ def test_per_stage_selection_tests_one_run_at_each_stages_best_epoch(data, tmp_p
     assert result["val"]["val/ndcg@10"] == history[stages["retrieval"]]["val/ndcg@10"]
     assert result["val"]["val/auc"] == history[stages["ranking"]]["val/auc"]
     # the joint checkpoint gives up one stage's best here; per stage keeps both
-    assert result["val"]["val/ndcg@10"] + result["val"]["val/auc"] > joint["val"]["val/ndcg@10"] + joint[
-        "val"
-    ]["val/auc"]
+    assert (
+        result["val"]["val/ndcg@10"] + result["val"]["val/auc"]
+        > joint["val"]["val/ndcg@10"] + joint["val"]["val/auc"]
+    )
     best = torch.load(run / "best_model.pt", weights_only=False)
     for stage, epoch in (("retriever", stages["retrieval"]), ("ranker", stages["ranking"])):
         ckpt = torch.load(run / f"checkpoints/epoch_{epoch:04d}" / CHECKPOINT_FILE, weights_only=False)
