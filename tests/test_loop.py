@@ -12,18 +12,23 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from unigrf.config import SyntheticConfig, load_config
+from unigrf.config import SyntheticConfig, load_config, resolved_objective
 from unigrf.data.sequences import SequenceData
 from unigrf.data.synthetic import generate_synthetic
+from unigrf.evaluation import evaluate
+from unigrf.model import build_model
 from unigrf.training.loop import (
     CHECKPOINT_FILE,
     TrainContext,
     epoch_batches,
     epoch_users,
     fit,
+    load_selected_model,
     objective_value,
     parse_objective,
+    resolved_selection,
 )
+from unigrf.training.precision import autocast, autocast_dtype
 
 # A model and data small enough for an epoch in well under a second on one core.
 TINY = [
@@ -204,10 +209,12 @@ def test_interrupted_run_resumes_without_losing_or_repeating_an_epoch(data, tmp_
 
 
 def test_resumes_a_checkpoint_from_before_per_stage_selection(data, tmp_path):
-    """Checkpoints written before `Selection` kept the best-so-far as flat keys."""
-    reference = fit(tiny_config("train.epochs=3"), data, local(tmp_path / "ref"))
+    """Checkpoints written before `Selection` kept the best-so-far as flat keys (one joint
+    selection); under per-stage selection such a run is refused, naming the fix."""
+    joint = "train.selection=joint"
+    reference = fit(tiny_config("train.epochs=3", joint), data, local(tmp_path / "ref"))
     run = tmp_path / "run"
-    fit(tiny_config("train.epochs=2"), data, local(run))
+    fit(tiny_config("train.epochs=2", joint), data, local(run))
     path = run / "checkpoints/epoch_0001" / CHECKPOINT_FILE
     state = torch.load(path, weights_only=False)
     (sel,) = state.pop("selections")
@@ -218,7 +225,9 @@ def test_resumes_a_checkpoint_from_before_per_stage_selection(data, tmp_path):
         best_model=sel["best_state"],
     )
     torch.save(state, path)
-    resumed = fit(tiny_config("train.epochs=3"), data, local(run))
+    with pytest.raises(ValueError, match="train.selection=joint"):
+        fit(tiny_config("train.epochs=3"), data, local(run))  # auto: per stage for UniGRF
+    resumed = fit(tiny_config("train.epochs=3", joint), data, local(run))
     assert without_times(resumed["history"]) == without_times(reference["history"])
     assert resumed["test"] == reference["test"] and resumed["best_epoch"] == reference["best_epoch"]
 
@@ -299,9 +308,10 @@ def test_per_stage_selection_tests_one_run_at_each_stages_best_epoch(data, tmp_p
     changes a step), run until both stages are stale, and tested as the pair of snapshots
     retrieval's and ranking's best epochs hold."""
     common = ("train.epochs=12", "train.patience=2", "train.lr=0.02")  # this seed peaks by epoch 6
-    joint = fit(tiny_config(*common), data, local(tmp_path / "joint"))
+    joint = fit(tiny_config(*common, "train.selection=joint"), data, local(tmp_path / "joint"))
     run = tmp_path / "per_stage"
-    result = fit(tiny_config(*common, "train.selection=per_stage"), data, local(run))
+    result = fit(tiny_config(*common), data, local(run))  # auto: the default objective splits by stage
+    assert (result["selection"], joint["selection"]) == ("per_stage", "joint")
 
     def trained(history):  # what training and validation produced, not what selection logged
         return [{k: v for k, v in h.items() if k.startswith(("train/", "val/", "weights/"))} for h in history]
@@ -327,6 +337,31 @@ def test_per_stage_selection_tests_one_run_at_each_stages_best_epoch(data, tmp_p
         ckpt = torch.load(run / f"checkpoints/epoch_{epoch:04d}" / CHECKPOINT_FILE, weights_only=False)
         for key, value in ckpt["model"].items():
             assert torch.equal(best[f"{stage}.{key}"], value), key
+    # the saved pair, loaded into a fresh model of the config, gives the reported test metrics
+    cfg = tiny_config(*common)
+    for directory, reported in ((run, result), (tmp_path / "joint", joint)):
+        fresh = build_model(cfg, data.num_items, data.num_levels, data.max_len)
+        tested = load_selected_model(fresh, directory / "best_model.pt")
+        with autocast(torch.device("cpu"), autocast_dtype(cfg.train.precision, torch.device("cpu"))):
+            test = evaluate(tested, data, "test", cfg.eval, "cpu")
+        assert {f"test/{k}": float(v) for k, v in test.items()} == reported["test"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([], "per_stage"),  # the default objective: 0.5*val/ndcg@10 + 0.5*val/auc
+        (["train.objective=val/ndcg@10"], "joint"),  # a sweep's objective judges one stage
+        (["train.objective=val/cascade_ndcg@10 + val/auc"], "joint"),  # a term of both stages
+        (["train.selection=joint"], "joint"),
+        (["train.variant=wo_both"], "per_stage"),
+        (["train.variant=retrieval_only"], "joint"),  # one stage, one selection
+        (["train.variant=two_stage", "train.objective=val/ndcg@10 + val/auc"], "per_stage"),
+    ],
+)
+def test_auto_selection_is_per_stage_when_the_objective_judges_each_stage(overrides, expected):
+    cfg = tiny_config(*overrides)
+    assert resolved_selection(cfg, resolved_objective(cfg)) == expected
 
 
 def test_per_stage_selection_needs_a_term_per_stage_and_ignores_one_stage_models(data, tmp_path):

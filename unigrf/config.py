@@ -255,8 +255,10 @@ class TrainConfig:
     # Which epoch(s) a model serving both stages is tested at: "joint" = the objective's best
     # epoch for both stages; "per_stage" = retrieval at its best epoch on the objective's
     # retrieval terms, ranking at its best on the ranking terms, training until both are stale
-    # (as the two_stage variant always selects; unigrf.training.loop.selected_model).
-    selection: Literal["joint", "per_stage"] = "joint"
+    # (as the two_stage variant always selects); "auto" = per_stage when the objective has a
+    # retrieval and a ranking part and no cascade term, else joint
+    # (unigrf.training.loop.resolved_selection; reports/recipe/README.md says why).
+    selection: Literal["auto", "joint", "per_stage"] = "auto"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     # "auto": bf16 autocast where the hardware computes bf16 natively (CUDA with bf16, CPUs with

@@ -22,13 +22,16 @@ Outputs under `ctx.run_dir` (rank 0): `tensorboard/` (per-epoch scalars: train/*
 val/*, objective, time/*, then test/* at the best epoch; `tensorboard/steps/`: per-step losses
 and weights every `train.log_every` steps), `metrics.json` (best epoch, its val metrics, test
 metrics, timing; with per-stage selection each stage's best epoch) and `best_model.pt` (the
-selected weights; per stage a TwoStage state: `retriever.*`, `ranker.*`).
+selected weights; per stage a TwoStage state, `retriever.*` and `ranker.*`: `load_selected_model`
+loads either).
 
-Model selection (`train.selection`): a model serving both stages is tested either at one epoch,
-the best on the whole objective (`joint`), or at two, retrieval at its best epoch on the
-objective's retrieval terms and ranking at its best on the ranking terms (`per_stage`; training
-runs until both are stale) — the selection the two_stage pipeline always gets, so that the two
-are compared on equal terms. One training run either way; per stage, serving holds two snapshots.
+Model selection (`train.selection`, `resolved_selection`): a model serving both stages is tested
+either at one epoch, the best on the whole objective (`joint`), or at two (`per_stage`):
+retrieval at its best epoch on the objective's retrieval terms, ranking at its best on the
+ranking terms, training until both are stale — the selection the two_stage pipeline always gets,
+so that the two are compared on equal terms. `auto` (the default) is per_stage for an objective
+with a retrieval and a ranking part, as the default objective. One training run either way; per
+stage, serving holds two snapshots of it.
 """
 
 from __future__ import annotations
@@ -204,6 +207,32 @@ def selections(objective: str, model: nn.Module, per_stage: bool = False) -> lis
         Selection("retrieval", by_stage["retrieval"], retriever),
         Selection("ranking", by_stage["ranking"], ranker),
     ]
+
+
+def load_selected_model(model: nn.Module, file: Path) -> nn.Module:
+    """The model a run was tested with, from its `best_model.pt` and a freshly built `model`
+    of its config: `model` with the weights loaded, or for a per-stage selection (a TwoStage
+    state: `retriever.*`, `ranker.*`) a TwoStage of `model` and a copy of it."""
+    state = load_state_file(file)
+    if not isinstance(model, TwoStage) and any(k.startswith("retriever.") for k in state):
+        model = TwoStage.of(model, copy.deepcopy(model))
+    model.load_state_dict(state)
+    return model
+
+
+def resolved_selection(cfg: ExperimentConfig, objective: str) -> str:
+    """ "joint" or "per_stage": `train.selection` for a model serving both stages, "auto" being
+    per_stage when every term of `objective` judges one stage and both stages are judged (the
+    default objective 0.5*val/ndcg@10 + 0.5*val/auc), else joint (e.g. a sweep's val/ndcg@10, or
+    a cascade term). One-stage models have one selection ("joint"); the two_stage variant always
+    selects per stage."""
+    spec = variant_spec(cfg)
+    if cfg.train.variant == "two_stage" or not (spec.retrieval and spec.ranking):
+        return "per_stage" if cfg.train.variant == "two_stage" else "joint"
+    if cfg.train.selection != "auto":
+        return cfg.train.selection
+    stages = [metric_stage(name) for _, name in parse_objective(objective)]
+    return "per_stage" if None not in stages and set(stages) == {"retrieval", "ranking"} else "joint"
 
 
 def selected_model(model: nn.Module, selected: list[Selection]) -> nn.Module:
@@ -499,10 +528,8 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
     model = build_model(cfg, data.num_items, data.num_levels, data.max_len, counts).to(device)
     amp = autocast_dtype(cfg.train.precision, device)
     objective = resolved_objective(cfg)
-    # a bad objective fails before any training; per-stage selection matters only to a model
-    # that serves both stages (the two_stage variant always selects per stage)
-    per_stage = cfg.train.selection == "per_stage" and spec.retrieval and spec.ranking
-    selected = selections(objective, model, per_stage)
+    selection = resolved_selection(cfg, objective)
+    selected = selections(objective, model, selection == "per_stage")  # a bad objective fails here
     # the cascade (retrieval's top-C re-ranked) is evaluated every epoch only when the objective
     # reads it; the selected checkpoint's validation metrics always include it (see below)
     per_epoch_cascade = "cascade" in objective
@@ -535,6 +562,12 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         if sel_states is None:  # a checkpoint from before per-stage selection: one model
             keys = ("best_objective", "best_epoch", "stale", "best_model")
             sel_states = [dict(zip(Selection.STATE_KEYS, (state[k] for k in keys), strict=True))]
+        if len(sel_states) != len(selected):  # e.g. a joint-era run resumed under per_stage
+            raise ValueError(
+                f"the checkpoint in {ctx.run_dir} was written under {len(sel_states)} model selection(s), "
+                f"this config makes {len(selected)} (train.selection resolves to {selection!r}); resume it "
+                "with the selection it was trained with (train.selection=joint for one), or restart it"
+            )
         for sel, sel_state in zip(selected, sel_states, strict=True):
             sel.load_state_dict(sel_state)
         best_val, history = state["best_val"], state["history"]
@@ -659,6 +692,7 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         "test": {f"test/{k}": float(v) for k, v in test.items()},
         "time": {"total_s": sum(epoch_times), "epoch_s": sum(epoch_times) / max(len(epoch_times), 1)},
         "history": history,
+        "selection": selection,
     }
     if len(selected) > 1:
         result["stage_best_epochs"] = {sel.name: sel.best_epoch for sel in selected}
