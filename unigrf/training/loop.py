@@ -227,8 +227,10 @@ def resolved_selection(cfg: ExperimentConfig, objective: str) -> str:
     a cascade term). One-stage models have one selection ("joint"); the two_stage variant always
     selects per stage."""
     spec = variant_spec(cfg)
-    if cfg.train.variant == "two_stage" or not (spec.retrieval and spec.ranking):
-        return "per_stage" if cfg.train.variant == "two_stage" else "joint"
+    if cfg.train.variant == "two_stage":
+        return "per_stage"
+    if not (spec.retrieval and spec.ranking):
+        return "joint"
     if cfg.train.selection != "auto":
         return cfg.train.selection
     stages = [metric_stage(name) for _, name in parse_objective(objective)]
