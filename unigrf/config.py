@@ -241,7 +241,10 @@ class TrainConfig:
     lr: float = 2e-3
     # AdamW; the learning rate warms up linearly over `warmup_steps`, then follows `lr_schedule`
     # ("constant", or "cosine" / "linear" decay to lr * min_lr_ratio at the last epoch's end).
-    weight_decay: float = 1e-5
+    # Decoupled weight decay on every parameter, strong by design: the main regulariser of the
+    # recipe on sparse data (reports/recipe/README.md, "Regularisation": 1e-5 -> 1.0 lifted
+    # validation NDCG@10 on Amazon MI and ML-100K alike).
+    weight_decay: float = 1.0
     adam_betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0
     lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
