@@ -76,6 +76,9 @@ def test_int_promoted_to_float():
         ("enhancer.m=-1", "enhancer.m"),
         ("model.dim=33", "model.dim"),
         ("novalue", "KEY=VALUE"),
+        ("eval.cascade_lambdas=[0, -1]", "eval.cascade_lambdas"),
+        ("eval.cascade_lambdas=[.nan]", "eval.cascade_lambdas"),
+        ("eval.cascade_lambdas=[]", "eval.cascade_lambdas"),
     ],
 )
 def test_bad_overrides_name_the_key(override, fragment):
@@ -132,3 +135,22 @@ def test_auto_objective_judges_what_the_variant_trains():
     for variant in ("unigrf", "wo_both", "two_stage"):
         assert objective(variant) == "0.5*val/ndcg@10 + 0.5*val/auc"
     assert objective("unigrf", "val/mrr") == "val/mrr"  # an explicit objective is kept
+
+
+def test_cascade_lambdas_default_and_infinity_round_trip(tmp_path):
+    import math
+
+    from unigrf.evaluation.cascade_score import DEFAULT_LAMBDAS
+
+    cfg = load_config()
+    assert (
+        cfg.eval.cascade_lambdas == DEFAULT_LAMBDAS
+        and DEFAULT_LAMBDAS[0] == 0
+        and DEFAULT_LAMBDAS[-1] == math.inf
+    )
+    cfg = load_config(overrides=["eval.cascade_lambdas=[0, 1, .inf]"])
+    assert cfg.eval.cascade_lambdas == (0.0, 1.0, math.inf)
+    path = tmp_path / "c.yaml"
+    path.write_text(config_to_yaml(cfg))  # YAML writes inf as .inf
+    assert load_config(path).eval.cascade_lambdas == (0.0, 1.0, math.inf)
+    assert config_hash(load_config(path)) == config_hash(cfg)

@@ -25,6 +25,7 @@ from test_loop import scalars, tiny_config, tiny_data, without_times
 
 from unigrf.data.sequences import SequenceData
 from unigrf.evaluation import evaluate
+from unigrf.evaluation.outcomes import metrics_from_outcomes, read_outcomes
 from unigrf.model import build_model
 from unigrf.training.distributed import RayTrainContext, build_trainer, run_worker, train_worker
 from unigrf.training.loop import CHECKPOINT_FILE, TrainContext, fit, load_selected_model
@@ -176,6 +177,18 @@ def test_two_workers_train_and_match_single_process_evaluation(ray_pickling, dat
     assert [r["checkpoint"] for r in reports] == [True, True, False]
     final = reports[-1]["metrics"]
     assert final["final"] == 1 and final["test/ndcg@10"] == out["test"]["test/ndcg@10"]
+    # ...and how the weights were selected, the cascade's λ and rank 0's per-user outcome files
+    assert final["selection"] == out["selection"] == "joint"
+    assert final["cascade_lambda"] == out["cascade_lambda"]
+    assert final["outcomes"] == out["outcomes"]
+    for split, path in out["outcomes"].items():
+        assert Path(path) == (tmp_path / "runs" / "two" / "outcomes" / f"{split}.parquet").resolve()
+        again = metrics_from_outcomes(
+            read_outcomes(path), tiny_config().eval.ks, tiny_config().eval.cascade_k
+        )
+        assert {f"{split}/{k}": v for k, v in again.items()} == {
+            f"{split}/{k}": out[split][f"{split}/{k}"] for k in again
+        }
 
     # rank 0 wrote metrics.json, the best model and TensorBoard scalars
     run_dir = tmp_path / "runs" / "two"
@@ -193,12 +206,12 @@ def test_two_workers_train_and_match_single_process_evaluation(ray_pickling, dat
     assert state["epoch"] == 1 and len(state["history"]) == 2
     model = build_model(cfg, data.num_items, data.num_levels, data.max_len)
     model.load_state_dict(state["model"])
-    # UniGRF at the default objective is tested per stage: best_model.pt holds both snapshots
-    assert out["selection"] == "per_stage"
+    # UniGRF is tested at one checkpoint (the default), at the λ chosen on validation
     model = load_selected_model(model, run_dir / "best_model.pt")
     cpu = torch.device("cpu")
     with autocast(cpu, autocast_dtype(cfg.train.precision, cpu)):
-        test = evaluate(model, data, "test", cfg.eval, "cpu")
+        test = evaluate(model, data, "test", cfg.eval, "cpu", cascade_lambda=out["cascade_lambda"])
+    assert test.pop("cascade_lambda") == out["cascade_lambda"]
     assert {f"test/{k}": float(v) for k, v in test.items()} == out["test"]
 
 

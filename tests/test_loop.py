@@ -16,6 +16,8 @@ from unigrf.config import SyntheticConfig, load_config, resolved_objective
 from unigrf.data.sequences import SequenceData
 from unigrf.data.synthetic import generate_synthetic
 from unigrf.evaluation import evaluate
+from unigrf.evaluation.cascade_score import choose_lambda, format_lambda
+from unigrf.evaluation.outcomes import metrics_from_outcomes, read_outcomes
 from unigrf.model import build_model
 from unigrf.training.loop import (
     CHECKPOINT_FILE,
@@ -166,6 +168,53 @@ def test_fit_writes_metrics_checkpoints_and_learns(data, tmp_path):
     assert history[-1]["train/loss_ranking"] < history[0]["train/loss_ranking"]
 
 
+@pytest.mark.parametrize("variant", ["unigrf", "two_stage"])
+def test_fit_writes_per_user_outcomes_that_recompute_its_metrics(data, tmp_path, variant):
+    """`<run dir>/outcomes/{val,test}.parquet` hold the selected weights' per-user outcomes:
+    every metric fit reports for val and test is recomputed from them exactly; the cascade's
+    λ is validation's argmax and is recorded top-level (JSON Infinity for inf)."""
+    cfg = tiny_config("train.epochs=3", f"train.variant={variant}", "train.objective=val/ndcg@10 + val/auc")
+    result = fit(cfg, data, local(tmp_path))
+    assert set(result["outcomes"]) == {"val", "test"}
+    for split in ("val", "test"):
+        path = Path(result["outcomes"][split])
+        assert path.is_absolute() and path == (tmp_path / "outcomes" / f"{split}.parquet").resolve()
+        frame = read_outcomes(path)
+        assert list(frame["user"]) == list(range(data.num_users))
+        again = metrics_from_outcomes(frame, cfg.eval.ks, cfg.eval.cascade_k)
+        assert {f"{split}/{k}": v for k, v in again.items()} == {
+            f"{split}/{k}": result[split][f"{split}/{k}"] for k in again
+        }
+        assert again["cascade_num_users"] > 0 and np.isfinite(again["cascade_ndcg@10"])
+    lam = result["cascade_lambda"]
+    curve = {
+        x: result["val"][f"val/cascade_ndcg@10/lambda_{format_lambda(x)}"] for x in cfg.eval.cascade_lambdas
+    }
+    assert lam == choose_lambda(curve) and result["val"]["val/cascade_ndcg@10"] == curve[lam]
+    assert (
+        result["test"]["test/cascade_ndcg@10"]
+        == result["test"][f"test/cascade_ndcg@10/lambda_{format_lambda(lam)}"]
+    )
+    assert "val/cascade_lambda" not in result["val"] and "test/cascade_lambda" not in result["test"]
+    saved = json.loads((tmp_path / "metrics.json").read_text())  # Python's json reads Infinity
+    assert saved["cascade_lambda"] == lam and saved["outcomes"] == result["outcomes"]
+    assert saved["selection"] == ("per_stage" if variant == "two_stage" else "joint")
+
+
+def test_the_cascade_lambda_never_reads_test(tmp_path):
+    """Two datasets that differ only in the test targets' ratings: the same training, the same
+    validation and the same λ; only test numbers move."""
+    torch.set_num_threads(1)
+    a, b = tiny_data(), tiny_data()
+    last = b.offsets[1:] - 1  # every user's test interaction
+    b.ratings[last] = np.where(b.ratings[last] >= b.like_threshold, 1.0, 5.0)  # likes flipped
+    cfg = tiny_config("train.epochs=2")
+    ra, rb = fit(cfg, a, local(tmp_path / "a")), fit(cfg, b, local(tmp_path / "b"))
+    assert ra["val"] == rb["val"] and ra["cascade_lambda"] == rb["cascade_lambda"]
+    assert without_times(ra["history"]) == without_times(rb["history"])
+    assert ra["test"]["test/cascade_num_users"] != rb["test"]["test/cascade_num_users"]
+
+
 def test_keeps_the_best_k_checkpoints_and_the_latest(data, tmp_path):
     # a constant objective: epoch 0 stays the best, so "best 1" and "latest" differ
     cfg = tiny_config("train.epochs=4", "train.objective=val/num_users")
@@ -210,11 +259,11 @@ def test_interrupted_run_resumes_without_losing_or_repeating_an_epoch(data, tmp_
 
 def test_resumes_a_checkpoint_from_before_per_stage_selection(data, tmp_path):
     """Checkpoints written before `Selection` kept the best-so-far as flat keys (one joint
-    selection); under per-stage selection such a run is refused, naming the fix."""
-    joint = "train.selection=joint"
-    reference = fit(tiny_config("train.epochs=3", joint), data, local(tmp_path / "ref"))
+    selection): the default (one checkpoint) resumes them; per-stage selection refuses them,
+    naming the fix."""
+    reference = fit(tiny_config("train.epochs=3"), data, local(tmp_path / "ref"))
     run = tmp_path / "run"
-    fit(tiny_config("train.epochs=2", joint), data, local(run))
+    fit(tiny_config("train.epochs=2"), data, local(run))
     path = run / "checkpoints/epoch_0001" / CHECKPOINT_FILE
     state = torch.load(path, weights_only=False)
     (sel,) = state.pop("selections")
@@ -226,10 +275,26 @@ def test_resumes_a_checkpoint_from_before_per_stage_selection(data, tmp_path):
     )
     torch.save(state, path)
     with pytest.raises(ValueError, match="train.selection=joint"):
-        fit(tiny_config("train.epochs=3"), data, local(run))  # auto: per stage for UniGRF
-    resumed = fit(tiny_config("train.epochs=3", joint), data, local(run))
+        fit(tiny_config("train.epochs=3", "train.selection=per_stage"), data, local(run))
+    resumed = fit(tiny_config("train.epochs=3"), data, local(run))  # auto: one checkpoint
     assert without_times(resumed["history"]) == without_times(reference["history"])
     assert resumed["test"] == reference["test"] and resumed["best_epoch"] == reference["best_epoch"]
+
+
+def test_a_per_stage_checkpoint_is_refused_under_the_one_checkpoint_default(data, tmp_path):
+    """A run written under `per_stage` (two selections) resumed under the default (`auto`: one
+    checkpoint) is refused, naming the selection to resume it with; with it, it resumes."""
+    per_stage = "train.selection=per_stage"
+    reference = fit(tiny_config("train.epochs=3", per_stage), data, local(tmp_path / "ref"))
+    run = tmp_path / "run"
+    fit(tiny_config("train.epochs=2", per_stage), data, local(run))
+    with pytest.raises(
+        ValueError, match=r"2 model selection\(s\), this config makes 1.*train\.selection=per_stage"
+    ):
+        fit(tiny_config("train.epochs=3"), data, local(run))
+    resumed = fit(tiny_config("train.epochs=3", per_stage), data, local(run))
+    assert without_times(resumed["history"]) == without_times(reference["history"])
+    assert resumed["test"] == reference["test"] and resumed["selection"] == "per_stage"
 
 
 def test_finished_run_is_not_retrained(data, tmp_path):
@@ -308,10 +373,11 @@ def test_per_stage_selection_tests_one_run_at_each_stages_best_epoch(data, tmp_p
     changes a step), run until both stages are stale, and tested as the pair of snapshots
     retrieval's and ranking's best epochs hold."""
     common = ("train.epochs=12", "train.patience=2", "train.lr=0.02")  # this seed peaks by epoch 6
-    joint = fit(tiny_config(*common, "train.selection=joint"), data, local(tmp_path / "joint"))
+    joint = fit(tiny_config(*common), data, local(tmp_path / "joint"))  # auto: one checkpoint
     run = tmp_path / "per_stage"
-    result = fit(tiny_config(*common), data, local(run))  # auto: the default objective splits by stage
+    result = fit(tiny_config(*common, "train.selection=per_stage"), data, local(run))
     assert (result["selection"], joint["selection"]) == ("per_stage", "joint")
+    assert json.loads((run / "metrics.json").read_text())["selection"] == "per_stage"
 
     def trained(history):  # what training and validation produced, not what selection logged
         return [{k: v for k, v in h.items() if k.startswith(("train/", "val/", "weights/"))} for h in history]
@@ -338,28 +404,36 @@ def test_per_stage_selection_tests_one_run_at_each_stages_best_epoch(data, tmp_p
         for key, value in ckpt["model"].items():
             assert torch.equal(best[f"{stage}.{key}"], value), key
     # the saved pair, loaded into a fresh model of the config, gives the reported test metrics
+    # at the reported λ (the composed pair's, chosen on validation)
     cfg = tiny_config(*common)
     for directory, reported in ((run, result), (tmp_path / "joint", joint)):
         fresh = build_model(cfg, data.num_items, data.num_levels, data.max_len)
         tested = load_selected_model(fresh, directory / "best_model.pt")
         with autocast(torch.device("cpu"), autocast_dtype(cfg.train.precision, torch.device("cpu"))):
-            test = evaluate(tested, data, "test", cfg.eval, "cpu")
+            val = evaluate(tested, data, "val", cfg.eval, "cpu")
+            test = evaluate(tested, data, "test", cfg.eval, "cpu", cascade_lambda=reported["cascade_lambda"])
+        assert val.pop("cascade_lambda") == reported["cascade_lambda"]
+        assert {f"val/{k}": float(v) for k, v in val.items()} == reported["val"]
+        assert test.pop("cascade_lambda") == reported["cascade_lambda"]
         assert {f"test/{k}": float(v) for k, v in test.items()} == reported["test"]
 
 
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ([], "per_stage"),  # the default objective: 0.5*val/ndcg@10 + 0.5*val/auc
-        (["train.objective=val/ndcg@10"], "joint"),  # a sweep's objective judges one stage
-        (["train.objective=val/cascade_ndcg@10 + val/auc"], "joint"),  # a term of both stages
+        ([], "joint"),  # one checkpoint is the unified model, under the default objective too
+        (["train.objective=val/ndcg@10"], "joint"),
+        (["train.objective=val/cascade_ndcg@10 + val/auc"], "joint"),
         (["train.selection=joint"], "joint"),
-        (["train.variant=wo_both"], "per_stage"),
+        (["train.selection=per_stage"], "per_stage"),  # two snapshots, only when asked for
+        (["train.variant=wo_both"], "joint"),
         (["train.variant=retrieval_only"], "joint"),  # one stage, one selection
-        (["train.variant=two_stage", "train.objective=val/ndcg@10 + val/auc"], "per_stage"),
+        (["train.variant=retrieval_only", "train.selection=per_stage"], "joint"),
+        (["train.variant=two_stage", "train.objective=val/ndcg@10 + val/auc"], "per_stage"),  # two models
+        (["train.variant=two_stage", "train.selection=joint"], "per_stage"),
     ],
 )
-def test_auto_selection_is_per_stage_when_the_objective_judges_each_stage(overrides, expected):
+def test_auto_selection_is_one_checkpoint_for_one_model(overrides, expected):
     cfg = tiny_config(*overrides)
     assert resolved_selection(cfg, resolved_objective(cfg)) == expected
 

@@ -4,6 +4,7 @@ it is far above popularity, and a small trained model lands between the two."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -13,7 +14,9 @@ from unigrf.config import DataConfig, EvalConfig, SyntheticConfig, load_config
 from unigrf.data.prepare import prepare_dataset
 from unigrf.data.sequences import SequenceData
 from unigrf.data.synthetic import synthetic_oracle
-from unigrf.evaluation.evaluate import popularity_baseline
+from unigrf.evaluation.cascade_score import choose_lambda, format_lambda
+from unigrf.evaluation.evaluate import cascade_candidates, cascade_ranks_from_logits, popularity_baseline
+from unigrf.evaluation.metrics import history_mask, hit_rate, ndcg, target_ranks
 from unigrf.evaluation.oracle import load_id_maps, oracle_metrics, synthetic_oracle_metrics
 from unigrf.training.loop import TrainContext, fit
 
@@ -81,6 +84,54 @@ def test_oracle_is_far_above_popularity(data, oracle_test):
     assert oracle_test["logloss"] < 0.8 * constant
     assert oracle_test["cascade_ndcg@10"] > 5 * pop["ndcg@10"]
     assert oracle_test["num_users"] == data.num_users
+
+
+def joint_probability_cascade(prepared, data: SequenceData, split: str) -> torch.Tensor:
+    """The liked users' cascade ranks [U_liked] under P(next) · P(like), written out directly
+    (retrieval's top C by the true probability, re-ranked by the probability of being next and
+    liked): the oracle's cascade rule before the λ family, of which it is λ = 1."""
+    oracle = synthetic_oracle(DATA.synthetic)
+    user_ids, item_ids = load_id_maps(prepared)
+    events = oracle.splits[split]
+    row = {u: e for e, u in enumerate(events.users)}
+    picked = np.array([row[u] for u in user_ids])
+    column = np.array([list(oracle.items).index(i) for i in item_ids[1:]])
+    batch = data.eval_batch(np.arange(data.num_users), split)
+    p_next = torch.zeros(data.num_users, data.num_items + 1)
+    p_next[:, 1:] = torch.from_numpy(events.item_probs[picked][:, column])
+    p_like = torch.zeros(data.num_users, data.num_items + 1, dtype=torch.float64)
+    p_like[:, 1:] = torch.from_numpy(oracle.like_probabilities(split, data.like_threshold)[picked][:, column])
+    mask = history_mask(batch["history"], data.num_items, batch["targets"])
+    ranks = target_ranks(p_next, batch["targets"], mask)
+    candidates = cascade_candidates(p_next, mask, EVAL.cascade_top_c)
+    joint = p_next.double().gather(1, candidates) * p_like.gather(1, candidates)
+    cascade = cascade_ranks_from_logits(joint, candidates, mask, batch["targets"], ranks)
+    return cascade[batch["target_likes"] > 0.5]
+
+
+def test_oracle_cascade_uses_the_models_rule_family_with_lambda_chosen_on_validation(
+    prepared, data, oracle_test
+):
+    """The oracle's cascade is log P(next) + λ·log P(like) with the true probabilities, λ
+    chosen on validation and applied to test — the rule a model's cascade follows, so the
+    oracle row is its ceiling; at λ = 1 it is the joint probability, the Bayes order."""
+    oracle = synthetic_oracle(DATA.synthetic)
+    user_ids, item_ids = load_id_maps(prepared)
+    val = oracle_metrics(oracle, data, user_ids, item_ids, "val", EVAL)
+    curve = {lam: val[f"cascade_ndcg@10/lambda_{format_lambda(lam)}"] for lam in EVAL.cascade_lambdas}
+    assert val["cascade_lambda"] == choose_lambda(curve)
+    assert oracle_test["cascade_lambda"] == val["cascade_lambda"]  # test applies validation's λ
+    chosen = format_lambda(oracle_test["cascade_lambda"])
+    assert oracle_test["cascade_ndcg@10"] == oracle_test[f"cascade_ndcg@10/lambda_{chosen}"]
+    # the joint probability is the Bayes order of the liked targets: close to the curve's top,
+    # far above retrieval alone (λ = 0) and the like-probability alone (λ = inf)
+    assert curve[1.0] >= 0.97 * max(curve.values()), curve
+    assert curve[1.0] > curve[0.0] and curve[1.0] > curve[math.inf], curve
+    # λ = 1 reproduces the former oracle rule, P(next) · P(like), on test
+    at_one = oracle_metrics(oracle, data, user_ids, item_ids, "test", EVAL, cascade_lambda=1.0)
+    old = joint_probability_cascade(prepared, data, "test")
+    assert at_one["cascade_ndcg@10"] == pytest.approx(ndcg(old, 10), rel=1e-9)
+    assert at_one["cascade_hr@10"] == pytest.approx(hit_rate(old, 10), rel=1e-9)
 
 
 def test_oracle_refuses_data_it_does_not_describe(ray_cluster, prepared, data, tmp_path):

@@ -218,6 +218,15 @@ def test_run_fixed_configs_runs_named_cells_and_skips_finished_ones(ray_cluster,
     assert list(history["epoch"]) == [0.0, 1.0] and "val/ndcg@10" in history
     assert frame.loc[0, "history"][1]["epoch"] == 1.0
     stored = {n: (experiment / "runs" / n / TRIAL_RESULT).stat().st_mtime_ns for n, _ in configs}
+    # the final report (stored as the trial's result) carries how the weights were selected, the
+    # cascade's λ and the per-user outcome files, written in the trial's run directory
+    for name, _ in configs:
+        final = json.loads((experiment / "runs" / name / TRIAL_RESULT).read_text())["final"]
+        assert final["selection"] == "joint" and final["cascade_lambda"] >= 0
+        assert set(final["outcomes"]) == {"val", "test"}
+        for split, path in final["outcomes"].items():
+            assert Path(path) == (experiment / "runs" / name / "outcomes" / f"{split}.parquet").resolve()
+            assert Path(path).is_file()
 
     # resume: finished cells are skipped (no Tune run at all), the same rows come back
     again = run_fixed_configs(configs, experiment, None, resume=True)

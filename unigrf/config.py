@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -221,6 +222,11 @@ class LossConfig:
 # Training, enhancer, weighter, evaluation
 # --------------------------------------------------------------------------------------------
 
+# λ values of the cascade's combined score evaluated on validation (`EvalConfig.cascade_lambdas`;
+# `unigrf.evaluation.cascade_score.DEFAULT_LAMBDAS` is this tuple): 0 = retrieval's order,
+# inf = the ranking head's order.
+CASCADE_LAMBDAS: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, math.inf)
+
 Variant = Literal[
     "unigrf",
     "wo_enhancer",
@@ -255,12 +261,14 @@ class TrainConfig:
     # "0.5*val/ndcg@10 + 0.5*val/auc"; "auto" = what judges the variant's model(s)
     # (`resolved_objective`). Model selection never reads test metrics.
     objective: str = "auto"
-    # Which epoch(s) a model serving both stages is tested at: "joint" = the objective's best
-    # epoch for both stages; "per_stage" = retrieval at its best epoch on the objective's
-    # retrieval terms, ranking at its best on the ranking terms, training until both are stale
-    # (as the two_stage variant always selects); "auto" = per_stage when the objective has a
-    # retrieval and a ranking part and no cascade term, else joint
-    # (unigrf.training.loop.resolved_selection; reports/recipe/README.md says why).
+    # Which epoch(s) a model serving both stages is tested at. "joint" = one checkpoint, the
+    # objective's best epoch, serving both stages: the unified model the paper describes (one
+    # model, no extra serving cost). "per_stage" = two snapshots of the one run: retrieval at its
+    # best epoch on the objective's retrieval terms, ranking at its best on the ranking terms,
+    # training until both are stale; its results record `selection: per_stage` and tables label
+    # them as two snapshots. "auto" (the default) = joint for one model, per stage for the
+    # two_stage variant (two separately trained models, each selected on its own terms)
+    # (unigrf.training.loop.resolved_selection; docs/ARCHITECTURE.md "Training").
     selection: Literal["auto", "joint", "per_stage"] = "auto"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
@@ -304,6 +312,11 @@ class EvalConfig:
     # How items scoring exactly equal to the target count (unigrf/evaluation/metrics.py):
     # "pessimistic" ranks them above it (a constant scorer gets 0, not 1); "optimistic" below.
     ties: Literal["pessimistic", "optimistic"] = "pessimistic"
+    # The cascade re-ranks retrieval's top C by log P(next) + λ·log P(like)
+    # (unigrf.evaluation.cascade_score); every λ here is evaluated in one pass, λ is chosen on
+    # validation (cascade NDCG@cascade_k, ties to the smaller λ) and applied to test. 0 = retrieval
+    # alone, .inf = the ranking head alone (the cascade's former rule), 1 = the joint probability.
+    cascade_lambdas: tuple[float, ...] = CASCADE_LAMBDAS
 
 
 @dataclass(frozen=True)
@@ -369,6 +382,12 @@ class ExperimentConfig:
             (self.eval.batch_size >= 1, "eval.batch_size must be >= 1"),
             (self.eval.cascade_k >= 1, "eval.cascade_k must be >= 1"),
             (self.eval.cascade_top_c >= self.eval.cascade_k, "eval.cascade_top_c must be >= eval.cascade_k"),
+            (len(self.eval.cascade_lambdas) >= 1, "eval.cascade_lambdas must hold at least one λ"),
+            (
+                all(lam >= 0 for lam in self.eval.cascade_lambdas),  # False for NaN too
+                f"eval.cascade_lambdas must be >= 0 (0 = retrieval alone, .inf = the ranking head alone), "
+                f"got {list(self.eval.cascade_lambdas)}",
+            ),
         ]
         # every preset `auto` may resolve to must give a valid shape with the direct overrides
         sizes = (

@@ -28,19 +28,29 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-# λ values evaluated on validation; 0 = retrieval's order, inf = the ranking head's order.
-DEFAULT_LAMBDAS: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, math.inf)
+from unigrf.config import CASCADE_LAMBDAS
+
+# λ values evaluated on validation (`EvalConfig.cascade_lambdas`' default); 0 = retrieval's
+# order, inf = the ranking head's order.
+DEFAULT_LAMBDAS: tuple[float, ...] = CASCADE_LAMBDAS
+
+
+def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """`t` as float32, or as it is when it is float64 (the evaluation ranks in float64, where
+    distinct float32 scores stay distinct after the softmax's shift)."""
+    return t if t.dtype == torch.float64 else t.float()
 
 
 def retrieval_log_probs(scores: torch.Tensor, mask: torch.Tensor | None, temperature: float) -> torch.Tensor:
     """log P(next = i) [B, I]: log-softmax of `scores / temperature` over the eligible items.
 
     scores: [B, I] similarities; mask: [B, I] bool, True = excluded (their log-probability is
-    -inf and they take no mass), or None; temperature > 0 (the retrieval loss's).
+    -inf and they take no mass), or None; temperature > 0 (the retrieval loss's). Computed in
+    float32, or float64 for float64 scores.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    logits = scores.float() / temperature
+    logits = _at_least_float32(scores) / temperature
     if mask is not None:
         logits = logits.masked_fill(mask, -math.inf)
     return F.log_softmax(logits, dim=-1)
@@ -50,13 +60,14 @@ def combined_scores(retrieval_logprob: torch.Tensor, like_logit: torch.Tensor, l
     """score_λ = log P(next) + λ · log σ(like_logit), elementwise over candidates [..., C].
 
     λ = 0 returns `retrieval_logprob`; λ = inf returns log σ(like_logit) (the ranking head's
-    order) plus 1e-6 · log P(next), so that retrieval breaks the head's exact ties.
+    order) plus 1e-6 · log P(next), so that retrieval breaks the head's exact ties. Computed in
+    float32, or float64 where a float64 input asks for it.
     """
     if lam < 0 or math.isnan(lam):
         raise ValueError(f"lambda must be >= 0, got {lam}")
     if lam == 0:
         return retrieval_logprob
-    log_like = F.logsigmoid(like_logit.float())
+    log_like = F.logsigmoid(_at_least_float32(like_logit))
     if math.isinf(lam):
         return log_like + 1e-6 * retrieval_logprob.clamp_min(-1e6)
     return retrieval_logprob + lam * log_like

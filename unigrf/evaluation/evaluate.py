@@ -2,10 +2,18 @@
 
 `evaluate` scores every user's held-out target against the whole item catalogue (padding item 0
 and the user's history excluded, the target itself never), measures the ranking branch on the
-target's like label, and runs the cascade a serving system would: retrieval's top-C, re-scored
-by the ranking branch, final top-k. `popularity_baseline` gives the retrieval metrics of
-ranking by item count. Both loop over batches of users only; everything per user is
-vectorised. Pure torch/numpy (no Ray).
+target's like label, and runs the cascade a serving system would: retrieval's top-C, re-ranked
+by the combined score log P(next) + λ·log P(like) (`unigrf.evaluation.cascade_score`), final
+top-k. Every λ of `EvalConfig.cascade_lambdas` is ranked in the same pass (the candidates and
+their like logits are computed once; only the sort differs); λ is chosen on validation and
+applied unchanged to test. `popularity_baseline` gives the retrieval metrics of ranking by item
+count. Both loop over batches of users only; everything per user is vectorised. Pure
+torch/numpy (no Ray).
+
+Every metric is computed from the per-user outcomes (`unigrf.evaluation.outcomes`: the target's
+rank, like label and logit, and its cascade rank at the chosen λ), so the frame
+`evaluate(..., outcomes=True)` returns recomputes the reported numbers exactly
+(`metrics_from_outcomes`).
 
 Model API used (docs/ARCHITECTURE.md):
 - `score_eval(batch) -> (scores [B, num_items + 1], rank_logit [B])` on an `eval_batch`:
@@ -13,6 +21,8 @@ Model API used (docs/ARCHITECTURE.md):
   the appended target item;
 - `score_candidates(items, feedback, timestamps, lengths, candidates [B, C]) -> [B, C]`: the
   ranking logit of each candidate as the next item after the prefix (positions < lengths);
+- `retrieval_temperature` (float): the retrieval loss's temperature, so that
+  softmax(scores / temperature) is the model's P(next) (needed for 0 < λ < inf only);
 - optionally `eval_prefix(batch) -> (scores, prefix)` plus `score_candidates(..., prefix=)`:
   the history encoded once, then the target and the cascade's candidates scored as
   continuations of it (`PrefixEvalModel`; UniGRF and TwoStage have it) — half the model work;
@@ -20,32 +30,33 @@ Model API used (docs/ARCHITECTURE.md):
 
 The cascade's candidates are scored only for the users whose cascade rank they decide
 (`cascade_rows`: target liked and retrieved in the top C): the same metrics, for a fraction of
-the continuation work.
+the continuation work; every λ's rank is decided by the same rows.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Mapping
-from typing import Protocol
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Literal, Protocol, overload
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from unigrf.config import EvalConfig
 from unigrf.data.sequences import SPLITS, SequenceData
+from unigrf.evaluation.cascade_score import choose_lambda, combined_scores, format_lambda, retrieval_log_probs
 from unigrf.evaluation.metrics import (
     Ties,
-    auc,
     history_mask,
     hit_rate,
-    logloss,
     mrr,
     ndcg,
     target_ranks,
 )
+from unigrf.evaluation.outcomes import NOT_COUNTED, metrics_from_outcomes, outcomes_frame, per_user
 
 
 class EvalModel(Protocol):
@@ -172,6 +183,41 @@ def cascade_rows(retrieval_ranks: torch.Tensor, target_likes: torch.Tensor, top_
     return ((retrieval_ranks < top_c) & (target_likes > 0.5)).nonzero(as_tuple=True)[0]
 
 
+def _lexicographic_ranks(
+    keys: Sequence[torch.Tensor], position: torch.Tensor, eligible: torch.Tensor, ties: Ties
+) -> torch.Tensor:
+    """0-based rank [R] of column `position` [R] among the `eligible` columns ([R, C] bool) when
+    the columns are ordered by keys[0] (each key [R, C], higher first), then keys[1], ...: a
+    column equal to the target on every key counts above it under pessimistic ties, below it
+    under optimistic ones (as `target_ranks` does with one key)."""
+    pos = position.view(-1, 1)
+    above = torch.zeros_like(eligible)
+    equal = torch.ones_like(eligible)
+    for key in keys:
+        if torch.isnan(key).any():
+            # NaN compares False with everything, which would silently rank a NaN target first
+            raise ValueError("cascade scores contain NaN")
+        target = key.gather(1, pos)
+        above |= equal & (key > target)
+        equal &= key == target
+    if ties == "pessimistic":
+        above |= equal
+    above &= eligible
+    above.scatter_(1, pos, False)  # the target does not compete with itself
+    return above.sum(dim=1)
+
+
+def _target_columns(
+    candidates: torch.Tensor, targets: torch.Tensor, retrieval_ranks: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(retrieved [R] bool, the target's column [R] where retrieved) in candidates [R, C]."""
+    is_target = candidates == targets.view(-1, 1)  # [R, C]
+    # `retrieval_ranks < C` keeps the cascade consistent with hr@C under the tie rule, whatever
+    # order topk gives tied scores (optimistic ties can rank more than C items "in" the top C).
+    retrieved = is_target.any(dim=1) & (retrieval_ranks < candidates.shape[1])
+    return retrieved, is_target.int().argmax(dim=1)
+
+
 def cascade_ranks_from_logits(
     logits: torch.Tensor,
     candidates: torch.Tensor,
@@ -180,9 +226,11 @@ def cascade_ranks_from_logits(
     retrieval_ranks: torch.Tensor,
     ties: Ties = "pessimistic",
 ) -> torch.Tensor:
-    """The target's rank [B] after re-scoring retrieval's top-C `candidates` [B, C] by the
-    ranking `logits` [B, C] [SPEC §2.3]: its 0-based rank among the C candidates, or C when
-    retrieval did not put it in its top C (a miss at every cut-off k <= C).
+    """The target's rank [B] after re-scoring retrieval's top-C `candidates` [B, C] by `logits`
+    [B, C] alone, ties under the rule `ties`: its 0-based rank among the C candidates, or C when
+    retrieval did not put it in its top C (a miss at every cut-off k <= C). The cascade's rule
+    before the combined score; `cascade_ranks_by_lambda` at λ = inf equals it wherever the
+    logits have no exact ties (it breaks those by retrieval's order).
 
     mask: [B, I] bool (True = excluded); retrieval_ranks: [B] under the same tie rule `ties`.
     """
@@ -190,16 +238,62 @@ def cascade_ranks_from_logits(
         raise ValueError(
             f"ranking logits {tuple(logits.shape)} do not match candidates {tuple(candidates.shape)}"
         )
-    top_c = candidates.shape[1]
     # With fewer eligible items than C, topk pads the candidates with excluded ones: never rank them.
-    logits = logits.float().masked_fill(mask.gather(1, candidates), -math.inf)
-    is_target = candidates == targets.view(-1, 1)  # [B, C]
-    # `retrieval_ranks < C` keeps the cascade consistent with hr@C under the tie rule, whatever
-    # order topk gives tied scores (optimistic ties can rank more than C items "in" the top C).
-    retrieved = is_target.any(dim=1) & (retrieval_ranks < top_c)
-    position = is_target.int().argmax(dim=1)  # the target's column when retrieved
-    ranks = target_ranks(logits, position, ties=ties)
-    return torch.where(retrieved, ranks, torch.full_like(ranks, top_c))
+    eligible = ~mask.gather(1, candidates)
+    retrieved, position = _target_columns(candidates, targets, retrieval_ranks)
+    ranks = _lexicographic_ranks([logits.double()], position, eligible, ties)
+    return torch.where(retrieved, ranks, torch.full_like(ranks, candidates.shape[1]))
+
+
+def cascade_ranks_by_lambda(
+    like_logits: torch.Tensor,
+    retrieval_scores: torch.Tensor,
+    retrieval_logprobs: torch.Tensor | None,
+    candidates: torch.Tensor,
+    mask: torch.Tensor,
+    targets: torch.Tensor,
+    retrieval_ranks: torch.Tensor,
+    lambdas: Sequence[float],
+    ties: Ties = "pessimistic",
+) -> torch.Tensor:
+    """The target's cascade rank [L, B] under each λ of `lambdas` [SPEC §2.3]: retrieval's top-C
+    `candidates` [B, C] re-ranked by combined_scores(log P(next), like logit, λ), the target's
+    0-based rank among them under the tie rule `ties`, or C when retrieval missed it.
+
+    like_logits [B, C]: the ranking head's logit of each candidate (or any monotone transform of
+    P(like), e.g. the oracle's logit of the true probability); retrieval_scores [B, C]: the
+    candidates' retrieval scores; retrieval_logprobs [B, C]: their log P(next)
+    (`retrieval_log_probs`), needed only for 0 < λ < inf; mask: [B, I] bool (True = excluded);
+    retrieval_ranks: [B] under `ties`.
+
+    λ = 0 ranks by the retrieval scores (the order of log P(next), without the float rounding
+    of the softmax's shift); λ = inf by the like logit, retrieval breaking its exact ties (the
+    order `combined_scores(.., inf)` approximates with its 1e-6 tie-breaker, here exact, so that
+    it equals `cascade_ranks_from_logits` wherever the logits have no exact ties). Computed in
+    float64.
+    """
+    if tuple(like_logits.shape) != tuple(candidates.shape):
+        raise ValueError(
+            f"ranking logits {tuple(like_logits.shape)} do not match candidates {tuple(candidates.shape)}"
+        )
+    eligible = ~mask.gather(1, candidates)
+    retrieved, position = _target_columns(candidates, targets, retrieval_ranks)
+    miss = torch.full_like(retrieval_ranks, candidates.shape[1])
+    retrieval = retrieval_scores.double()
+    like = like_logits.double()
+    out = []
+    for lam in lambdas:
+        if lam == 0:
+            keys = [retrieval]
+        elif math.isinf(lam):
+            keys = [like, retrieval]
+        else:
+            if retrieval_logprobs is None:
+                raise ValueError(f"λ = {lam:g} needs the candidates' retrieval log-probabilities")
+            keys = [combined_scores(retrieval_logprobs.double(), like, lam)]
+        ranks = _lexicographic_ranks(keys, position, eligible, ties)
+        out.append(torch.where(retrieved, ranks, miss))
+    return torch.stack(out) if out else miss.new_empty((0, len(miss)))
 
 
 def cascade_ranks(
@@ -210,14 +304,19 @@ def cascade_ranks(
     retrieval_ranks: torch.Tensor,
     top_c: int,
     ties: Ties = "pessimistic",
+    lambdas: Sequence[float] = (math.inf,),
+    temperature: float | None = None,
 ) -> torch.Tensor:
-    """Rank of the target after retrieval top-C -> ranking re-score [SPEC §2.3].
+    """Rank of the target after retrieval top-C -> re-ranking by the combined score, for each λ
+    of `lambdas` [SPEC §2.3] (the two-pass path: `ranking_model.score_candidates` encodes the
+    prefix again).
 
     scores: [B, I] retrieval scores; mask: [B, I] bool (True = excluded);
-    retrieval_ranks: [B] the targets' retrieval ranks under the same tie rule `ties`.
-    Returns [B] long: the target's 0-based rank among the C candidates by ranking logit, or C
-    when retrieval did not put it in its top C (a miss at every cut-off k <= C) or the target
-    is not liked (no cascade metric counts those users: their candidates are not scored).
+    retrieval_ranks: [B] the targets' retrieval ranks under the same tie rule `ties`;
+    temperature: the retriever's (`retrieval_temperature`), needed for 0 < λ < inf.
+    Returns [L, B] long: the target's 0-based rank among the C candidates, or C when retrieval
+    did not put it in its top C (a miss at every cut-off k <= C) or the target is not liked (no
+    cascade metric counts those users: their candidates are not scored).
     """
     timestamps = batch.get("timestamps")
 
@@ -236,7 +335,9 @@ def cascade_ranks(
             )
         return logits
 
-    return _cascade_where_it_counts(scores, mask, batch, retrieval_ranks, top_c, ties, score)
+    return _cascade_where_it_counts(
+        scores, mask, batch, retrieval_ranks, top_c, ties, score, lambdas, temperature
+    )
 
 
 def _cascade_where_it_counts(
@@ -247,19 +348,40 @@ def _cascade_where_it_counts(
     top_c: int,
     ties: Ties,
     score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    lambdas: Sequence[float],
+    temperature: float | None,
 ) -> torch.Tensor:
-    """Cascade ranks [B] (see `cascade_ranks`) with the ranking run on the `cascade_rows` only:
-    `score(rows [R], candidates [R, C]) -> logits [R, C]`; every other row gets C."""
+    """Cascade ranks [L, B] (see `cascade_ranks`) with the ranking run once, on the
+    `cascade_rows` only: `score(rows [R], candidates [R, C]) -> logits [R, C]`; every other row
+    gets C. The λs share the candidates and their logits; only the sort differs."""
     candidates = cascade_candidates(scores, mask, top_c)
-    out = torch.full_like(retrieval_ranks, candidates.shape[1])
-    rows = cascade_rows(retrieval_ranks, batch["target_likes"], candidates.shape[1])
+    top = candidates.shape[1]
+    out = torch.full(
+        (len(lambdas), len(retrieval_ranks)), top, dtype=retrieval_ranks.dtype, device=scores.device
+    )
+    rows = cascade_rows(retrieval_ranks, batch["target_likes"], top)
     if len(rows):
-        out[rows] = cascade_ranks_from_logits(
-            score(rows, candidates[rows]).float(),
-            candidates[rows],
-            mask[rows],
+        chosen, row_mask, row_scores = candidates[rows], mask[rows], scores[rows]
+        logits = score(rows, chosen)
+        logprobs = None
+        if any(0 < lam < math.inf for lam in lambdas):
+            if temperature is None:
+                raise ValueError(
+                    "the cascade's combined score at 0 < λ < inf needs P(next): the retrieval model "
+                    "has no `retrieval_temperature` (evaluate only λ in {0, inf} with it: "
+                    "eval.cascade_lambdas=[0, .inf])"
+                )
+            # float64: distinct float32 scores stay distinct after the softmax's shift
+            logprobs = retrieval_log_probs(row_scores.double(), row_mask, temperature).gather(1, chosen)
+        out[:, rows] = cascade_ranks_by_lambda(
+            logits,
+            row_scores.gather(1, chosen),
+            logprobs,
+            chosen,
+            row_mask,
             batch["targets"][rows],
             retrieval_ranks[rows],
+            lambdas,
             ties,
         )
     return out
@@ -271,10 +393,11 @@ def _score_with_prefix(
     num_items: int,
     top_c: int,
     ties: Ties,
+    lambdas: Sequence[float],
     cascade: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One prefix pass + continuations: -> (retrieval ranks [B], cascade ranks [B] as
-    `cascade_ranks` gives them, target like logits [B]).
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """One prefix pass + continuations: -> (retrieval ranks [B], cascade ranks [L, B] as
+    `cascade_ranks` gives them (None without the cascade), target like logits [B]).
 
     The history is encoded once (`eval_prefix`); the target, then retrieval's top-C candidates
     of the `cascade_rows`, are scored as tokens placed right after it, each seeing the prefix
@@ -292,17 +415,128 @@ def _score_with_prefix(
     mask = history_mask(batch["history"], num_items, targets)
     ranks = target_ranks(scores, targets, mask, ties=ties)
     if not getattr(model, "has_ranking", True):  # a retriever alone: nothing to re-rank
-        return ranks, torch.full_like(ranks, top_c), torch.zeros_like(scores[:, 0])
+        return ranks, None, torch.zeros_like(scores[:, 0])
     lengths = batch["lengths"]
     target_logits = model.score_candidates(None, None, None, lengths, targets[:, None], prefix=prefix)
     if not cascade:
-        return ranks, torch.full_like(ranks, top_c), target_logits[:, 0].float()
+        return ranks, None, target_logits[:, 0].float()
 
     def score(rows: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         return model.score_candidates(None, None, None, lengths[rows], candidates, prefix=prefix.select(rows))
 
-    cascade_rank = _cascade_where_it_counts(scores, mask, batch, ranks, top_c, ties, score)
+    temperature = getattr(model, "retrieval_temperature", None)
+    cascade_rank = _cascade_where_it_counts(
+        scores, mask, batch, ranks, top_c, ties, score, lambdas, temperature
+    )
     return ranks, cascade_rank, target_logits[:, 0].float()
+
+
+def evaluated_lambdas(cfg: EvalConfig, cascade_lambda: float | None = None) -> tuple[float, ...]:
+    """The λs one evaluation ranks by, ascending: `cfg.cascade_lambdas`, 0 (retrieval alone,
+    always reported) and `cascade_lambda` when given."""
+    extra = {0.0} | (
+        {cascade_lambda} if cascade_lambda is not None and not math.isnan(cascade_lambda) else set()
+    )
+    return tuple(sorted(set(cfg.cascade_lambdas) | extra))
+
+
+def check_cascade_lambda(split: str, cascade_lambda: float | None, needed: bool) -> None:
+    """The test split is never used to choose λ: it must come from validation."""
+    if cascade_lambda is not None and cascade_lambda < 0:  # NaN passes: no λ was chosen
+        raise ValueError(f"cascade_lambda must be >= 0, got {cascade_lambda}")
+    if needed and cascade_lambda is None and split != "val":
+        raise ValueError(
+            f"evaluate(split={split!r}): the cascade's λ is chosen on validation, never on {split}; "
+            "pass cascade_lambda (a run's result['cascade_lambda'], or evaluate 'val' first), "
+            "or cascade=False"
+        )
+
+
+def cascade_lambda_metrics(
+    by_lambda: torch.Tensor | None,
+    liked: np.ndarray,
+    lambdas: Sequence[float],
+    cfg: EvalConfig,
+    cascade_lambda: float | None,
+) -> tuple[dict[str, float], np.ndarray]:
+    """The λ part of the cascade, and the cascade ranks at the chosen λ.
+
+    by_lambda: [L, U] cascade ranks under each λ of `lambdas` (None: no cascade computed);
+    liked: [U] bool, the users the cascade counts; cascade_lambda: the λ to report (None:
+    chosen here, `choose_lambda` on cascade NDCG@K over `cfg.cascade_lambdas` — validation
+    only, see `check_cascade_lambda`; NaN when no λ has a finite value, i.e. no liked target).
+    Returns ({cascade_hr@K, cascade_ndcg@K at the chosen λ, cascade_lambda, cascade0_hr@K,
+    cascade0_ndcg@K (λ = 0: retrieval alone, over the same liked users, ranks capped at C),
+    cascade_ndcg@K/lambda_<λ> for each λ of cfg.cascade_lambdas}, cascade_rank [U] at the
+    chosen λ, NOT_COUNTED where not liked). Per-user means as `outcomes.per_user` computes
+    them, so they equal `metrics_from_outcomes` of a frame with that cascade_rank column.
+    """
+    k = cfg.cascade_k
+    liked = np.asarray(liked, dtype=bool)
+    not_counted = np.full(len(liked), NOT_COUNTED, dtype=np.int64)
+    if by_lambda is None:
+        names = [
+            f"cascade_hr@{k}",
+            f"cascade_ndcg@{k}",
+            "cascade_lambda",
+            f"cascade0_hr@{k}",
+            f"cascade0_ndcg@{k}",
+        ]
+        names += [f"cascade_ndcg@{k}/lambda_{format_lambda(lam)}" for lam in cfg.cascade_lambdas]
+        return dict.fromkeys(names, math.nan), not_counted
+    columns = {lam: np.where(liked, by_lambda[i].cpu().numpy(), NOT_COUNTED) for i, lam in enumerate(lambdas)}
+
+    def mean(column: np.ndarray, metric: str) -> float:
+        values = per_user(pd.DataFrame({"cascade_rank": column}), metric)
+        return float(values.mean()) if len(values) else math.nan
+
+    curve = {lam: mean(columns[lam], f"cascade_ndcg@{k}") for lam in cfg.cascade_lambdas}
+    if cascade_lambda is None:
+        try:
+            cascade_lambda = choose_lambda(curve, cfg.cascade_lambdas)
+        except ValueError:  # no liked target: nothing to choose on
+            cascade_lambda = math.nan
+    chosen = not_counted if math.isnan(cascade_lambda) else columns[cascade_lambda]
+    out = {
+        f"cascade_hr@{k}": mean(chosen, f"cascade_hr@{k}"),
+        f"cascade_ndcg@{k}": mean(chosen, f"cascade_ndcg@{k}"),
+        "cascade_lambda": float(cascade_lambda),
+        f"cascade0_hr@{k}": mean(columns[0.0], f"cascade_hr@{k}"),
+        f"cascade0_ndcg@{k}": mean(columns[0.0], f"cascade_ndcg@{k}"),
+    }
+    out.update({f"cascade_ndcg@{k}/lambda_{format_lambda(lam)}": v for lam, v in curve.items()})
+    return out, chosen
+
+
+@overload
+def evaluate(
+    model: EvalModel,
+    data: SequenceData,
+    split: str,
+    cfg: EvalConfig,
+    device: torch.device | str = ...,
+    ranking_model: EvalModel | None = ...,
+    users: np.ndarray | None = ...,
+    cascade: bool = ...,
+    cascade_lambda: float | None = ...,
+    outcomes: Literal[False] = ...,
+) -> dict[str, float]: ...
+
+
+@overload
+def evaluate(
+    model: EvalModel,
+    data: SequenceData,
+    split: str,
+    cfg: EvalConfig,
+    device: torch.device | str = ...,
+    ranking_model: EvalModel | None = ...,
+    users: np.ndarray | None = ...,
+    cascade: bool = ...,
+    cascade_lambda: float | None = ...,
+    *,
+    outcomes: Literal[True],
+) -> tuple[dict[str, float], pd.DataFrame]: ...
 
 
 def evaluate(
@@ -314,26 +548,43 @@ def evaluate(
     ranking_model: EvalModel | None = None,
     users: np.ndarray | None = None,
     cascade: bool = True,
-) -> dict[str, float]:
-    """Retrieval, ranking and cascade metrics of `model` on `split` ("val" or "test").
+    cascade_lambda: float | None = None,
+    outcomes: bool = False,
+) -> dict[str, float] | tuple[dict[str, float], pd.DataFrame]:
+    """Retrieval, ranking and cascade metrics of `model` on `split` ("val" or "test"); with
+    `outcomes=True`, (metrics, the per-user outcomes frame they are computed from:
+    `unigrf.evaluation.outcomes`, one row per user, cascade_rank at the reported λ).
 
     `cascade=False` skips the cascade (its metrics are NaN): the model then scores only the
     target as the next item instead of the target and retrieval's top-C — on short histories
     (Amazon: ~7 items) the top-C continuation is most of an evaluation's cost, and the training
     loop's per-epoch validation needs it only when the objective has a cascade term.
 
-    Retrieval scores come from `model`; ranking (AUC/LogLoss of the target's like label, and the
-    cascade re-scoring) from `ranking_model` when given (the two-stage pipeline), else from
-    `model`. `users`: a subset of user indices (default: all).
+    The cascade re-ranks retrieval's top C by log P(next) + λ·log σ(like logit) for every λ of
+    `cfg.cascade_lambdas` (P(next): softmax of the retrieval scores over the eligible items at
+    the model's `retrieval_temperature`). `cascade_lambda` is the λ whose cascade is reported
+    (cascade_hr@K / cascade_ndcg@K); None chooses it here, on this split, which only
+    validation may do: on test pass validation's (a test evaluation without it is refused).
+
+    Retrieval scores (and P(next)) come from `model`; ranking (AUC/LogLoss of the target's like
+    label, and the like logits of the cascade) from `ranking_model` when given (the two-stage
+    pipeline), else from `model`. `users`: a subset of user indices (default: all).
     Keys: hr@k, ndcg@k (k in cfg.ks), mrr, auc, logloss, cascade_hr@K, cascade_ndcg@K
-    (K = cfg.cascade_k; over the users whose target is liked, their number in
-    cascade_num_users), num_users. Undefined values (e.g. AUC with one class) are NaN, and so
-    are the ranking and cascade metrics of a model without a ranking head (`has_ranking`).
+    (K = cfg.cascade_k; at the chosen λ, over the users whose target is liked, their number in
+    cascade_num_users — 0 when no cascade was computed), cascade_lambda (the λ reported),
+    cascade0_hr@K, cascade0_ndcg@K (λ = 0: retrieval alone over the same users, ranks capped
+    at C), cascade_ndcg@K/lambda_<λ> (each λ of cfg.cascade_lambdas: the curve λ is chosen
+    on), num_users. Undefined values (e.g. AUC with one class) are NaN, and so are the ranking
+    and cascade metrics of a model without a ranking head (`has_ranking`).
     """
     users = _check_users(data, split, users)
     ranker = ranking_model if ranking_model is not None else model
     ranks_feedback = getattr(ranker, "has_ranking", True)
-    all_ranks, all_cascade, all_logits, all_likes = [], [], [], []
+    with_cascade = ranks_feedback and cascade
+    check_cascade_lambda(split, cascade_lambda, with_cascade)
+    lambdas = evaluated_lambdas(cfg, cascade_lambda)
+    temperature = getattr(model, "retrieval_temperature", None)
+    all_users, all_ranks, all_cascade, all_logits, all_likes = [], [], [], [], []
     # One prefix pass when the model offers it (and serves both stages); else score_eval's
     # pass over history + target, then score_candidates over the prefix again.
     reuse_prefix = ranking_model is None and hasattr(model, "eval_prefix")
@@ -342,7 +593,7 @@ def evaluate(
             batch = _to_device(data.eval_batch(chunk, split), device)
             if reuse_prefix:
                 ranks, cascade_rank, rank_logit = _score_with_prefix(
-                    model, batch, data.num_items, cfg.cascade_top_c, cfg.ties, cascade
+                    model, batch, data.num_items, cfg.cascade_top_c, cfg.ties, lambdas, with_cascade
                 )
             else:
                 scores, rank_logit = _score_eval(model, batch, data.num_items)
@@ -352,29 +603,38 @@ def evaluate(
                 mask = history_mask(batch["history"], data.num_items, batch["targets"])
                 ranks = target_ranks(scores, batch["targets"], mask, ties=cfg.ties)
                 cascade_rank = (
-                    cascade_ranks(ranker, batch, scores, mask, ranks, cfg.cascade_top_c, cfg.ties)
-                    if cascade
-                    else torch.full_like(ranks, cfg.cascade_top_c)
+                    cascade_ranks(
+                        ranker, batch, scores, mask, ranks, cfg.cascade_top_c, cfg.ties, lambdas, temperature
+                    )
+                    if with_cascade
+                    else None
                 )
+            all_users.append(chunk)
             all_ranks.append(ranks.cpu())
-            all_cascade.append(cascade_rank.cpu())
+            if cascade_rank is not None:
+                all_cascade.append(cascade_rank.cpu())
             all_logits.append(rank_logit.double().cpu())
             all_likes.append(batch["target_likes"].cpu())
 
-    ranks = torch.cat(all_ranks)
-    likes = torch.cat(all_likes)
-    probs = torch.sigmoid(torch.cat(all_logits))  # float64: saturates to 1 only past logit ~37
-    liked = likes > 0.5
-    cascade_ranked = torch.cat(all_cascade)[liked]
-    out = retrieval_metrics(ranks, cfg.ks)
-    out["auc"] = auc(likes, probs) if ranks_feedback else math.nan
-    out["logloss"] = logloss(likes, probs) if ranks_feedback else math.nan
-    with_cascade = ranks_feedback and cascade
-    out[f"cascade_hr@{cfg.cascade_k}"] = hit_rate(cascade_ranked, cfg.cascade_k) if with_cascade else math.nan
-    out[f"cascade_ndcg@{cfg.cascade_k}"] = ndcg(cascade_ranked, cfg.cascade_k) if with_cascade else math.nan
-    out["cascade_num_users"] = int(liked.sum())
-    out["num_users"] = len(users)
-    return out
+    # every per-user array in user order: the outcomes frame's order, so that a metric computed
+    # here and one recomputed from the frame sum the same numbers in the same order
+    order = np.argsort(np.concatenate(all_users), kind="stable")
+    liked = torch.cat(all_likes).numpy()[order] > 0.5
+    by_lambda = torch.cat(all_cascade, dim=1)[:, order] if with_cascade else None
+    extras, cascade_column = cascade_lambda_metrics(by_lambda, liked, lambdas, cfg, cascade_lambda)
+    logits = torch.cat(all_logits).numpy()[order]
+    frame = outcomes_frame(
+        np.concatenate(all_users)[order],
+        torch.cat(all_ranks).numpy()[order],
+        liked.astype(np.int8),
+        logits if ranks_feedback else np.full(len(logits), math.nan),
+        cascade_column,
+    )
+    out = metrics_from_outcomes(frame, cfg.ks, cfg.cascade_k)  # the cascade's two equal `extras`'
+    num_users = out.pop("num_users")
+    out.update(extras)
+    out["num_users"] = num_users
+    return (out, frame) if outcomes else out
 
 
 def popularity_baseline(

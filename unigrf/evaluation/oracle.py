@@ -10,11 +10,13 @@ the drawn target, and the true like-probability is the Bayes-optimal ranking sco
 forecast (LogLoss). A model's row next to the popularity row (the floor) and the oracle row (the
 ceiling) says how much of the learnable structure it learned.
 
-The cascade (retrieval top-C re-ranked, HR/NDCG@k of the liked targets) re-ranks the oracle's
-top-C by P(next = i) * P(like | i), the probability that i is the next item and liked: on the
-users whose target is liked that is the Bayes-optimal order, so the oracle's cascade is a
-ceiling too (re-ranking by P(like | i) alone would not be: a model whose like score leans
-towards likely items could beat it).
+The cascade (retrieval top-C re-ranked, HR/NDCG@k of the liked targets) ranks the oracle's
+top-C under the same rule family as a model's (`unigrf.evaluation.cascade_score`):
+log P(next = i) + λ·log P(like | i), with the true distribution and the true like-probability,
+every λ of `eval.cascade_lambdas` evaluated and λ chosen on validation (cascade NDCG@k), then
+applied to test — exactly how a model's λ is chosen, so the oracle row is the ceiling of the
+rule the model rows use. At λ = 1 the score is log P(next = i, liked), the Bayes-optimal order
+on the users whose target is liked; validation normally picks it or a neighbour.
 
 Items the generator never emitted are absent from the prepared catalogue and so from the
 ranking (they would only add zero-probability competitors). The prepared dataset must hold the
@@ -36,8 +38,15 @@ import torch
 from unigrf.config import DataConfig, EvalConfig
 from unigrf.data.sequences import SPLITS, SequenceData
 from unigrf.data.synthetic import HELD_OUT, SyntheticOracle, synthetic_oracle
-from unigrf.evaluation.evaluate import cascade_candidates, cascade_ranks_from_logits, retrieval_metrics
-from unigrf.evaluation.metrics import auc, history_mask, hit_rate, logloss, ndcg, target_ranks
+from unigrf.evaluation.evaluate import (
+    cascade_candidates,
+    cascade_lambda_metrics,
+    cascade_ranks_by_lambda,
+    check_cascade_lambda,
+    evaluated_lambdas,
+    retrieval_metrics,
+)
+from unigrf.evaluation.metrics import auc, history_mask, logloss, target_ranks
 
 
 def load_id_maps(prepared_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -95,14 +104,21 @@ def oracle_metrics(
     item_ids: np.ndarray,
     split: str,
     cfg: EvalConfig,
+    cascade_lambda: float | None = None,
 ) -> dict[str, float]:
     """The oracle's metrics on `split` of `data`, with the keys of `evaluate`'s result.
 
     user_ids: [U] raw id of each user index of `data`; item_ids: [N + 1] raw id of each item
     index (index 0, padding, ignored) — `load_id_maps` of the prepared directory.
+    cascade_lambda: the λ of the cascade reported; None chooses it on validation (for the
+    test split, the validation split is evaluated first to choose it).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split != "val" and cascade_lambda is None:  # chosen on validation, as a model's is
+        cascade_lambda = oracle_metrics(oracle, data, user_ids, item_ids, "val", cfg)["cascade_lambda"]
+    check_cascade_lambda(split, cascade_lambda, True)
+    lambdas = evaluated_lambdas(cfg, cascade_lambda)
     rows = _event_rows(oracle, data, user_ids, split)
     events = oracle.splits[split]
     column = pd.Index(oracle.items).get_indexer(np.asarray(item_ids[1:], dtype=str))  # [N]
@@ -133,8 +149,21 @@ def oracle_metrics(
         mask = history_mask(batch["history"], data.num_items, targets)
         ranks = target_ranks(scores, targets, mask, ties=cfg.ties)
         candidates = cascade_candidates(scores, mask, cfg.cascade_top_c)  # [B, C]
-        joint = scores.double().gather(1, candidates) * like.gather(1, candidates)  # P(next, liked)
-        all_cascade.append(cascade_ranks_from_logits(joint, candidates, mask, targets, ranks, cfg.ties))
+        p_next = scores.double().gather(1, candidates)  # the true P(next): its log is log P(next)
+        p_like = like.gather(1, candidates)
+        all_cascade.append(
+            cascade_ranks_by_lambda(
+                torch.logit(p_like),  # log σ(logit p) = log p: the combined score's log P(like)
+                p_next,
+                torch.log(p_next),
+                candidates,
+                mask,
+                targets,
+                ranks,
+                lambdas,
+                cfg.ties,
+            )
+        )
         all_ranks.append(ranks)
         all_probs.append(torch.from_numpy(target_like[picked]))
         all_likes.append(batch["target_likes"])
@@ -142,12 +171,13 @@ def oracle_metrics(
     ranks = torch.cat(all_ranks)
     likes, probs = torch.cat(all_likes), torch.cat(all_probs)
     liked = likes > 0.5
-    cascade = torch.cat(all_cascade)[liked]
+    cascade, _ = cascade_lambda_metrics(
+        torch.cat(all_cascade, dim=1), liked.numpy(), lambdas, cfg, cascade_lambda
+    )
     out = retrieval_metrics(ranks, cfg.ks)
     out["auc"] = auc(likes, probs)
     out["logloss"] = logloss(likes, probs)
-    out[f"cascade_hr@{cfg.cascade_k}"] = hit_rate(cascade, cfg.cascade_k)
-    out[f"cascade_ndcg@{cfg.cascade_k}"] = ndcg(cascade, cfg.cascade_k)
+    out.update(cascade)
     out["cascade_num_users"] = int(liked.sum())
     out["num_users"] = data.num_users
     return out
@@ -157,7 +187,8 @@ def synthetic_oracle_metrics(
     data_cfg: DataConfig, prepared_dir: str | Path, split: str, cfg: EvalConfig
 ) -> dict[str, float]:
     """`oracle_metrics` of the synthetic dataset `prepare_dataset(data_cfg, ...)` wrote to
-    `prepared_dir` (its generator is re-run from `data_cfg.synthetic`: same seed, same draws)."""
+    `prepared_dir` (its generator is re-run from `data_cfg.synthetic`: same seed, same draws);
+    the cascade's λ chosen on validation."""
     if data_cfg.dataset != "synthetic":
         raise ValueError(f"the oracle exists for the synthetic dataset only, not {data_cfg.dataset!r}")
     data = SequenceData.load(prepared_dir)

@@ -16,8 +16,12 @@ row per evaluated user (`<run dir>/outcomes/<split>.parquet`, a few kB):
                            or was not computed
 
 `metrics_from_outcomes` recomputes every metric of `unigrf.evaluation.evaluate.evaluate` from
-these rows with the same metric functions, so a stored file and the run's reported numbers
-can be checked against each other; `per_user` gives the per-user values a metric averages.
+these rows with the same metric functions (evaluate computes them from this frame, so they are
+equal exactly), so a stored file and the run's reported numbers can be checked against each
+other; `per_user` gives the per-user values a metric averages. Not recomputable from one
+frame: evaluate's λ keys (`cascade_lambda`, the per-λ curve `cascade_ndcg@K/lambda_<λ>`), which
+need every λ's ranks; `cascade0_*` (λ = 0) is min(rank, C) over the liked users under the
+default pessimistic ties.
 
 Pure pandas/numpy/pyarrow (no torch model, no Ray).
 """

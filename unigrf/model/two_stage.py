@@ -94,6 +94,11 @@ class TwoStage(nn.Module):
     def item_table(self) -> Tensor:
         return self.retriever.item_table()
 
+    @property
+    def retrieval_temperature(self) -> float:
+        """The retriever's (P(next item) in the cascade's combined score comes from it)."""
+        return self.retriever.retrieval_temperature
+
     def shared_parameters(self) -> list[nn.Parameter]:
         """None: the stages share nothing (the two_stage variant uses the fixed weighter)."""
         return []

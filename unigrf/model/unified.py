@@ -137,6 +137,12 @@ class UniGRF(nn.Module):
         """Whether the model predicts feedback (False for the item-only retriever)."""
         return self.rank_head is not None
 
+    @property
+    def retrieval_temperature(self) -> float:
+        """The retrieval loss's temperature: training's logits are similarity / it, so
+        softmax(scores / it) is the model's P(next item) (the cascade's combined score)."""
+        return float(self.retrieval_loss.cfg.temperature)
+
     # ---------------------------------------------------------------------------------------
     # encoding and heads
     # ---------------------------------------------------------------------------------------

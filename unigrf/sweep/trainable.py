@@ -14,7 +14,9 @@ A trial trains in one of two ways (`trains_in_process`):
   (`unigrf.training.distributed`), and Tune's `TuneReportCallback` forwards each report to
   this trial.
 Either way ASHA and Optuna see the same per-epoch `objective`, and the last report is
-`final_metrics` (the best epoch's validation metrics and the test metrics).
+`final_metrics` (the best epoch's validation metrics and the test metrics, how the weights were
+selected, the cascade's λ and the paths of the per-user outcome files `fit` wrote in the trial's
+run directory: `{"outcomes": {"val": path, "test": path}}`).
 
 A trial is either a *sampled* point (Tune's `config` holds the sampled dotted keys, applied to
 `TrialSetup.base`) or a *named cell* (`config = {"cell": name}`, the config taken from
@@ -26,8 +28,8 @@ Resumability, at two levels:
   `<experiment>-<run name>` (trial id or cell name, both stable across a driver restart) under
   `<storage>/tune-train/`, so a restarted trial resumes its training from the latest epoch
   checkpoint (Train V2 reloads the run's snapshot from storage);
-- a finished trial leaves `trial_result.json` in its run directory (final metrics + history,
-  keyed by the config's hash). A trial run again after a driver crash (Tune's last experiment
+- a finished trial leaves `trial_result.json` in its run directory (the final report — metrics,
+  selection, cascade λ, outcome paths — and the history file's name, keyed by the config's hash). A trial run again after a driver crash (Tune's last experiment
   snapshot predating its end) re-reports that result at once instead of training again.
 
 Resources (`trial_resources`): an in-process trial reserves its worker's resources itself (1

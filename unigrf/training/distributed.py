@@ -85,13 +85,20 @@ class RayTrainContext(TrainContext):
             logger.info(message)
 
 
-def final_metrics(result: dict[str, Any]) -> dict[str, float]:
-    """The last report of a run: the best epoch's validation metrics and the test metrics.
+# What the last report carries besides numbers, as `fit` returns it: how the tested weights were
+# selected ("joint" | "per_stage"), the cascade's λ chosen on validation, and the per-user
+# outcome files ({"val": path, "test": path}) the ablation layer collects.
+FINAL_PASS_THROUGH = ("selection", "cascade_lambda", "outcomes")
+
+
+def final_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """The last report of a run: the best epoch's validation metrics and the test metrics, plus
+    `FINAL_PASS_THROUGH` (selection, cascade_lambda, outcomes) where the result has them.
 
     `objective` is the best validation objective, so a Tune scheduler reading the last result
     sees the run's selected model; `"final": 1` tells it apart from the per-epoch reports."""
     history = result["history"]
-    return {
+    out: dict[str, Any] = {
         "final": 1,
         "epoch": float(history[-1]["epoch"]) if history else -1.0,
         "epochs_run": float(result["epochs_run"]),
@@ -100,6 +107,11 @@ def final_metrics(result: dict[str, Any]) -> dict[str, float]:
         **{k: float(v) for k, v in result["val"].items()},
         **{k: float(v) for k, v in result["test"].items()},
     }
+    for key in FINAL_PASS_THROUGH:
+        if key in result:
+            value = result[key]
+            out[key] = dict(value) if isinstance(value, dict) else value
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,17 +21,30 @@ exactly, for the same thread count.
 Outputs under `ctx.run_dir` (rank 0): `tensorboard/` (per-epoch scalars: train/*, weights/*,
 val/*, objective, time/*, then test/* at the best epoch; `tensorboard/steps/`: per-step losses
 and weights every `train.log_every` steps), `metrics.json` (best epoch, its val metrics, test
-metrics, timing; with per-stage selection each stage's best epoch) and `best_model.pt` (the
-selected weights; per stage a TwoStage state, `retriever.*` and `ranker.*`: `load_selected_model`
-loads either).
+metrics, the selection, the cascade's λ, timing; with per-stage selection each stage's best
+epoch), `best_model.pt` (the selected weights; per stage a TwoStage state, `retriever.*` and
+`ranker.*`: `load_selected_model` loads either) and `outcomes/val.parquet`,
+`outcomes/test.parquet` (the selected weights' per-user outcomes, `unigrf.evaluation.outcomes`:
+what every reported metric is computed from; their paths are `result["outcomes"]`).
 
-Model selection (`train.selection`, `resolved_selection`): a model serving both stages is tested
-either at one epoch, the best on the whole objective (`joint`), or at two (`per_stage`):
-retrieval at its best epoch on the objective's retrieval terms, ranking at its best on the
-ranking terms, training until both are stale — the selection the two_stage pipeline always gets,
-so that the two are compared on equal terms. `auto` (the default) is per_stage for an objective
-with a retrieval and a ranking part, as the default objective. One training run either way; per
-stage, serving holds two snapshots of it.
+Model selection (`train.selection`, `resolved_selection`): a model serving both stages is
+tested at one epoch (`joint`, the default through `auto`): the epoch with the best validation
+objective, by default 0.5·NDCG@10 + 0.5·AUC — one checkpoint serves retrieval and ranking, as
+the unified model is meant to (claim 5 asks whether one checkpoint can be best for both). The
+two metrics enter unscaled, so the sum leans towards the one that moves more between epochs:
+AUC's spread over a run's epochs is about twice NDCG@10's on Amazon MI and ML-100K
+(reports/quality/amazon-mi-objective and ml-100k-session16-unigrf-two-stage, histories.csv).
+It is kept as the one documented rule the claim grids were run with; `train.objective` sets
+another (e.g. weights that equalise the two spreads). `per_stage`, explicit only, tests two
+snapshots of the one run: retrieval at its best epoch on the objective's retrieval terms,
+ranking at its best on the ranking terms, training until both are stale (the selection the
+two_stage variant always gets: two separately trained models); its results record
+`selection: per_stage`, and serving would hold two snapshots. Validation only, always.
+
+The cascade's λ (log P(next) + λ·log P(like), `unigrf.evaluation.cascade_score`) is chosen on
+validation at the selected weights and applied to test (`result["cascade_lambda"]`). When the
+objective reads a cascade metric, each epoch's validation chooses its own λ (still
+validation): the epoch's cascade term is its best λ's.
 """
 
 from __future__ import annotations
@@ -64,6 +77,7 @@ from unigrf.config import (
 )
 from unigrf.data.sequences import SequenceData
 from unigrf.evaluation.evaluate import evaluate
+from unigrf.evaluation.outcomes import write_outcomes
 from unigrf.model import RankingDrivenEnhancer, TwoStage, build_model, build_weighter
 from unigrf.training.allocator import keep_freed_memory
 from unigrf.training.memory import check_memory
@@ -221,20 +235,18 @@ def load_selected_model(model: nn.Module, file: Path) -> nn.Module:
 
 
 def resolved_selection(cfg: ExperimentConfig, objective: str) -> str:
-    """ "joint" or "per_stage": `train.selection` for a model serving both stages, "auto" being
-    per_stage when every term of `objective` judges one stage and both stages are judged (the
-    default objective 0.5*val/ndcg@10 + 0.5*val/auc), else joint (e.g. a sweep's val/ndcg@10, or
-    a cascade term). One-stage models have one selection ("joint"); the two_stage variant always
-    selects per stage."""
+    """ "joint" or "per_stage": the two_stage variant always selects per stage (two models, each
+    on its own terms); a one-stage model has one selection ("joint"); a model serving both
+    stages takes `train.selection`, "auto" being joint — one checkpoint is the unified model
+    (per_stage, two snapshots of it, only when asked for). `objective` is checked by
+    `selections` (a per-stage objective needs terms that judge each stage alone)."""
+    del objective  # the rule no longer depends on it; kept for the callers' signature
     spec = variant_spec(cfg)
     if cfg.train.variant == "two_stage":
         return "per_stage"
     if not (spec.retrieval and spec.ranking):
         return "joint"
-    if cfg.train.selection != "auto":
-        return cfg.train.selection
-    stages = [metric_stage(name) for _, name in parse_objective(objective)]
-    return "per_stage" if None not in stages and set(stages) == {"retrieval", "ranking"} else "joint"
+    return "joint" if cfg.train.selection == "auto" else cfg.train.selection
 
 
 def selected_model(model: nn.Module, selected: list[Selection]) -> nn.Module:
@@ -509,7 +521,10 @@ def check_finite(loss: torch.Tensor, losses: dict[str, torch.Tensor], epoch: int
 
 def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[str, Any]:
     """Train `cfg` on `data`; returns {best_epoch, best_objective, epochs_run, val, test,
-    history, time}.
+    history, time, selection ("joint" | "per_stage"), cascade_lambda (the cascade's λ, chosen on
+    validation; inf: the ranking head's order; NaN: no cascade), outcomes ({"val", "test"}:
+    absolute paths of the per-user outcome files, written by rank 0)}, plus stage_best_epochs
+    per stage.
 
     Resumes from `ctx.load_checkpoint()` when it returns a state (the epoch after the
     checkpoint's, with its model, optimizer, weighter, early-stopping counters and history).
@@ -564,11 +579,12 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         if sel_states is None:  # a checkpoint from before per-stage selection: one model
             keys = ("best_objective", "best_epoch", "stale", "best_model")
             sel_states = [dict(zip(Selection.STATE_KEYS, (state[k] for k in keys), strict=True))]
-        if len(sel_states) != len(selected):  # e.g. a joint-era run resumed under per_stage
+        if len(sel_states) != len(selected):  # e.g. a per_stage run resumed under the joint default
+            written = "train.selection=per_stage" if len(sel_states) == 2 else "train.selection=joint"
             raise ValueError(
                 f"the checkpoint in {ctx.run_dir} was written under {len(sel_states)} model selection(s), "
                 f"this config makes {len(selected)} (train.selection resolves to {selection!r}); resume it "
-                "with the selection it was trained with (train.selection=joint for one), or restart it"
+                f"with the selection it was trained with ({written}), or restart it"
             )
         for sel, sel_state in zip(selected, sel_states, strict=True):
             sel.load_state_dict(sel_state)
@@ -632,9 +648,10 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
                 metrics[f"weights/{t}_min"], metrics[f"weights/{t}_max"] = weight_range[t]
         metrics["enhancer/active"] = float(mining)
         metrics["lr"] = float(optimizer.param_groups[0]["lr"])
+        # with a cascade term, this epoch's λ is chosen on this epoch's validation (val/cascade_lambda)
         val = _evaluate_main(model, data, "val", cfg, ctx, amp, cascade=per_epoch_cascade)
         if not per_epoch_cascade:  # not computed this epoch (NaN): left out of the history
-            val = {k: v for k, v in val.items() if not k.startswith("cascade_")}
+            val = {k: v for k, v in val.items() if not k.startswith("cascade")}
         metrics.update({f"val/{k}": float(v) for k, v in val.items()})
         metrics["objective"] = objective_value(objective, metrics)
         improved = [sel.update(epoch, metrics) for sel in selected]
@@ -678,13 +695,21 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
     final = selected_model(model, selected)
     best_epoch = max(sel.best_epoch for sel in selected)
     best_obj = sum(sel.best_objective for sel in selected)
-    if (len(selected) > 1 or not per_epoch_cascade) and best_epoch >= 0:
-        # the selected weights' full validation metrics: the stages' best epochs were never
-        # evaluated together, and the per-epoch evaluation skipped the cascade (the rest of the
-        # numbers are recomputed identically)
-        val = _evaluate_main(final, data, "val", cfg, ctx, amp)
+    # The selected weights' full validation metrics and per-user outcomes (the per-epoch
+    # evaluation may have skipped the cascade, and per stage the two best epochs were never
+    # evaluated together; every other number is recomputed identically). The cascade's λ is
+    # chosen here, on validation, and test is read at it.
+    val, val_outcomes = _evaluate_main(final, data, "val", cfg, ctx, amp, outcomes=True)
+    cascade_lambda = float(val.pop("cascade_lambda"))
+    if best_epoch >= 0:
         best_val = {f"val/{k}": float(v) for k, v in val.items()}
-    test = _evaluate_main(final, data, "test", cfg, ctx, amp)
+    test, test_outcomes = _evaluate_main(
+        final, data, "test", cfg, ctx, amp, outcomes=True, cascade_lambda=cascade_lambda
+    )
+    test.pop("cascade_lambda")
+    outcome_files = {
+        split: (ctx.run_dir / "outcomes" / f"{split}.parquet").resolve() for split in ("val", "test")
+    }
     epoch_times = [h["time/epoch_s"] for h in history]
     result = {
         "best_epoch": best_epoch,
@@ -695,11 +720,16 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         "time": {"total_s": sum(epoch_times), "epoch_s": sum(epoch_times) / max(len(epoch_times), 1)},
         "history": history,
         "selection": selection,
+        # chosen on validation (cascade NDCG@K), applied to test; what serving ranks by
+        "cascade_lambda": cascade_lambda,
+        "outcomes": {split: str(path) for split, path in outcome_files.items()},
     }
     if len(selected) > 1:
         result["stage_best_epochs"] = {sel.name: sel.best_epoch for sel in selected}
     if ctx.is_main:
         ctx.run_dir.mkdir(parents=True, exist_ok=True)
+        write_outcomes(val_outcomes, outcome_files["val"])
+        write_outcomes(test_outcomes, outcome_files["test"])
         tmp = ctx.run_dir / ".metrics.json.tmp"
         tmp.write_text(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2))
         os.replace(tmp, ctx.run_dir / "metrics.json")
@@ -723,18 +753,33 @@ def _evaluate_main(
     ctx: TrainContext,
     amp: torch.dtype | None = None,
     cascade: bool = True,
-) -> dict[str, float]:
-    """Evaluate on rank 0 (under autocast `amp`) and share the result: every rank then takes
-    the same decisions (early stopping), and the numbers equal a single-process evaluation."""
-    result = None
+    outcomes: bool = False,
+    cascade_lambda: float | None = None,
+) -> Any:
+    """Evaluate on rank 0 (under autocast `amp`) and share the metrics: every rank then takes
+    the same decisions (early stopping, the cascade's λ), and the numbers equal a
+    single-process evaluation. With `outcomes`, (metrics, the per-user outcomes frame on rank
+    0, None on the others)."""
+    result = frame = None
     if ctx.is_main:
         with autocast(ctx.device, amp):
-            result = evaluate(model, data, split, cfg.eval, ctx.device, cascade=cascade)
+            result = evaluate(
+                model,
+                data,
+                split,
+                cfg.eval,
+                ctx.device,
+                cascade=cascade,
+                cascade_lambda=cascade_lambda,
+                outcomes=outcomes,
+            )
+        if outcomes:
+            result, frame = result
     if ctx.world_size > 1 and dist.is_initialized():
         box = [result]
         dist.broadcast_object_list(box, src=0)
         result = box[0]
-    return result
+    return (result, frame) if outcomes else result
 
 
 def _after_existing_event_files(root: Path) -> None:

@@ -65,7 +65,13 @@ def run_training(
         )
         result = fit(cfg, data, ctx)
     if verbose:
-        summary = {"best_epoch": result["best_epoch"], **result["val"], **result["test"]}
+        summary = {
+            "best_epoch": result["best_epoch"],
+            "selection": result["selection"],
+            "cascade_lambda": result["cascade_lambda"],
+            **result["val"],
+            **result["test"],
+        }
         print(json.dumps(summary, indent=2))
         print(f"run directory: {run_dir}")
     return result
