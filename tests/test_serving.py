@@ -217,6 +217,16 @@ def test_check_refuses_what_the_run_cannot_answer(synthetic_runs):
     rec.check(Query((good,), run.top_c))  # the limits themselves are fine
 
 
+def test_retrieval_only_run_serves_retrieval_order(tmp_path):
+    """An item_only run has no ranking head: its answer is retrieval's order, no like-probability."""
+    run = load_run(train_run(tmp_path, "items", *SYNTHETIC, "train.variant=item_only"))
+    data = SequenceData.load(run.prepared_dir, max_len=run.max_len)
+    (answer,) = Recommender(run).recommend(user_queries(run, data, [5], k=6))
+    assert not run.has_ranking and all(s.like_probability is None for s in answer.items)
+    assert [s.score for s in answer.items] == [s.retrieval_score for s in answer.items]
+    assert [s.score for s in answer.items] == sorted((s.score for s in answer.items), reverse=True)
+
+
 def test_lambda_temperature_and_json():
     assert cascade_lambda({"cascade_lambda": 0.5}) == (
         0.5,
@@ -297,6 +307,8 @@ def test_settings_file_and_overrides(tmp_path):
         load_settings(path)
     with pytest.raises(ServeSettingsError, match="max_ongoing_requests"):
         ServeSettings(max_batch_size=64).validate()
+    with pytest.raises(ServeSettingsError, match="num_gpus"):
+        ServeSettings(device="cuda", num_gpus=0).validate()
     config = ServeSettings(device="auto").replica_config("r", "p", num_gpus=1)
     assert config["device"] == "cuda" and ServeSettings().replica_config("r", "p", 0)["device"] == "cpu"
 
@@ -484,9 +496,8 @@ def test_killed_replica_is_replaced_and_the_service_recovers(served):
     assert running_replicas(APP) == 2 and before[0] not in replica_actors(APP)
     after = load.results[served_after:]
     assert after and all(status == 200 for status, _ in after)  # recovered: every later request served
-    assert (
-        sum(status == 200 for status, _ in load.results) >= len(load.results) - 4
-    )  # at most the in-flight ones
+    failed = [status for status, _ in load.results if status != 200]
+    assert len(failed) <= max(4, len(load.results) // 10), failed  # the kill's window only
 
 
 @pytest.mark.ray

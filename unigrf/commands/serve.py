@@ -12,6 +12,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 
@@ -100,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
             batch_wait_timeout_s=None if args.batch_wait_ms is None else args.batch_wait_ms / 1000,
             mode=args.mode,
         )
+        if args.replicas is not None and args.autoscale is None:  # a fixed count asked for
+            settings = dataclasses.replace(settings, autoscaling=None)
     except ServeSettingsError as err:
         print(f"unigrf serve: config error: {err}", file=sys.stderr)
         return 2

@@ -382,7 +382,9 @@ class Recommender:
         if rows:
             ranked = self.rank([encoded[i] for i in rows])
             for row, i in enumerate(rows):
-                answers[i] = self._answer(queries[i].k, encoded[i], *(t[row] for t in ranked))
+                answers[i] = self._answer(
+                    queries[i].k, encoded[i], *(None if t is None else t[row] for t in ranked)
+                )
         return answers  # type: ignore[return-value]
 
     def batch(self, encoded: Sequence[_Encoded]) -> dict[str, Tensor]:

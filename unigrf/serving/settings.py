@@ -63,6 +63,10 @@ class ServeSettings:
             (self.num_cpus > 0, f"num_cpus must be > 0, got {self.num_cpus}"),
             (self.num_gpus is None or self.num_gpus >= 0, f"num_gpus must be >= 0, got {self.num_gpus}"),
             (self.device in DEVICES, f"device must be one of {DEVICES}, got {self.device!r}"),
+            (
+                not (self.device == "cuda" and self.num_gpus == 0),
+                "device cuda needs num_gpus > 0 (a replica holds only the GPUs it asks for)",
+            ),
             (self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}"),
             (self.max_batch_size >= 1, f"max_batch_size must be >= 1, got {self.max_batch_size}"),
             (self.batch_wait_timeout_s >= 0, "batch_wait_timeout_s must be >= 0"),
