@@ -232,7 +232,7 @@ def markdown(
         "",
         "Over HTTP (Ray Serve, one replica with one CPU, batches of up to 8 within 5 ms), open loop:",
         "",
-        "| rate (req/s) | system | sent | ok | p50 (ms) | p99 (ms) | throughput (req/s) | 5xx | timeouts | p50 / one model |",
+        "| rate (req/s) | system | sent | ok | p50 (ms) | p99 (ms) | throughput (req/s) | 5xx | timed out / failed | p50 / one model |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     base = {c["rate"]: c["p50_ms"] for c in cells.get("one model", [])}
