@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "ablate": "run an ablation grid through Tune and write its report (tables, figures)",
     "report": "rebuild an ablation report from stored results without re-running",
     "claims": "answer the paper's six claims from the claim grids' reports (verdicts, effects, CIs)",
+    "serve": "serve a trained run over HTTP on Ray Serve (retrieval and ranking in one pass)",
 }
 
 
