@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from unigrf.ablation.aggregate import aggregate, aggregate_peaks, applicable, compare, holm, peak_epochs
@@ -201,6 +203,19 @@ def test_holm_matches_the_step_down_definition_and_skips_missing_tests():
     assert got[1] == pytest.approx(max(3 * 0.03, 2 * 0.04))
     assert got[4] == pytest.approx(0.5)
     assert holm([]) == [] and all(math.isnan(v) for v in holm([float("nan")]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(st.floats(0, 1), st.just(float("nan"))), max_size=12))
+def test_holm_equals_statsmodels(p):
+    from statsmodels.stats.multitest import multipletests
+
+    got = np.array(holm(p))
+    finite = np.isfinite(np.array(p, dtype=float))
+    assert np.isnan(got[~finite]).all()
+    if finite.any():
+        expected = multipletests(np.array(p)[finite], method="holm")[1]
+        assert got[finite] == pytest.approx(expected, abs=1e-12)
 
 
 def test_significance_is_read_on_the_corrected_p_values_of_each_column():

@@ -20,7 +20,7 @@ cover the seeds only and the report labels them so.
 
 Each table column (one metric of one dataset) compares every row — the count model's
 included — with the reference, so its p-values are **Holm-corrected** over that column's
-comparisons (`statsmodels.stats.multitest.multipletests(method="holm")`: it controls the chance
+comparisons (`holm`, as `statsmodels.stats.multitest.multipletests(method="holm")`: it controls the chance
 of any false "significant" in the column, without Bonferroni's loss of power); `significant`
 reads the corrected value. The effect size is the change of the mean in % of the reference
 mean, with its 95 % interval (of the difference, scaled by the same 100 / |reference mean|).
@@ -83,14 +83,19 @@ def applicable(variant: str, metric: str) -> bool:
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm-adjusted p-values of one family of tests; NaNs (no test) stay NaN and do not count."""
-    from statsmodels.stats.multitest import multipletests
+    """Holm-adjusted p-values of one family of tests; NaNs (no test) stay NaN and do not count.
 
+    The step-down adjustment — the i-th smallest of m p-values times (m − i + 1), running
+    maximum, capped at 1 — in numpy: statsmodels' `multipletests(method="holm")` gives the same
+    numbers (tests check it) but runs a full `gc.collect()` per call, ~0.7 s per column once
+    torch is loaded."""
     p = np.asarray(p_values, dtype=float)
     out = np.full(p.shape, math.nan)
-    finite = np.isfinite(p)
-    if finite.any():
-        out[finite] = multipletests(p[finite], method="holm")[1]
+    finite = np.flatnonzero(np.isfinite(p))
+    if len(finite):
+        order = finite[np.argsort(p[finite], kind="stable")]
+        m = len(order)
+        out[order] = np.minimum(np.maximum.accumulate(p[order] * np.arange(m, 0, -1)), 1.0)
     return out.tolist()
 
 

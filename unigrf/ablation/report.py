@@ -286,8 +286,8 @@ def significance_note(table: pd.DataFrame, spec: GridSpec) -> str:
         + "; ".join(parts)
         + ". A t-test over seeds needs at least 3 seeds and differences that vary, else p = n/a. "
         "Each cell: the change of the mean in % of the reference mean, [its 95 % interval] on the "
-        "same scale, and the two-sided p-value Holm-corrected over the column's rows (statsmodels "
-        f"`multipletests`); * marks a corrected p < {spec.alpha:g}. Raw p-values: summary.csv."
+        "same scale, and the two-sided p-value Holm-corrected over the column's rows (Holm's "
+        f"step-down); * marks a corrected p < {spec.alpha:g}. Raw p-values: summary.csv."
     )
 
 
@@ -351,13 +351,14 @@ def render(inputs: ReportInputs, report_dir: Path) -> Rendered:
     return Rendered(md, tex, figures, table)
 
 
-def console_summary(report_dir: str | Path) -> str:
+def console_summary(report_dir: str | Path, table: pd.DataFrame | None = None) -> str:
     """What `unigrf ablate` prints at the end: per dataset, the mean ± std table and the change
-    against the reference row (the report's two main tables, without the header block)."""
+    against the reference row (the report's two main tables, without the header block).
+    `table`: the report's aggregate (`Rendered.summary`), so that it is not computed twice."""
     inputs = load_inputs(report_dir)
     spec = inputs.spec
     order = row_order(inputs)
-    table = inputs.aggregate(order)
+    table = inputs.aggregate(order) if table is None else table
     out: list[str] = []
     for dataset in dict.fromkeys(inputs.results["dataset"]):
         out += ["", f"{dataset}: mean ± std over seeds († reference row)"]

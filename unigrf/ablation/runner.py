@@ -404,7 +404,7 @@ def run_ablation(
     if verbose:
         print(rendered.markdown, flush=True)
     elif not quiet:
-        print(console_summary(report_dir), flush=True)
+        print(console_summary(report_dir, rendered.summary), flush=True)
     if not quiet:
         print(f"report: {report_dir / 'report.md'} (+ report.tex, results.csv)", flush=True)
         for figure in rendered.figures:
