@@ -383,3 +383,12 @@ def test_the_count_model_row_is_compared_and_corrected_with_the_column():
     ref = results[results["row"] == "hstu/unigrf"]["test/auc"]
     assert got["test"] == "paired"
     assert got["p_value"] == pytest.approx(stats.ttest_1samp(ref, floor.values["test/auc"]).pvalue)
+    # whatever the grid's seed-level test: a constant has no variance to compare in Welch's test
+    welch = aggregate(
+        results,
+        metrics,
+        reference="hstu/unigrf",
+        method="welch",
+        floors={"toy": Floor("count model", floor.values)},
+    )
+    assert welch[welch["is_floor"]].iloc[0]["p_value"] == pytest.approx(got["p_value"])

@@ -220,10 +220,15 @@ class Comparator:
         a, b = self._values(dataset, row, metric), self._values(dataset, reference, metric)
         if isinstance(a, float) and isinstance(b, float):
             return TestResult(math.nan, "", 0)
-        if isinstance(a, float):  # a deterministic row: the same value at each of b's seeds
-            a = pd.Series(a, index=b.index).dropna()
-        elif isinstance(b, float):
-            b = pd.Series(b, index=a.index).dropna()
+        method = self.method
+        if isinstance(a, float) or isinstance(b, float):
+            # a deterministic row: its value at each of the other row's seeds, so the paired
+            # test is the one-sample t-test of the other row's seeds against it
+            method = "paired"
+            if isinstance(a, float):
+                a = pd.Series(a, index=b.index).dropna()
+            else:
+                b = pd.Series(b, index=a.index).dropna()
         common = [s for s in a.index if s in set(b.index)]
         which = outcome_metric(metric)
         boot = self.bootstrap(dataset) if which is not None and common else None
@@ -237,7 +242,7 @@ class Comparator:
                 if base == "auc" and math.isfinite(result.estimate):
                     p_delong = boot.delong(side_a, side_b).p_value
                 return bootstrap_test(result, confidence, p_delong)
-        return seed_test(a, b, self.method, confidence)
+        return seed_test(a, b, method, confidence)
 
 
 def aggregate(

@@ -573,13 +573,13 @@ def _change_rows(
     return body
 
 
-def _peak_rows(peaks: pd.DataFrame, dataset: str) -> list[list[str]]:
+def _peak_rows(peaks: pd.DataFrame, dataset: str, labels: Mapping[str, str]) -> list[list[str]]:
     ds = peaks[peaks["dataset"] == dataset] if not peaks.empty else peaks
     body = []
     for _, r in ds.iterrows():
         body.append(
             [
-                str(r["row"]),
+                labels.get(str(r["row"]), str(r["row"])),
                 str(int(r["n"])),
                 *(
                     fmt_value(float(r[f"{c}_mean"]), float(r[f"{c}_std"]), 1)
@@ -635,7 +635,7 @@ def _markdown(
                 "gap |ret − rank|",
                 "epochs run",
             ]
-            out.append(md_table(ph, _peak_rows(peaks, dataset)))
+            out.append(md_table(ph, _peak_rows(peaks, dataset, row_labels(inputs))))
             out += [
                 "",
                 "Peak = the epoch with the best validation value of each stage's metric, per run; "
@@ -651,7 +651,7 @@ def _markdown(
                     wh,
                     [
                         [
-                            str(r["row"]),
+                            row_labels(inputs).get(str(r["row"]), str(r["row"])),
                             str(int(r["n"])),
                             *(f"{float(r[c]):.3f}" for c in ("low", "mean", "high", "spread")),
                         ]
@@ -730,7 +730,10 @@ def _latex(inputs: ReportInputs, table: pd.DataFrame, peaks: pd.DataFrame, order
                 "row & seeds & retrieval peak & ranking peak & gap & epochs \\\\",
                 "\\midrule",
             ]
-            lines += [" & ".join(_tex_cell(c) for c in r) + " \\\\" for r in _peak_rows(peaks, dataset)]
+            lines += [
+                " & ".join(_tex_cell(c) for c in r) + " \\\\"
+                for r in _peak_rows(peaks, dataset, row_labels(inputs))
+            ]
             lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     return "\n".join(lines) + "\n"
 
