@@ -77,9 +77,19 @@ def test_tiny_grid_end_to_end_resume_and_report(tmp_path, ray_cluster, capsys):
     assert meta["budget"]["model.size"] == ["tiny"]
 
     md = (out / "report.md").read_text()
-    assert "hstu/unigrf/m=0 †" in md and "hstu/unigrf/m=2" in md
+    # a run that tested each stage at its own epoch is labelled as two snapshots
+    per_stage = set(results.loc[results["selection"] == "per_stage", "row"])
+    for row in ("hstu/unigrf/m=0", "hstu/unigrf/m=2"):
+        label = f"{row} (two snapshots)" if row in per_stage else row
+        assert f"| {label}{' †' if row.endswith('m=0') else ''} | 1 |" in md
     assert "synthetic (40 users, 30 items" in md and "popularity (train counts)" in md
     assert "oracle (true distribution)" in md  # the synthetic data's Bayes ceiling
+    # the ranking floor: the count model's row, its metrics and per-user outcomes stored
+    assert "| count model (train like rates) | — | — | — |" in md
+    floor = json.loads((out / "datasets.json").read_text())["synthetic"]["count_model"]
+    assert 0.5 < floor["test"]["auc"] < 1 and set(floor) == {"val", "test"}
+    assert (out / "outcomes" / "count_model__synthetic" / "test.parquet").is_file()
+    assert meta["declared"]["seeds"] == [0] and "declared before the first run" in md
     assert f"`unigrf ablate {grid} --results-dir {results_dir}`" in md
     for png in ("axis0_synthetic.png", "curves1_synthetic.png"):
         assert (out / "figures" / png).read_bytes()[:4] == b"\x89PNG"
@@ -99,6 +109,10 @@ def test_tiny_grid_end_to_end_resume_and_report(tmp_path, ray_cluster, capsys):
     assert len(resumed) == 4 and (resumed["status"] == "ok").all()
     first = resumed.set_index("cell").loc[results["cell"], "test/ndcg@10"].to_numpy()
     assert first == pytest.approx(results["test/ndcg@10"].to_numpy())  # the same stored results
+    # the seed added after the first run is named, with the first run's date
+    declared = json.loads((out / "meta.json").read_text())["declared"]
+    assert declared == meta["declared"]
+    assert f"seeds 1 added after the first run on {declared['at'][:10]}" in (out / "report.md").read_text()
 
     # `unigrf report DIR` reproduces the report from the stored files
     md = (out / "report.md").read_text()

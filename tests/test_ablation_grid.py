@@ -117,6 +117,26 @@ def test_rows_axis_and_command_line_overrides(tmp_path):
             "figures[0].metrics",
         ),
         ({"variants": ["unigrf"], "peaks": {"retrieval": "val/ndcg@10"}}, "peaks"),
+        (
+            {"variants": ["unigrf"], "equivalence_margin_epochs": 5},
+            "equivalence_margin_epochs: needs `peaks`",
+        ),
+        (
+            {
+                "variants": ["unigrf"],
+                "peaks": {"retrieval": "val/ndcg@10", "ranking": "val/auc"},
+                "equivalence_margin_epochs": 0,
+            },
+            "equivalence_margin_epochs",
+        ),
+        (
+            {
+                "variants": ["unigrf"],
+                "peaks": {"retrieval": "val/ndcg@10", "ranking": "val/auc"},
+                "equivalence_margin_epochs": "ten",
+            },
+            "equivalence_margin_epochs",
+        ),
         ({"variants": ["unigrf"], "colour": "red"}, "colour"),
         ({"rows": [{"backbone": "hstu", "variant": "unigrf", "size": 3}]}, "rows[0].size"),
         ({"rows": [{"variant": "unigrf"}, {"variant": "unigrf"}]}, "duplicate row"),
@@ -153,6 +173,20 @@ def test_shipped_grids_are_valid(name):
     cells = spec.expand()
     assert cells and spec.reference in spec.row_names()
     assert all(c.name.endswith(f"/seed{c.seed}") for c in cells)
+
+
+def test_the_sync_grid_declares_its_equivalence_margin_and_grids_their_commitments():
+    sync = load_grid(REPO / "ablations" / "sync.yaml")
+    assert sync.equivalence_margin_epochs == 15.0 and sync.peaks is not None
+    assert sync.subset(datasets=["amazon-mi"]).equivalence_margin_epochs == 15.0  # kept by a subset
+    quick = load_grid(REPO / "ablations" / "quick.yaml")
+    assert quick.equivalence_margin_epochs is None
+    assert quick.declaration() == {
+        "seeds": [0, 1],
+        "rows": ["hstu/unigrf", "hstu/wo_both", "hstu/two_stage"],
+        "datasets": ["synthetic"],
+    }
+    assert quick.with_seeds(4).declaration()["seeds"] == [0, 1, 2, 3]
 
 
 def test_cross_field_checks_see_each_cells_axis_value(tmp_path):

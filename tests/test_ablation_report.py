@@ -129,7 +129,8 @@ def test_report_tables_provenance_and_figures(tmp_path):
     low, high = (100 * v / 0.31 for v in test.confidence_interval(0.95))
     p_holm = min(1.0, 2 * test.pvalue) if test.pvalue <= other else min(1.0, max(2 * other, test.pvalue))
     rel = (np.mean(NDCG["hstu/wo_both"]) - 0.31) / 0.31 * 100
-    assert f"| hstu/wo_both | {rel:+.1f}% [{low:+.1f}, {high:+.1f}] (p = {p_holm:.3f})" in md
+    # ‡: these runs kept no per-user outcomes, so the interval covers the seeds only
+    assert f"| hstu/wo_both | {rel:+.1f}% [{low:+.1f}, {high:+.1f}]‡ (p = {p_holm:.3f})" in md
     assert p_holm > test.pvalue  # the correction changed it
     summary = pd.read_csv(out / "summary.csv")
     line = summary[(summary["row"] == "hstu/wo_both") & (summary["metric"] == "test/ndcg@10")].iloc[0]
@@ -138,7 +139,8 @@ def test_report_tables_provenance_and_figures(tmp_path):
     # line for a single-task row
     assert "| hstu/unigrf | 3 | 0.900 | 1.150 | 1.350 | 0.450 |" in md
     assert "| hstu/retrieval_only | 3 | 0.900" not in md
-    assert "paired t-test (`scipy.stats.ttest_rel`)" in md
+    assert "‡ where the runs kept no per-user outcomes: a t-test over seeds only" in md
+    assert "declared seeds not recorded" in md  # meta.json without the `declared` record
     # peak table: retrieval peak 3, ranking peak 2, gap 1 for every seed
     assert "| hstu/unigrf | 3 | 3.0 ± 0.0 | 2.0 ± 0.0 | 1.0 ± 0.0 | 4.0 ± 0.0 |" in md
     # figure written and linked
@@ -259,3 +261,107 @@ def test_the_ablation_driver_imports_matplotlib_only_to_draw_a_figure():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "False", out.stderr
+
+
+def add_outcomes_and_count_model(out):
+    """Give the hand-made report per-user outcomes for every run and a count model, as the
+    runner stores them; results.csv's test metrics become the outcomes' own."""
+    import json
+
+    from unigrf.ablation.outcome_store import OUTCOMES_DIR, run_name, write_count_model_outcomes
+    from unigrf.evaluation.outcomes import metrics_from_outcomes, outcomes_frame, write_outcomes
+
+    rng = np.random.default_rng(0)
+    n = 100
+    labels = (np.arange(n) % 3 != 0).astype(int)
+    quality = {"hstu/unigrf": 1.0, "hstu/wo_both": 0.6, "hstu/retrieval_only": 1.1}
+    results = pd.read_csv(out / "results.csv")
+    for i, r in results.iterrows():
+        q = quality[r["row"]]
+        frame = outcomes_frame(
+            np.arange(n),
+            np.maximum(rng.integers(0, 30, n) - int(10 * q), 0),
+            labels,
+            rng.normal(size=n) + q * labels,
+        )
+        write_outcomes(frame, out / OUTCOMES_DIR / run_name(r["cell"]) / "test.parquet")
+        m = metrics_from_outcomes(frame, (10,), 10)
+        for metric in ("ndcg@10", "hr@10", "auc"):
+            results.loc[i, f"test/{metric}"] = m[metric]
+    results.to_csv(out / "results.csv", index=False)
+    floor = outcomes_frame(np.arange(n), np.full(n, 40), labels, rng.normal(size=n) + 0.5 * labels)
+    write_count_model_outcomes(out, "synthetic", {"test": floor})
+    datasets = json.loads((out / "datasets.json").read_text())
+    datasets["synthetic"]["count_model"] = {"test": {"auc": metrics_from_outcomes(floor, (10,), 10)["auc"]}}
+    (out / "datasets.json").write_text(json.dumps(datasets))
+    return results
+
+
+def test_outcomes_give_intervals_over_users_and_seeds_and_the_count_model_row(tmp_path):
+    from unigrf.ablation.report import COUNT_MODEL_ROW, console_summary
+
+    out = make_report_dir(tmp_path)
+    add_outcomes_and_count_model(out)
+    rendered = write_report(out)
+    md = rendered.markdown
+    summary = rendered.summary
+    compared = summary[~summary["is_reference"] & summary["applicable"]]
+    assert set(compared["test"]) == {"bootstrap"} and (compared["n_users"] == 100).all()
+    assert "‡" not in md.split("## Figures")[0].split("### synthetic: change")[1].split("Significance")[0]
+    assert "paired two-level bootstrap over test users and seeds" in md
+    # the count model: beside popularity in the main table (AUC only), compared in the change table
+    floor_line = next(line for line in md.splitlines() if line.startswith(f"| {COUNT_MODEL_ROW} | — |"))
+    auc = summary[summary["is_floor"]].iloc[0]
+    assert floor_line == f"| {COUNT_MODEL_ROW} | — | — | — | {auc['mean']:.4f} | — |"
+    lines = md.splitlines()
+    assert (
+        lines.index(floor_line)
+        == lines.index("| popularity (train counts) | — | 0.0500 | 0.1000 | — | — |") + 1
+    )
+    change = [line for line in lines if line.startswith(f"| {COUNT_MODEL_ROW} |") and line != floor_line]
+    assert len(change) == 1 and change[0].startswith(
+        f"| {COUNT_MODEL_ROW} | — | — | {auc['rel_change']:+.1f}% ["
+    )
+    # the console: the same tables, the legend names the interval's sources
+    console = console_summary(out)
+    assert "over test users and seeds (paired bootstrap)" in console and COUNT_MODEL_ROW in console
+    assert len(console.splitlines()) <= 20
+
+
+def test_two_snapshot_rows_and_late_seeds_are_labelled(tmp_path):
+    import json
+
+    out = make_report_dir(tmp_path)
+    results = pd.read_csv(out / "results.csv")
+    # the eval branch's per-stage selection for unigrf; the two-stage pipeline is two models anyway
+    results["selection"] = np.where(results["row"] == "hstu/unigrf", "per_stage", "joint")
+    results.to_csv(out / "results.csv", index=False)
+    meta = json.loads((out / "meta.json").read_text())
+    meta["declared"] = {
+        "at": "2026-12-01T10:00:00+00:00",
+        "seeds": [0, 1],
+        "rows": ["hstu/unigrf", "hstu/wo_both"],
+        "datasets": ["synthetic"],
+    }
+    (out / "meta.json").write_text(json.dumps(meta))
+    md = write_report(out).markdown
+    assert "| hstu/unigrf (two snapshots) † | 3 |" in md
+    assert "| hstu/wo_both | 3 |" in md
+    assert (
+        "0, 1, 2 (3 per row); seeds 2; rows hstu/retrieval_only added after the first run on 2026-12-01" in md
+    )
+    meta["declared"]["seeds"] = [0, 1, 2]
+    meta["declared"]["rows"].append("hstu/retrieval_only")
+    (out / "meta.json").write_text(json.dumps(meta))
+    assert "0, 1, 2 (3 per row); declared before the first run" in write_report(out).markdown
+
+
+def test_a_broken_outcomes_file_is_named(tmp_path):
+    from unigrf.ablation.outcome_store import OUTCOMES_DIR
+
+    out = make_report_dir(tmp_path)
+    bad = out / OUTCOMES_DIR / "hstu__unigrf__synthetic__seed0" / "test.parquet"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("not parquet")
+    with pytest.raises(ReportError, match="hstu__unigrf__synthetic__seed0/test.parquet"):
+        load_inputs(out)

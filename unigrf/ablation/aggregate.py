@@ -3,43 +3,56 @@ significance against it, the best value per column, and the per-stage peak epoch
 
 Input is the results frame (one row per run, written as `results.csv`): columns `dataset`,
 `row`, `seed`, `variant`, `status` and one column per metric (`test/hr@10`, ...), plus the
-histories frame (one row per run and epoch: `cell`, `epoch`, per-epoch metrics).
+histories frame (one row per run and epoch: `cell`, `epoch`, per-epoch metrics), the runs'
+per-user outcomes where they kept them (cell → split → frame, `unigrf.evaluation.outcomes`)
+and the datasets' ranking floors (`Floor`: the count model, `unigrf.evaluation.count_model`).
 
-Significance [why this test]: each row has one value per seed, so the sample per row is tiny
-(2–5). The comparison against the reference row uses
-- a **paired t-test** (`scipy.stats.ttest_rel`) when both rows finished the same seeds (the
-  `auto` default): every variant is trained with the same seeds, which fix the batch order, the
-  sampled negatives' stream and the initialisation of the shared parts, so seed-to-seed
-  variation common to both rows cancels in the per-seed differences;
-- **Welch's t-test** (`scipy.stats.ttest_ind(equal_var=False)`) otherwise (seed sets differ, or
-  `significance: welch`): it does not assume equal variances, which rows of different variants
-  do not have.
-p-values are two-sided. Each table column (one metric of one dataset) compares every row with
-the reference, so its p-values are **Holm-corrected** over that column's comparisons
-(`statsmodels.stats.multitest.multipletests(method="holm")`: it controls the chance of any false
-"significant" in the column, without Bonferroni's loss of power); `significant` reads the
-corrected value. The effect size is the change of the mean in % of the reference mean, with the
-test's 95 % confidence interval of the difference (paired: over the per-seed differences; Welch:
-of the difference of the means) on the same scale. With 3 seeds only large, consistent effects
-reach a corrected p < 0.05: an interval that spans 0 says "not resolved at this many seeds",
+Significance [why these tests; `unigrf.ablation.paired` has the details]: a difference between
+two rows carries the noise of the training seeds and of the sample of test users. Where both
+rows kept per-user outcomes for every seed they share, the comparison is a **paired
+two-level bootstrap** over those seeds and the test users (the same users for both rows,
+drawn once per replicate across the seeds), which gives the change's 95 % percentile interval
+and a two-sided p; AUC differences also get DeLong's test (`p_delong`, users only, a
+cross-check). Runs without outcomes (reports written before runs kept them) fall back to a
+**t-test over seeds** — paired on common seeds, else Welch's (`significance: welch` forces
+it) — only with at least 3 seeds and non-zero variance, else no test ("n/a"); these intervals
+cover the seeds only and the report labels them so.
+
+Each table column (one metric of one dataset) compares every row — the count model's
+included — with the reference, so its p-values are **Holm-corrected** over that column's
+comparisons (`holm`, as `statsmodels.stats.multitest.multipletests(method="holm")`: it controls the chance
+of any false "significant" in the column, without Bonferroni's loss of power); `significant`
+reads the corrected value. The effect size is the change of the mean in % of the reference
+mean, with its 95 % interval (of the difference, scaled by the same 100 / |reference mean|).
+The interval is per comparison, the star family-wise: an interval that just excludes 0 can
+go without a star. An interval that spans 0 says "not resolved by these seeds and users",
 not "no effect".
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from unigrf.ablation.paired import (
+    DEFAULT_REPLICATES,
+    TestResult,
+    UserBootstrap,
+    bootstrap_test,
+    common_users,
+    outcome_metric,
+    seed_test,
+)
 
 OK_STATUS = "ok"
 RETRIEVAL_METRICS = ("hr@", "ndcg@", "mrr", "loss_retrieval")
 RANKING_METRICS = ("auc", "logloss", "loss_ranking")  # gauc contains "auc"
 CASCADE_METRICS = ("cascade_",)
+FLOOR_METRICS = ("auc", "logloss")  # what a ranking floor (the count model) measures
 
 
 def metric_base(metric: str) -> str:
@@ -69,50 +82,167 @@ def applicable(variant: str, metric: str) -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class TestResult:
-    p_value: float  # NaN when no test is possible (n < 2, zero variance)
-    test: str  # "paired", "welch" or "" when not tested
-    n: int  # values compared per side (paired: common seeds)
-    low: float = math.nan  # 95 % confidence interval of the difference values − reference
-    high: float = math.nan
-
-
-def _with_interval(res, test: str, n: int) -> TestResult:
-    ci = res.confidence_interval(confidence_level=0.95)
-    return TestResult(float(res.pvalue), test, n, float(ci.low), float(ci.high))
-
-
 def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm-adjusted p-values of one family of tests; NaNs (no test) stay NaN and do not count."""
-    from statsmodels.stats.multitest import multipletests
+    """Holm-adjusted p-values of one family of tests; NaNs (no test) stay NaN and do not count.
 
+    The step-down adjustment — the i-th smallest of m p-values times (m − i + 1), running
+    maximum, capped at 1 — in numpy: statsmodels' `multipletests(method="holm")` gives the same
+    numbers (tests check it) but runs a full `gc.collect()` per call, ~0.7 s per column once
+    torch is loaded."""
     p = np.asarray(p_values, dtype=float)
     out = np.full(p.shape, math.nan)
-    finite = np.isfinite(p)
-    if finite.any():
-        out[finite] = multipletests(p[finite], method="holm")[1]
+    finite = np.flatnonzero(np.isfinite(p))
+    if len(finite):
+        order = finite[np.argsort(p[finite], kind="stable")]
+        m = len(order)
+        out[order] = np.minimum(np.maximum.accumulate(p[order] * np.arange(m, 0, -1)), 1.0)
     return out.tolist()
 
 
-def compare(values: pd.Series, reference: pd.Series, method: str = "auto") -> TestResult:
-    """Two-sided test of `values` against `reference`, both indexed by seed (NaNs dropped)."""
-    values, reference = values.dropna(), reference.dropna()
-    common = values.index.intersection(reference.index)
-    same_seeds = set(values.index) == set(reference.index)
-    use_paired = method == "paired" or (method == "auto" and same_seeds)
-    with warnings.catch_warnings():
-        # scipy warns (and returns NaN) on zero variance: a NaN p-value is the honest answer
-        warnings.simplefilter("ignore", RuntimeWarning)
-        if use_paired:
-            if len(common) < 2:
-                return TestResult(math.nan, "", len(common))
-            res = stats.ttest_rel(values.loc[common].to_numpy(), reference.loc[common].to_numpy())
-            return _with_interval(res, "paired", len(common))
-        if len(values) < 2 or len(reference) < 2:
-            return TestResult(math.nan, "", min(len(values), len(reference)))
-        res = stats.ttest_ind(values.to_numpy(), reference.to_numpy(), equal_var=False)
-        return _with_interval(res, "welch", min(len(values), len(reference)))
+def compare(
+    values: pd.Series, reference: pd.Series, method: str = "auto", confidence: float = 0.95
+) -> TestResult:
+    """The seed-level t-test of `values` against `reference`, both indexed by seed (NaNs
+    dropped): `unigrf.ablation.paired.seed_test` (n/a below 3 seeds or without variance)."""
+    return seed_test(values, reference, method, confidence)
+
+
+# --------------------------------------------------------------------------------------------
+# Comparing two rows: over users and seeds where outcomes exist, over seeds otherwise
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Floor:
+    """A dataset's ranking floor shown as a row (the count model): no training run, no seeds.
+    `values`: metric (e.g. test/auc) → value; `outcomes`: split → per-user outcomes."""
+
+    row: str
+    values: Mapping[str, float]
+    outcomes: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+
+    def measures(self, metric: str) -> bool:
+        return metric_base(metric) in FLOOR_METRICS and math.isfinite(self.values.get(metric, math.nan))
+
+
+class Comparator:
+    """Tests "row A against row B on a metric" on the stored runs of a report (or of several
+    datasets in it): the two-level bootstrap when both rows kept per-user outcomes for every
+    seed they share, else the seed-level t-test. One `UserBootstrap` per dataset, so every
+    comparison on a dataset shares the user draws and each run's replicate values are
+    computed once."""
+
+    def __init__(
+        self,
+        results: pd.DataFrame,
+        outcomes: Mapping[str, Mapping[str, pd.DataFrame]] | None = None,
+        floors: Mapping[str, Floor] | None = None,
+        method: str = "auto",
+        n_replicates: int = DEFAULT_REPLICATES,
+        seed: int = 0,
+    ) -> None:
+        self.results = results
+        self.ok = results[results["status"] == OK_STATUS] if "status" in results else results
+        self.outcomes = outcomes or {}
+        self.floors = floors or {}
+        self.method = method
+        self.n_replicates = n_replicates
+        self.seed = seed
+        self._boot: dict[str, UserBootstrap | None] = {}
+
+    def per_seed(self, dataset: str, row: str, metric: str) -> pd.Series:
+        """`metric` of `row`'s finished runs on `dataset`, indexed by seed (NaNs dropped)."""
+        runs = self.ok[(self.ok["dataset"] == dataset) & (self.ok["row"] == row)]
+        if metric not in runs:
+            return pd.Series(dtype=float)
+        return runs.set_index("seed")[metric].astype(float).dropna()
+
+    def _cells(self, dataset: str, row: str) -> dict[int, str]:
+        runs = self.ok[(self.ok["dataset"] == dataset) & (self.ok["row"] == row)]
+        return dict(zip(runs["seed"].astype(int), runs["cell"].astype(str)))
+
+    def bootstrap(self, dataset: str) -> UserBootstrap | None:
+        """The dataset's bootstrap over the users every stored outcome set shares (None when
+        no run on it kept outcomes)."""
+        if dataset not in self._boot:
+            cells = set(self.ok.loc[self.ok["dataset"] == dataset, "cell"].astype(str))
+            frames = [f for c in cells for f in self.outcomes.get(c, {}).values()]
+            floor = self.floors.get(dataset)
+            frames += list(floor.outcomes.values()) if floor is not None else []
+            users = common_users(frames)
+            self._boot[dataset] = (
+                UserBootstrap(users, self.n_replicates, self.seed) if len(users) >= 2 else None
+            )
+        return self._boot[dataset]
+
+    def _side(self, dataset: str, row: str, split: str, seeds) -> list[tuple[str, pd.DataFrame]] | None:
+        """(key, outcomes) per seed in `seeds` order, a floor's one set, or None if one lacks."""
+        floor = self.floors.get(dataset)
+        if floor is not None and row == floor.row:
+            frame = floor.outcomes.get(split)
+            return None if frame is None else [(f"{floor.row}/{dataset}/{split}", frame)]
+        cells = self._cells(dataset, row)
+        out = []
+        for s in seeds:
+            frame = self.outcomes.get(cells.get(s, ""), {}).get(split)
+            if frame is None:
+                return None
+            out.append((f"{cells[s]}/{split}", frame))
+        return out
+
+    def _values(self, dataset: str, row: str, metric: str) -> pd.Series | float:
+        floor = self.floors.get(dataset)
+        if floor is not None and row == floor.row:
+            return float(floor.values.get(metric, math.nan))
+        return self.per_seed(dataset, row, metric)
+
+    def register(self, dataset: str, rows: Sequence[str], metrics: Sequence[str]) -> None:
+        """Announce the runs and metrics about to be compared, so that the bootstrap computes
+        their replicate values in one pass over its draws."""
+        boot = self.bootstrap(dataset)
+        if boot is None:
+            return
+        for metric in metrics:
+            which = outcome_metric(metric)
+            if which is None:
+                continue
+            split, base = which
+            for row in rows:
+                values = self._values(dataset, row, metric)
+                seeds = list(values.index) if isinstance(values, pd.Series) else []
+                for key, frame in self._side(dataset, row, split, seeds) or []:
+                    boot.add(key, frame, base)
+
+    def test(
+        self, dataset: str, row: str, reference: str, metric: str, confidence: float = 0.95
+    ) -> TestResult:
+        """`row` − `reference` on `metric`: the interval at `confidence`, the two-sided p."""
+        a, b = self._values(dataset, row, metric), self._values(dataset, reference, metric)
+        if isinstance(a, float) and isinstance(b, float):
+            return TestResult(math.nan, "", 0)
+        method = self.method
+        if isinstance(a, float) or isinstance(b, float):
+            # a deterministic row: its value at each of the other row's seeds, so the paired
+            # test is the one-sample t-test of the other row's seeds against it
+            method = "paired"
+            if isinstance(a, float):
+                a = pd.Series(a, index=b.index).dropna()
+            else:
+                b = pd.Series(b, index=a.index).dropna()
+        common = [s for s in a.index if s in set(b.index)]
+        which = outcome_metric(metric)
+        boot = self.bootstrap(dataset) if which is not None and common else None
+        if boot is not None:
+            split, base = which
+            side_a = self._side(dataset, row, split, common)
+            side_b = self._side(dataset, reference, split, common)
+            if side_a is not None and side_b is not None:
+                result = boot.compare(side_a, side_b, base)
+                p_delong = math.nan
+                if base == "auc" and math.isfinite(result.estimate):
+                    p_delong = boot.delong(side_a, side_b).p_value
+                return bootstrap_test(result, confidence, p_delong)
+        return seed_test(a, b, method, confidence)
 
 
 def aggregate(
@@ -122,60 +252,61 @@ def aggregate(
     method: str = "auto",
     alpha: float = 0.05,
     row_order: Sequence[str] | None = None,
+    *,
+    outcomes: Mapping[str, Mapping[str, pd.DataFrame]] | None = None,
+    floors: Mapping[str, Floor] | None = None,
+    n_replicates: int = DEFAULT_REPLICATES,
+    bootstrap_seed: int = 0,
 ) -> pd.DataFrame:
-    """Long table, one line per (dataset, row, metric), in row order.
+    """Long table, one line per (dataset, row, metric), in row order, then each dataset's
+    floor row (`floors`, e.g. the count model) where it measures the metric.
 
-    Columns: dataset, row, variant, metric, n (finished seeds), mean, std (sample, ddof=1; NaN
-    for one seed), rel_change (% of the reference mean), rel_low / rel_high (its 95 % interval,
-    same scale), p_value (raw), p_adjusted (Holm over the column's rows), test, significant
-    (p_adjusted < alpha), is_reference, applicable, best (the best mean of the column among
-    applicable rows of the dataset, by the metric's direction).
+    Columns: dataset, row, variant, metric, n (finished seeds; 0 for a floor), mean, std
+    (sample, ddof=1; NaN for one seed), rel_change (% of the reference mean), rel_low /
+    rel_high (its 95 % interval, same scale), p_value (raw), p_adjusted (Holm over the column's
+    rows), test ("bootstrap": users and seeds; "paired" / "welch": seeds only; "": none),
+    n_users (users the bootstrap resampled), p_delong (AUC, bootstrap rows), significant
+    (p_adjusted < alpha), is_reference, is_floor, applicable, best (the best mean of the column
+    among applicable model rows of the dataset, by the metric's direction).
     """
-    ok = results[results["status"] == OK_STATUS] if "status" in results else results
+    comparator = Comparator(results, outcomes, floors, method, n_replicates, bootstrap_seed)
     rows = list(row_order) if row_order is not None else list(dict.fromkeys(results["row"]))
     lines = []
     for dataset in dict.fromkeys(results["dataset"]):
-        ds = ok[ok["dataset"] == dataset]
-        ref = ds[ds["row"] == reference].set_index("seed")
+        floor = (floors or {}).get(dataset)
+        compared = rows + ([floor.row] if floor is not None else [])
+        comparator.register(dataset, compared, metrics)
+        ref_vals = {m: comparator.per_seed(dataset, reference, m) for m in metrics}
         for row in rows:
-            sub = ds[ds["row"] == row].set_index("seed")
             in_all = results[(results["dataset"] == dataset) & (results["row"] == row)]
             if in_all.empty:
                 continue
             variant = str(in_all["variant"].iloc[0])
             for metric in metrics:
-                vals = sub[metric].astype(float).dropna() if metric in sub else pd.Series(dtype=float)
+                vals = comparator.per_seed(dataset, row, metric)
                 is_app = applicable(variant, metric)
                 mean = float(vals.mean()) if is_app and len(vals) else math.nan
                 std = float(vals.std(ddof=1)) if is_app and len(vals) > 1 else math.nan
-                ref_vals = ref[metric].astype(float) if metric in ref else pd.Series(dtype=float)
-                ref_mean = float(ref_vals.mean()) if len(ref_vals.dropna()) else math.nan
-                rel = rel_low = rel_high = math.nan
                 test = TestResult(math.nan, "", 0)
                 if is_app and row != reference:
-                    test = compare(vals, ref_vals, method)
-                    if ref_mean and math.isfinite(ref_mean):
-                        scale = 100.0 / abs(ref_mean)
-                        rel = (mean - ref_mean) * scale
-                        rel_low, rel_high = test.low * scale, test.high * scale
+                    test = comparator.test(dataset, row, reference, metric)
                 lines.append(
-                    {
-                        "dataset": dataset,
-                        "row": row,
-                        "variant": variant,
-                        "metric": metric,
-                        "n": int(len(vals)) if is_app else 0,
-                        "mean": mean,
-                        "std": std,
-                        "rel_change": rel,
-                        "rel_low": rel_low,
-                        "rel_high": rel_high,
-                        "p_value": test.p_value,
-                        "test": test.test,
-                        "is_reference": row == reference,
-                        "applicable": is_app,
-                    }
+                    _line(dataset, row, variant, metric, int(len(vals)) if is_app else 0, mean, std)
+                    | _change(mean if row != reference else math.nan, ref_vals[metric], test)
+                    | {"is_reference": row == reference, "is_floor": False, "applicable": is_app}
                 )
+        if floor is None:
+            continue
+        for metric in metrics:
+            if not floor.measures(metric):
+                continue
+            value = float(floor.values[metric])
+            test = comparator.test(dataset, floor.row, reference, metric)
+            lines.append(
+                _line(dataset, floor.row, "", metric, 0, value, math.nan)
+                | _change(value, ref_vals[metric], test)
+                | {"is_reference": False, "is_floor": True, "applicable": True}
+            )
     table = pd.DataFrame(lines)
     if table.empty:
         return table.assign(
@@ -186,13 +317,46 @@ def aggregate(
         table.loc[group.index, "p_adjusted"] = holm(group["p_value"].tolist())
     table["significant"] = table["p_adjusted"].lt(alpha)  # NaN compares False
     table["best"] = False
-    for (_, metric), group in table.groupby(["dataset", "metric"], sort=False):
+    models = table[~table["is_floor"]]
+    for (_, metric), group in models.groupby(["dataset", "metric"], sort=False):
         means = group["mean"].dropna()
         if means.empty:
             continue
         target = means.min() if lower_is_better(metric) else means.max()
         table.loc[means.index[np.isclose(means.to_numpy(), target, rtol=0, atol=1e-12)], "best"] = True
     return table
+
+
+def _line(dataset: str, row: str, variant: str, metric: str, n: int, mean: float, std: float) -> dict:
+    return {
+        "dataset": dataset,
+        "row": row,
+        "variant": variant,
+        "metric": metric,
+        "n": n,
+        "mean": mean,
+        "std": std,
+    }
+
+
+def _change(mean: float, reference: pd.Series, test: TestResult) -> dict:
+    """The change in % of the reference mean and the test's interval on that scale (NaN for
+    the reference row itself: `mean` NaN)."""
+    ref_mean = float(reference.mean()) if len(reference) else math.nan
+    rel = rel_low = rel_high = math.nan
+    if ref_mean and math.isfinite(ref_mean) and math.isfinite(mean):
+        scale = 100.0 / abs(ref_mean)
+        rel = (mean - ref_mean) * scale
+        rel_low, rel_high = test.low * scale, test.high * scale
+    return {
+        "rel_change": rel,
+        "rel_low": rel_low,
+        "rel_high": rel_high,
+        "p_value": test.p_value,
+        "test": test.test,
+        "n_users": test.n_users,
+        "p_delong": test.p_delong,
+    }
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,6 +27,9 @@ their header comment):
     significance: auto               # auto | welch | paired (see unigrf.ablation.aggregate)
     alpha: 0.05
     peaks: {retrieval: val/ndcg@10, ranking: val/auc}      # per-stage peak-epoch table
+    equivalence_margin_epochs: 15    # with `peaks`: the margin of the test that both stages
+                                     # peak at the same epoch (TOST, `unigrf claims`), declared
+                                     # before the runs
     figures:
       - {kind: axis, metrics: [test/ndcg@10]}   # metric vs the axis values (m-sweep, scaling)
       - {kind: curves, metrics: [val/ndcg@10, val/auc]}    # per-epoch validation curves
@@ -81,6 +84,7 @@ TOP_KEYS = (
     "significance",
     "alpha",
     "peaks",
+    "equivalence_margin_epochs",
     "figures",
 )
 # Keys that define a cell: a global override of one of them would collapse cells.
@@ -174,10 +178,20 @@ class GridSpec:
     peaks: PeakSpec | None
     figures: tuple[FigureSpec, ...]
     raw: Mapping[str, Any] = field(default_factory=dict)  # the file as loaded, for the report dir
+    equivalence_margin_epochs: float | None = None  # TOST margin on the peak epochs' difference
 
     def row_names(self) -> list[str]:
         """Row names in grid order (rows outer, axis values inner)."""
         return [row_name(r, self.axis, v) for r in self.rows for v in axis_values(self.axis)]
+
+    def declaration(self) -> dict[str, list[Any]]:
+        """What the grid commits to before it runs — its seeds, rows and datasets — recorded at
+        its first run (meta.json `declared`) so a report can name what was added later."""
+        return {
+            "seeds": list(self.seeds),
+            "rows": self.row_names(),
+            "datasets": [d.name for d in self.datasets],
+        }
 
     def with_seeds(self, n: int) -> GridSpec:
         if n < 1:
@@ -385,6 +399,12 @@ def parse_grid(
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0 < alpha < 1:
         raise fail("alpha", f"expected a number in (0, 1), got {alpha!r}")
     peaks = _peaks(data.get("peaks"), fail)
+    margin = data.get("equivalence_margin_epochs")
+    if margin is not None:
+        if not isinstance(margin, (int, float)) or isinstance(margin, bool) or not margin > 0:
+            raise fail("equivalence_margin_epochs", f"expected a number of epochs > 0, got {margin!r}")
+        if peaks is None:
+            raise fail("equivalence_margin_epochs", "needs `peaks` (the per-stage peak epochs it tests)")
     figures = _figures(data.get("figures", []), axis, fail)
 
     spec = GridSpec(
@@ -404,6 +424,7 @@ def parse_grid(
         peaks=peaks,
         figures=figures,
         raw=dict(data),
+        equivalence_margin_epochs=float(margin) if margin is not None else None,
     )
     if check_cells:
         spec.expand()  # every cell must build: bad override keys/values fail here, named

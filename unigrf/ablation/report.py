@@ -10,9 +10,13 @@
 - `grid.yaml`     the grid as run (effective seeds); `meta.json` command, git commit, times,
                   command-line overrides, the budget (distinct values of the budget keys over
                   the cells); `datasets.json` dataset sizes, the popularity baseline
-                  (test) and, on synthetic data, the generator's oracle (the Bayes ceiling:
-                  `unigrf.evaluation.oracle`);
+                  (test), the count model's AUC / LogLoss (val, test: the ranking floor,
+                  `unigrf.evaluation.count_model`) and, on synthetic data, the generator's
+                  oracle (the Bayes ceiling: `unigrf.evaluation.oracle`);
                   `configs.yaml` every cell's full config;
+- `outcomes/`     per-user outcomes of every finished run and of each dataset's count model
+                  (`unigrf.ablation.outcome_store`), where the runs kept them: what the
+                  comparisons' bootstrap over test users and seeds reads;
 and the outputs: `report.md`, `report.tex`, `summary.csv` (the aggregated long table: means,
 intervals, raw and Holm-corrected p-values), `figures/*.png`. The report is always rendered from
 the stored files, so a rebuild reproduces it exactly.
@@ -24,7 +28,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +37,7 @@ import yaml
 
 from unigrf.ablation.aggregate import (
     OK_STATUS,
+    Floor,
     aggregate,
     aggregate_peaks,
     aggregate_weights,
@@ -41,6 +46,8 @@ from unigrf.ablation.aggregate import (
 )
 from unigrf.ablation.figures import axis_figure, curves_figure, metric_label
 from unigrf.ablation.grid import GridSpec, parse_grid
+from unigrf.ablation.outcome_store import load_count_model_outcomes, load_outcomes
+from unigrf.ablation.paired import DEFAULT_REPLICATES
 
 PROTOCOL = (
     "leave-one-out (test target = each user's last interaction, validation target = the second "
@@ -51,10 +58,14 @@ PROTOCOL = (
     "test items"
 )
 POPULARITY_ROW = "popularity (train counts)"
+COUNT_MODEL_ROW = "count model (train like rates)"
 ORACLE_ROW = "oracle (true distribution)"
-# rows of reference numbers under the model rows: datasets.json key -> row label
+# rows of reference numbers under the model rows: datasets.json key -> row label (the count
+# model's row comes from the aggregate table, between them: it is compared with the reference)
 SECONDS_PER_EPOCH = "s / epoch"
 REFERENCE_ROWS = (("popularity", POPULARITY_ROW), ("oracle", ORACLE_ROW))
+TWO_SNAPSHOTS = "two snapshots"  # the label of a row whose runs test each stage at its own epoch
+SEEDS_ONLY = "‡"  # marks an interval and p over seeds only (the runs kept no per-user outcomes)
 INPUT_FILES = ("results.csv", "histories.csv", "grid.yaml", "meta.json", "datasets.json")
 
 
@@ -69,6 +80,22 @@ class ReportInputs:
     histories: pd.DataFrame
     meta: dict[str, Any]
     datasets: dict[str, Any]
+    outcomes: dict[str, dict[str, pd.DataFrame]] = field(default_factory=dict)  # cell → split → frame
+    floors: dict[str, Floor] = field(default_factory=dict)  # dataset → its count model row
+
+    def aggregate(self, order: Sequence[str] | None = None) -> pd.DataFrame:
+        """`aggregate`'s long table of these runs, with their outcomes and floors."""
+        spec = self.spec
+        return aggregate(
+            self.results,
+            spec.metrics,
+            spec.reference,
+            spec.significance,
+            spec.alpha,
+            order if order is not None else row_order(self),
+            outcomes=self.outcomes,
+            floors=self.floors,
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -120,9 +147,32 @@ def load_inputs(report_dir: str | Path) -> ReportInputs:
             histories = pd.DataFrame(columns=["cell", "epoch"])
         meta = json.loads((report_dir / "meta.json").read_text())
         datasets = json.loads((report_dir / "datasets.json").read_text())
-    except (OSError, ValueError, yaml.YAMLError) as err:
+        ok = results[results["status"] == OK_STATUS] if "status" in results else results
+        outcomes = load_outcomes(report_dir, ok["cell"].astype(str))
+        floors = {
+            str(name): floor
+            for name in dict.fromkeys(results["dataset"])
+            if (floor := count_model_floor(report_dir, str(name), datasets.get(str(name), {}))) is not None
+        }
+    except (OSError, ValueError, yaml.YAMLError) as err:  # OutcomesError is a ValueError
         raise ReportError(f"{report_dir}: cannot read the stored results ({err})") from None
-    return ReportInputs(spec, results, histories, meta, datasets)
+    return ReportInputs(spec, results, histories, meta, datasets, outcomes, floors)
+
+
+def count_model_floor(report_dir: Path, dataset: str, info: Mapping[str, Any]) -> Floor | None:
+    """The dataset's count-model row from datasets.json (`count_model`: {split: {auc, logloss}})
+    and its stored outcomes; None for reports written before it existed."""
+    stored = info.get("count_model")
+    if not isinstance(stored, Mapping):
+        return None
+    values = {
+        f"{split}/{k}": float(v)
+        for split, metrics in stored.items()
+        if split in ("val", "test") and isinstance(metrics, Mapping)
+        for k, v in metrics.items()
+        if k in ("auc", "logloss")
+    }
+    return Floor(COUNT_MODEL_ROW, values, load_count_model_outcomes(report_dir, dataset))
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,14 +188,19 @@ def fmt_value(mean: float, std: float, digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def fmt_change(rel: float, low: float, high: float, p: float, significant: bool) -> str:
+def fmt_change(
+    rel: float, low: float, high: float, p: float, significant: bool, seeds_only: bool = False
+) -> str:
     """`+5.3% [-1.2, +11.8] (p = 0.150) *`: the change in % of the reference mean, its 95 %
-    interval, the (corrected) p-value and * when significant."""
+    interval, the (corrected) p-value and * when significant; `seeds_only` marks an interval
+    over seeds only (‡, runs without per-user outcomes). Without a test: `+0.8% (p = n/a)`."""
     if not math.isfinite(rel):
         return "—"
     interval = f" [{low:+.1f}, {high:+.1f}]" if math.isfinite(low) and math.isfinite(high) else ""
+    if interval and seeds_only:
+        interval += SEEDS_ONLY
     p_text = "p = n/a" if not math.isfinite(p) else (f"p = {p:.3f}" if p >= 0.001 else "p < 0.001")
-    return f"{rel:+.1f}%{interval} ({p_text}){' *' if significant else ''}"
+    return f"{rel:+.1f}%{interval} ({p_text}){' *' if significant and math.isfinite(p) else ''}"
 
 
 def fmt_duration(seconds: float) -> str:
@@ -178,6 +233,7 @@ def tex_escape(text: str) -> str:
         .replace("±", r"$\pm$")
         .replace("—", "--")
         .replace("†", r"$^\dagger$")
+        .replace("‡", r"$^\ddagger$")
     )
 
 
@@ -186,32 +242,84 @@ def row_order(inputs: ReportInputs) -> list[str]:
     return order + [r for r in dict.fromkeys(inputs.results["row"]) if r not in order]
 
 
+def row_labels(inputs: ReportInputs) -> dict[str, str]:
+    """Row → the name every table shows: a row whose runs tested each stage at its own best
+    epoch (`selection` per_stage: two snapshots of one model, served as two) is labelled so;
+    the two-stage pipeline is two models by definition and keeps its name."""
+    res = inputs.results
+    labels = {str(r): str(r) for r in dict.fromkeys(res["row"])}
+    if "selection" in res:
+        per_stage = res[(res["selection"].astype(str) == "per_stage") & (res["variant"] != "two_stage")]
+        for row in dict.fromkeys(per_stage["row"]):
+            labels[str(row)] = f"{row} ({TWO_SNAPSHOTS})"
+    return labels
+
+
 def significance_note(table: pd.DataFrame, spec: GridSpec) -> str:
-    used = sorted(set(table["test"]) - {""})
+    compared = table[~table["is_reference"] & table["applicable"] & table["rel_change"].notna()]
+    used = set(compared["test"])
     parts = []
-    if "paired" in used:
+    if "bootstrap" in used:
         parts.append(
-            "paired t-test (`scipy.stats.ttest_rel`) on the per-seed values where a row finished the "
-            "same seeds as the reference — the seed fixes the batch order, the negative-sampling "
-            "stream and the initialisation for every variant, so seed-level variation shared by both "
-            "rows cancels in the per-seed differences"
+            f"a paired two-level bootstrap over test users and seeds ({DEFAULT_REPLICATES:,} replicates, "
+            "seeded): "
+            "each replicate draws the seeds both rows finished and the test users with "
+            "replacement — the same users for both rows and for every seed (the test users are "
+            "one sample shared by all seeds) — and recomputes the difference (user-mean metrics "
+            "over the drawn users, cascade metrics over the drawn liked users, AUC on the drawn "
+            "users per seed, then the mean over the drawn seeds); the interval is the 95 % "
+            "percentile interval, p two-sided from the same replicates (`unigrf.ablation.paired`; "
+            "DeLong's test of AUC differences, users only, in summary.csv `p_delong`)"
         )
-    if "welch" in used:
+    if "paired" in used or "welch" in used:
         parts.append(
-            "Welch's t-test (`scipy.stats.ttest_ind(equal_var=False)`) on the per-seed values"
-            + (" where the seed sets differ" if spec.significance == "auto" else "")
-            + " — no equal-variance assumption across variants"
+            f"{SEEDS_ONLY} where the runs kept no per-user outcomes: a t-test over seeds only "
+            "(paired on the common seeds, else Welch's) — it ignores the test users' sampling noise"
         )
     if not parts:
-        return "No significance test: fewer than 2 finished seeds per row."
+        return (
+            "No test: the runs kept no per-user outcomes, and a t-test over seeds needs at least "
+            "3 seeds with differences that vary (p = n/a)."
+        )
     return (
         "Significance against the reference row: "
         + "; ".join(parts)
-        + ". Each cell: the change of the mean in % of the reference mean, [its 95 % confidence "
-        "interval] on the same scale, and the two-sided p-value Holm-corrected over the column's "
-        f"rows (statsmodels `multipletests`); * marks a corrected p < {spec.alpha:g}. Raw p-values: "
-        "summary.csv."
+        + ". A t-test over seeds needs at least 3 seeds and differences that vary, else p = n/a. "
+        "Each cell: the change of the mean in % of the reference mean, [its 95 % interval] on the "
+        "same scale, and the two-sided p-value Holm-corrected over the column's rows (Holm's "
+        f"step-down); * marks a corrected p < {spec.alpha:g}. Raw p-values: summary.csv."
     )
+
+
+def declared_note(inputs: ReportInputs) -> str:
+    """What was added after the grid's first run (seeds, rows, datasets), from meta.json's
+    `declared` record; "" when nothing was."""
+    declared = inputs.meta.get("declared")
+    if not isinstance(declared, Mapping):
+        return "declared seeds not recorded (the report predates the record)"
+    when = str(declared.get("at", "?"))[:10]
+    res = inputs.results
+    added = []
+    for key, column, fmt in (
+        ("seeds", "seed", _fmt_seeds),
+        ("rows", "row", None),
+        ("datasets", "dataset", None),
+    ):
+        before = {str(v) for v in declared.get(key, [])}
+        new = [v for v in dict.fromkeys(res[column]) if str(v) not in before]
+        if new:
+            text = fmt(new) if fmt else ", ".join(str(v) for v in new)
+            added.append(f"{key} {text}")
+    if not added:
+        return "declared before the first run"
+    return f"{'; '.join(added)} added after the first run on {when}"
+
+
+def _fmt_seeds(seeds: Sequence[Any]) -> str:
+    values = sorted(int(s) for s in seeds)
+    if len(values) > 2 and values == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}–{values[-1]}"
+    return ", ".join(str(v) for v in values)
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,7 +339,7 @@ def render(inputs: ReportInputs, report_dir: Path) -> Rendered:
     """Aggregate and render; writes the figures under `report_dir/figures/`."""
     spec, results = inputs.spec, inputs.results
     order = row_order(inputs)
-    table = aggregate(results, spec.metrics, spec.reference, spec.significance, spec.alpha, order)
+    table = inputs.aggregate(order)
     peaks = (
         aggregate_peaks(results, inputs.histories, spec.peaks.retrieval, spec.peaks.ranking, order)
         if spec.peaks is not None and not inputs.histories.empty
@@ -243,13 +351,14 @@ def render(inputs: ReportInputs, report_dir: Path) -> Rendered:
     return Rendered(md, tex, figures, table)
 
 
-def console_summary(report_dir: str | Path) -> str:
+def console_summary(report_dir: str | Path, table: pd.DataFrame | None = None) -> str:
     """What `unigrf ablate` prints at the end: per dataset, the mean ± std table and the change
-    against the reference row (the report's two main tables, without the header block)."""
+    against the reference row (the report's two main tables, without the header block).
+    `table`: the report's aggregate (`Rendered.summary`), so that it is not computed twice."""
     inputs = load_inputs(report_dir)
     spec = inputs.spec
     order = row_order(inputs)
-    table = aggregate(inputs.results, spec.metrics, spec.reference, spec.significance, spec.alpha, order)
+    table = inputs.aggregate(order) if table is None else table
     out: list[str] = []
     for dataset in dict.fromkeys(inputs.results["dataset"]):
         out += ["", f"{dataset}: mean ± std over seeds († reference row)"]
@@ -257,13 +366,23 @@ def console_summary(report_dir: str | Path) -> str:
         out.append(md_table(header, _main_rows(inputs, table, dataset, order, ("", ""))))
         change = _change_rows(inputs, table, dataset, order)
         if change:
-            out += [
-                "",
-                f"change against {spec.reference}: % [95 % CI] (t-test over seeds, Holm-corrected p; "
-                f"* p < {spec.alpha})",
-            ]
+            out += ["", f"change against {spec.reference}: {_change_legend(table, dataset, spec.alpha)}"]
             out.append(md_table(["row", *(metric_label(m) for m in spec.metrics)], change))
     return "\n".join(out)
+
+
+def _change_legend(table: pd.DataFrame, dataset: str, alpha: float) -> str:
+    """One line saying what the change table's intervals and p-values are."""
+    ds = table[(table["dataset"] == dataset) & ~table["is_reference"] & table["rel_change"].notna()]
+    tests = set(ds["test"])
+    parts = ["% [95 % interval]"]
+    if "bootstrap" in tests:
+        parts.append("over test users and seeds (paired bootstrap)")
+    if tests & {"paired", "welch"}:
+        parts.append(f"{SEEDS_ONLY}: over seeds only, no per-user outcomes")
+    if "" in tests:
+        parts.append("n/a: no outcomes and < 3 seeds or no variance")
+    return "; ".join(parts) + f"; Holm-corrected p, * p < {alpha:g}"
 
 
 def write_report(report_dir: str | Path) -> Rendered:
@@ -348,7 +467,7 @@ def _header_lines(inputs: ReportInputs) -> list[tuple[str, str]]:
     lines = [
         ("Dataset", "; ".join(datasets)),
         ("Protocol", PROTOCOL),
-        ("Seeds", f"{', '.join(str(s) for s in seeds)} ({len(seeds)} per row)"),
+        ("Seeds", f"{', '.join(str(s) for s in seeds)} ({len(seeds)} per row); {declared_note(inputs)}"),
         ("Budget per run", budget or "—"),
         (
             "Runs",
@@ -369,13 +488,15 @@ def _main_rows(
     inputs: ReportInputs, table: pd.DataFrame, dataset: str, order: list[str], bold: tuple[str, str]
 ) -> list[list[str]]:
     spec = inputs.spec
-    ds = table[table["dataset"] == dataset]
+    ds = table[(table["dataset"] == dataset) & ~table["is_floor"]]
+    labels = row_labels(inputs)
     body = []
     for row in order:
         sub = ds[ds["row"] == row].set_index("metric")
         if sub.empty:
             continue
-        name = f"{row} †" if row == spec.reference else row
+        name = labels.get(row, row)
+        name = f"{name} †" if row == spec.reference else name
         n = int(sub["n"].max())
         cells = []
         for metric in spec.metrics:
@@ -396,7 +517,8 @@ def _main_rows(
             else "—"
         )
         body.append([name, str(n), *cells])
-    for key, label in REFERENCE_ROWS:  # test-split numbers that need no training run
+    floors = table[(table["dataset"] == dataset) & table["is_floor"]]
+    for key, label in REFERENCE_ROWS:  # numbers that need no training run
         reference = inputs.datasets.get(str(dataset), {}).get(key)
         if reference and any(metric_base(m) in reference for m in spec.metrics if m.startswith("test/")):
             cells = [
@@ -406,6 +528,14 @@ def _main_rows(
                 for m in spec.metrics
             ]
             body.append([label, "—", *cells, "—"])
+        if key == "popularity":  # the ranking floor next: popularity is the retrieval floor
+            for row in dict.fromkeys(floors["row"]):
+                sub = floors[floors["row"] == row].set_index("metric")
+                cells = [
+                    fmt_value(float(sub.loc[m, "mean"]), math.nan) if m in sub.index else "—"
+                    for m in spec.metrics
+                ]
+                body.append([str(row), "—", *cells, "—"])
     return body
 
 
@@ -413,8 +543,10 @@ def _change_rows(
     inputs: ReportInputs, table: pd.DataFrame, dataset: str, order: list[str]
 ) -> list[list[str]]:
     ds = table[table["dataset"] == dataset]
+    labels = row_labels(inputs)
+    floors = list(dict.fromkeys(ds.loc[ds["is_floor"], "row"]))
     body = []
-    for row in order:
+    for row in [*order, *floors]:
         if row == inputs.spec.reference:
             continue
         sub = ds[ds["row"] == row].set_index("metric")
@@ -422,7 +554,7 @@ def _change_rows(
             continue
         body.append(
             [
-                row,
+                labels.get(row, row),
                 *(
                     fmt_change(
                         float(sub.loc[m, "rel_change"]),
@@ -430,7 +562,10 @@ def _change_rows(
                         float(sub.loc[m, "rel_high"]),
                         float(sub.loc[m, "p_adjusted"]),
                         bool(sub.loc[m, "significant"]),
+                        seeds_only=str(sub.loc[m, "test"]) in ("paired", "welch"),
                     )
+                    if m in sub.index
+                    else "—"
                     for m in inputs.spec.metrics
                 ),
             ]
@@ -438,13 +573,13 @@ def _change_rows(
     return body
 
 
-def _peak_rows(peaks: pd.DataFrame, dataset: str) -> list[list[str]]:
+def _peak_rows(peaks: pd.DataFrame, dataset: str, labels: Mapping[str, str]) -> list[list[str]]:
     ds = peaks[peaks["dataset"] == dataset] if not peaks.empty else peaks
     body = []
     for _, r in ds.iterrows():
         body.append(
             [
-                str(r["row"]),
+                labels.get(str(r["row"]), str(r["row"])),
                 str(int(r["n"])),
                 *(
                     fmt_value(float(r[f"{c}_mean"]), float(r[f"{c}_std"]), 1)
@@ -476,6 +611,12 @@ def _markdown(
             "retrieval-only model's ranking head and a ranking-only model's retrieval head are "
             "untrained; single-stage models have no cascade). Val metrics are at the best-validation "
             "epoch, test metrics are read once on that checkpoint, train losses are the last epoch's. "
+            f"{POPULARITY_ROW}: the retrieval floor; {COUNT_MODEL_ROW}: the ranking floor — the "
+            "user's and the item's like rates on the training part, smoothed towards the global rate "
+            "(5 pseudo-counts), combined as a sum of logits (`unigrf.evaluation.count_model`); a "
+            "ranker below it has not learned what a table of counts knows. "
+            f"({TWO_SNAPSHOTS}): each stage tested at its own best epoch — two sets of weights, "
+            "not one model. "
             f"{SECONDS_PER_EPOCH}: wall seconds per epoch (training + validation) with the grid's "
             "runs sharing the machine — compare rows within one report, not across reports.",
         ]
@@ -494,7 +635,7 @@ def _markdown(
                 "gap |ret − rank|",
                 "epochs run",
             ]
-            out.append(md_table(ph, _peak_rows(peaks, dataset)))
+            out.append(md_table(ph, _peak_rows(peaks, dataset, row_labels(inputs))))
             out += [
                 "",
                 "Peak = the epoch with the best validation value of each stage's metric, per run; "
@@ -510,7 +651,7 @@ def _markdown(
                     wh,
                     [
                         [
-                            str(r["row"]),
+                            row_labels(inputs).get(str(r["row"]), str(r["row"])),
                             str(int(r["n"])),
                             *(f"{float(r[c]):.3f}" for c in ("low", "mean", "high", "spread")),
                         ]
@@ -569,8 +710,7 @@ def _latex(inputs: ReportInputs, table: pd.DataFrame, peaks: pd.DataFrame, order
                 "\\begin{table}[t]",
                 "\\centering\\small",
                 f"\\caption{{{tex_escape(spec.name)} on {tex_escape(str(dataset))}: change against "
-                f"{tex_escape(spec.reference)}: \\% [95\\% CI] (two-sided t-test over seeds, "
-                f"Holm-corrected p-value; * p < {spec.alpha:g}).}}",
+                f"{tex_escape(spec.reference)}: {tex_escape(_change_legend(table, str(dataset), spec.alpha))}.}}",
                 f"\\begin{{tabular}}{{{'l' + 'r' * len(spec.metrics)}}}",
                 "\\toprule",
                 " & ".join(["row", *(tex_escape(metric_label(m)) for m in spec.metrics)]) + " \\\\",
@@ -590,7 +730,10 @@ def _latex(inputs: ReportInputs, table: pd.DataFrame, peaks: pd.DataFrame, order
                 "row & seeds & retrieval peak & ranking peak & gap & epochs \\\\",
                 "\\midrule",
             ]
-            lines += [" & ".join(_tex_cell(c) for c in r) + " \\\\" for r in _peak_rows(peaks, dataset)]
+            lines += [
+                " & ".join(_tex_cell(c) for c in r) + " \\\\"
+                for r in _peak_rows(peaks, dataset, row_labels(inputs))
+            ]
             lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     return "\n".join(lines) + "\n"
 

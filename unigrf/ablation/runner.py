@@ -4,18 +4,25 @@
 1. expands the grid into cells (`GridSpec.expand`), with paths made absolute (Tune trials do
    not run in the caller's working directory);
 2. prepares every dataset once in the driver (Ray Data, cached), so concurrent trials never
-   race on the same cache, and computes the dataset's size and popularity baseline (test),
-   and on synthetic data the generator's oracle (the Bayes ceiling);
+   race on the same cache, and computes the dataset's size, the popularity baseline (test),
+   the count model (the ranking floor, val and test, with its per-user outcomes) and on
+   synthetic data the generator's oracle (the Bayes ceiling);
 3. runs every cell as one Tune trial of the Ray Train training through
    `unigrf.sweep.run_fixed_configs` (as many at once as the cluster holds; with `resume`, the
    grid's experiment is restored and finished cells are skipped);
-4. stores results.csv / histories.csv / meta.json / … under
+4. stores results.csv / histories.csv / meta.json / … and every finished run's per-user
+   outcomes (`outcomes/<run name>/`, `unigrf.ablation.outcome_store`) under
    `<results_dir>/ablations/<grid>/` and renders the report from those files
    (`unigrf.ablation.report`), exactly what `unigrf report DIR` does later.
+
+meta.json's `declared` records the grid's seeds, rows and datasets at its first run and is
+carried over by every later run of the same report directory, so the report can say what was
+added after the first results were seen.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -26,6 +33,7 @@ from typing import Any
 import pandas as pd
 
 from unigrf.ablation.grid import Cell, GridError, GridSpec
+from unigrf.ablation.outcome_store import copy_outcomes, outcome_paths, run_name, write_count_model_outcomes
 from unigrf.ablation.report import OK_STATUS, Rendered, console_summary, store_inputs, write_report
 from unigrf.config import ExperimentConfig, apply_overrides, config_to_dict, resolve_model_size
 from unigrf.provenance import git_commit, package_versions
@@ -95,12 +103,17 @@ def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
 # --------------------------------------------------------------------------------------------
 
 
-def dataset_info(cells: Sequence[Cell], verbose: bool = True) -> tuple[dict[str, Any], dict[str, int]]:
-    """Per dataset name: sizes, the test-split popularity baseline and, for synthetic data, the
+def dataset_info(
+    cells: Sequence[Cell], verbose: bool = True, floors: dict[str, dict[str, pd.DataFrame]] | None = None
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """Per dataset name: sizes, the test-split popularity baseline, the count model's AUC and
+    LogLoss (val, test; `unigrf.evaluation.count_model`) and, for synthetic data, the
     generator's oracle (the Bayes ceiling, `unigrf.evaluation.oracle`); and per cell the number
-    of model parameters (built on the prepared data's dimensions)."""
+    of model parameters (built on the prepared data's dimensions). `floors`, when given, receives
+    the count model's per-user outcomes (dataset → split → frame)."""
     from unigrf.data.prepare import load_meta, prepare_dataset
     from unigrf.data.sequences import SequenceData
+    from unigrf.evaluation.count_model import count_model_metrics, count_model_outcomes, fit_count_model
     from unigrf.evaluation.evaluate import popularity_baseline
     from unigrf.evaluation.oracle import synthetic_oracle_metrics
     from unigrf.model import build_model
@@ -124,6 +137,14 @@ def dataset_info(cells: Sequence[Cell], verbose: bool = True) -> tuple[dict[str,
                 "num_interactions": int(meta["num_interactions"]),
                 "popularity": {k: float(v) for k, v in pop.items() if k != "num_users"},
             }
+            counts = fit_count_model(data)
+            frames = {split: count_model_outcomes(data, split, counts) for split in ("val", "test")}
+            info[cell.dataset]["count_model"] = {
+                split: {k: float(v) for k, v in count_model_metrics(f).items() if k != "num_users"}
+                for split, f in frames.items()
+            }
+            if floors is not None:
+                floors[cell.dataset] = frames
             if cfg.data.dataset == "synthetic" and cfg.data.resolved_k_core() <= 1:
                 oracle = synthetic_oracle_metrics(cfg.data, prepared, "test", cfg.eval)
                 info[cell.dataset]["oracle"] = {
@@ -142,11 +163,6 @@ def dataset_info(cells: Sequence[Cell], verbose: bool = True) -> tuple[dict[str,
 # --------------------------------------------------------------------------------------------
 
 
-def run_name(cell_name: str) -> str:
-    """A cell's run/trial name: its name with "/" → "__" (the sweep uses names as directories)."""
-    return cell_name.replace("/", "__")
-
-
 def read_histories(frame: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
     """Per-epoch metrics of each finished run (the sweep's `history` lists), by run name."""
     out = {}
@@ -155,6 +171,52 @@ def read_histories(frame: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
         if isinstance(history, list) and history:
             out[str(rec["name"])] = history
     return out
+
+
+def read_outcome_paths(frame: pd.DataFrame) -> dict[str, dict[str, Path]]:
+    """Per-user outcome files of each finished run (`outcome_store.outcome_paths`), by run name."""
+    out = {}
+    for rec in frame.to_dict("records"):
+        paths = outcome_paths(rec)
+        if paths:
+            out[str(rec["name"])] = paths
+    return out
+
+
+def run_selection(rec: Mapping[str, Any]) -> str:
+    """How a finished run chose its test checkpoint(s): `selection` of its result ("joint" or
+    "per_stage"), from the sweep's row or the run directory's metrics.json; "" if unrecorded."""
+    value = rec.get("selection")
+    if isinstance(value, str) and value:
+        return value
+    run_dir = rec.get("run_dir")
+    if isinstance(run_dir, str) and run_dir:
+        try:
+            value = json.loads((Path(run_dir) / "metrics.json").read_text()).get("selection")
+        except (OSError, ValueError, AttributeError):
+            return ""
+    return value if isinstance(value, str) else ""
+
+
+def declaration(spec: GridSpec, previous: Mapping[str, Any] | None, started_at: str) -> dict[str, Any] | None:
+    """meta.json's `declared`: the previous run's record of this report directory when there
+    is one (a resumed grid keeps its first declaration), else — at a grid's first run — its
+    seeds, rows and datasets now. A directory whose earlier meta.json has no record stays
+    without one: what was declared before it is unknown."""
+    if previous is not None:
+        kept = previous.get("declared")
+        return dict(kept) if isinstance(kept, Mapping) else None
+    return {"at": started_at, **spec.declaration()}
+
+
+def _previous_meta(report_dir: Path) -> dict[str, Any] | None:
+    try:
+        meta = json.loads((report_dir / "meta.json").read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def normalise(
@@ -186,6 +248,7 @@ def normalise(
             row["status"] = "missing"
         else:
             row["status"] = _status(rec)
+            row["selection"] = run_selection(rec)
             row["best_epoch"] = rec.get("best_epoch", math.nan)
             row["epochs_run"] = rec.get("epochs_run", len(history))
             row["time_s"] = float(rec["time_s"]) if _is_number(rec.get("time_s")) else math.nan
@@ -275,6 +338,8 @@ def run_ablation(
     check_writable(cells[0].config.results_dir)  # before Ray starts or data is prepared
 
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    declared = declaration(spec, _previous_meta(report_dir) if resume else None, started_at)
+    floors: dict[str, dict[str, pd.DataFrame]] = {}
     t0 = time.perf_counter()
     started_ray = init_ray(address, quiet=not verbose)
     progress: list[GridProgress] = []
@@ -290,7 +355,7 @@ def run_ablation(
         nodes = node_capacity()
         for cell in cells:  # a cell whose workers never fit: refused before any data is prepared
             require_workers_fit(cell.config, nodes)
-        datasets, params = dataset_info(cells, verbose=not quiet)
+        datasets, params = dataset_info(cells, verbose=not quiet, floors=floors)
         # `model.size: auto` becomes each dataset's preset here, so the trials, the budget and
         # the stored configs all name the size that ran
         cells = [
@@ -327,13 +392,19 @@ def run_ablation(
         "storage_path": storage_path or str(report_dir / "ray"),
         "budget": budget(cells),
     }
+    if declared is not None:
+        meta["declared"] = declared
     configs = {c.name: config_to_dict(c.config) for c in cells}
+    finished = set(results.loc[results["status"] == OK_STATUS, "cell"].map(run_name))
+    copy_outcomes(report_dir, {n: p for n, p in read_outcome_paths(frame).items() if n in finished})
+    for dataset, frames in floors.items():
+        write_count_model_outcomes(report_dir, dataset, frames)
     store_inputs(report_dir, spec, results, histories, meta, datasets, configs)
     rendered = write_report(report_dir)
     if verbose:
         print(rendered.markdown, flush=True)
     elif not quiet:
-        print(console_summary(report_dir), flush=True)
+        print(console_summary(report_dir, rendered.summary), flush=True)
     if not quiet:
         print(f"report: {report_dir / 'report.md'} (+ report.tex, results.csv)", flush=True)
         for figure in rendered.figures:

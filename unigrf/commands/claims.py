@@ -2,8 +2,10 @@
 
 ROOT holds the report directories of ablations/{paper,m_sweep,sync,scaling}.yaml as `unigrf
 ablate` wrote them (copied or renamed to `paper/`, `m_sweep/`, `sync/`, `scaling/`; e.g.
-reports/amazon-mi). Writes ROOT/claims.md (verdict per claim and dataset, every comparison with
-its effect, 95 % interval and Holm-corrected p) and ROOT/claims.csv, and prints claims.md.
+reports/amazon-mi). Writes ROOT/claims.md (verdict per claim and dataset — holds, contradicted or
+inconclusive — every comparison with its effect, its interval over test users and seeds
+Bonferroni-corrected over the claim, and p; claim 5 by an equivalence test) and ROOT/claims.csv,
+and prints claims.md.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """`unigrf report DIR`: rebuild an ablation report from its stored results, without re-running.
 
 DIR is a grid's report directory, `<results_dir>/ablations/<grid>/` (results.csv,
-histories.csv, grid.yaml, meta.json, datasets.json); report.md, report.tex and figures/ are
-rewritten and the report is printed.
+histories.csv, grid.yaml, meta.json, datasets.json, and outcomes/ where the runs kept per-user
+outcomes: without them a comparison's interval covers the seeds only, marked ‡); report.md,
+report.tex and figures/ are rewritten and the report is printed.
 """
 
 from __future__ import annotations
