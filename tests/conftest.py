@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -35,9 +36,12 @@ def amazon_mi_dir() -> Path:
 
 
 def load_benchmark(name: str) -> ModuleType:
-    """benchmarks/<name>.py as a module: the benchmarks are scripts, not a package."""
+    """benchmarks/<name>.py as a module: the benchmarks are scripts, not a package. Registered in
+    `sys.modules` while it executes, as an import would, so its dataclasses can resolve their
+    (postponed) annotations."""
     spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
