@@ -90,9 +90,13 @@ def call_interruptibly(fn: Callable[[], T]) -> T:
             box["error"] = err
 
     thread = threading.Thread(target=target, name="unigrf-interruptible", daemon=True)
-    thread.start()
-    while thread.is_alive():
-        thread.join(0.2)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever was left set
+    try:
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.2)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     if "error" in box:
         raise box["error"]
     return box["result"]
