@@ -108,8 +108,8 @@ class FullDiskContext(RayTrainContext):
         marker.write_text("disk full once")
 
         def full_disk(obj, f, *args, **kwargs):
-            Path(f).write_bytes(b"partial")
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(f))
+            f.write(b"partial")  # (a file object: the writer records the OSError's reason)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
         with mock.patch.object(torch, "save", full_disk):
             super().report(metrics, state)

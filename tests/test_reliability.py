@@ -104,8 +104,8 @@ def test_full_disk_while_checkpointing_keeps_the_last_good_one(data, tmp_path, m
     def full_disk(obj, f, *args, **kwargs):
         calls.append(f)
         if len(calls) == 2:  # epoch 1's checkpoint: a partial write, then ENOSPC
-            Path(f).write_bytes(b"partial")
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(f))
+            f.write(b"partial")  # (a file object: the writer records the OSError's reason)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(loop.torch, "save", full_disk)

@@ -7,9 +7,11 @@ Each sub-command lives in `unigrf/commands/<name>.py` with `add_arguments(parser
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
+import threading
 
 from unigrf.config import ConfigError, ExperimentConfig, load_config
 
@@ -90,25 +92,92 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if late:
         args.overrides = [*(args.overrides or []), *late]
+    _quiet_writer_threads()
     try:
         return int(args._run(args) or 0)
+    except KeyboardInterrupt as err:
+        detail = str(err).strip()
+        print(
+            f"unigrf {args.command}: interrupted"
+            + (f": {detail}" if detail else RESUME_HINT.get(args.command, "")),
+            file=sys.stderr,
+        )
+        return 130  # 128 + SIGINT, as a shell reports a process ended by Ctrl-C
     except Exception as err:
-        if not isinstance(err, user_error_types()):
+        message = user_error_message(err)
+        if message is None:
             raise
         kind = "config error" if isinstance(err, ConfigError) else "error"
-        print(f"unigrf {args.command}: {kind}: {err}", file=sys.stderr)
+        print(f"unigrf {args.command}: {kind}: {message}", file=sys.stderr)
         return 2
+
+
+# what an interrupted command can be run again to do (the commands that resume)
+RESUME_HINT = {
+    "train": " (the same command again resumes from the last checkpoint)",
+    "tune": " (the same command with --resume continues the sweep)",
+    "ablate": " (the same command with --resume runs the unfinished cells)",
+}
+
+# OSError numbers that mean the disk or the permissions, not a bug: shown as one line
+DISK_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EFBIG,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EIO,
+}
+
+
+def user_error_message(err: BaseException) -> str | None:
+    """The one line to show for an error the user can fix, None for anything else (a bug:
+    let its traceback through). An OSError of the disk or of permissions names its file."""
+    if isinstance(err, user_error_types()):
+        return str(err)
+    if isinstance(err, OSError) and err.errno in DISK_ERRNOS and err.filename:
+        return f"{err.filename}: {err.strerror or err}"
+    return None
 
 
 def user_error_types() -> tuple[type[Exception], ...]:
     """Errors that are the user's to fix (a bad config, data file or checkpoint, an unwritable
-    results directory): printed as one line, exit status 2, no traceback. Looked up among the
-    modules already imported, so `unigrf --help` imports neither pandas nor torch."""
+    results directory, a full disk, a run another process holds, a training that cannot go on):
+    printed as one line, exit status 2, no traceback. Looked up among the modules already
+    imported, so `unigrf --help` imports neither pandas nor torch."""
     found: list[type[Exception]] = [ConfigError]
-    for module, name in (("unigrf.data.readers", "DataError"), ("unigrf.training.loop", "CheckpointError")):
+    for module, name in (
+        ("unigrf.data.readers", "DataError"),
+        ("unigrf.training.checkpoint_io", "CheckpointError"),
+        ("unigrf.training.loop", "TrainingError"),
+        ("unigrf.atomic", "WriteError"),
+        ("unigrf.run_lock", "RunInUseError"),
+        ("unigrf.ablation.report", "ReportError"),
+    ):
         if module in sys.modules:
             found.append(getattr(sys.modules[module], name))
     return tuple(found)
+
+
+def _quiet_writer_threads() -> None:
+    """TensorBoard writes events in a background thread; a write that fails there (a full
+    disk) is raised again by the writer's next call in the main thread, which ends the command
+    with one line — the thread's own traceback would only repeat it."""
+    previous = threading.excepthook
+    if getattr(previous, "unigrf_quiet_writers", False):  # installed by an earlier call
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        thread = type(args.thread).__name__ if args.thread is not None else ""
+        if thread == "_AsyncWriterThread" and issubclass(args.exc_type, OSError):
+            return
+        previous(args)
+
+    hook.unigrf_quiet_writers = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 if __name__ == "__main__":

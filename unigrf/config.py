@@ -412,6 +412,10 @@ class ExperimentConfig:
             )
         )
         checks.append((dim >= 1, f"model.dim must be >= 1, got {dim}"))
+        from unigrf.names import run_name_problem  # here: unigrf.names imports this module
+
+        problem = run_name_problem(self.name)  # a run's directories are named after it
+        checks.insert(0, (problem is None, f"name: {problem}"))
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)

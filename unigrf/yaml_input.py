@@ -2,7 +2,7 @@
 in one place, so their errors have one shape and name the file, the line and the key.
 
     <file>: cannot read <what> (<reason>)
-    <file>:<line>: invalid YAML: <problem>
+    <file>:<line>: invalid YAML: <problem>      (also a key written twice in one mapping)
     <file>: <what> must be a YAML mapping, got <type>
     <file>:<line>: unknown key <dotted.key> (valid keys under <section>: a, b, c)
 
@@ -31,6 +31,7 @@ class _LineLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineMapping:
+    _refuse_duplicate_keys(loader, node)
     loader.flatten_mapping(node)  # merge keys (<<) as SafeLoader resolves them
     mapping = LineMapping()
     mapping.lines = {}
@@ -45,6 +46,26 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineMappi
         mapping[key] = loader.construct_object(value_node, deep=True)
         mapping.lines[key] = key_node.start_mark.line + 1
     return mapping
+
+
+def _refuse_duplicate_keys(loader: _LineLoader, node: yaml.MappingNode) -> None:
+    """A key written twice in one mapping is an error at its second line (PyYAML would keep
+    the last silently: `epochs: 5` early in a file, `epochs: 50` lower down). Keys a merge
+    (`<<: *base`) brings in may be overridden: that is what merging is for."""
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:  # unhashable: reported by _construct_mapping
+            continue
+        if first is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {first})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line + 1
 
 
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)

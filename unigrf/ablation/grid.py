@@ -55,6 +55,7 @@ from unigrf.config import (
     apply_overrides,
     load_config,
 )
+from unigrf.names import check_name, name_problem
 from unigrf.yaml_input import check_keys, load_yaml_mapping
 
 BACKBONES = ("hstu", "llama", "sasrec")
@@ -217,7 +218,10 @@ class GridSpec:
         suffix = [d.name for d in kept_ds] if len(kept_ds) < len(self.datasets) else []
         if len(kept_rows) < len(self.rows):
             suffix += [r.base_name.replace("/", "_") for r in kept_rows]
-        sub = _replace(self, name=f"{self.name}-{'-'.join(suffix)}", datasets=kept_ds, rows=kept_rows)
+        sub_name = check_name(
+            f"{self.name}-{'-'.join(suffix)}", f"{where}: --datasets/--rows (grid name)", GridError
+        )
+        sub = _replace(self, name=sub_name, datasets=kept_ds, rows=kept_rows)
         names = sub.row_names()
         return sub if self.reference in names else _replace(sub, reference=names[0])
 
@@ -353,8 +357,9 @@ def parse_grid(
 
     fail = _Fail(where)
     grid_name = data.get("name", name or (path.stem if path is not None else None))
-    if not isinstance(grid_name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", grid_name):
-        raise fail("name", f"expected a name of letters, digits, '_', '-', '.', got {grid_name!r}")
+    problem = name_problem(grid_name)  # the report directory: `..` or a path would escape it
+    if problem is not None:
+        raise fail("name", problem)
     description = data.get("description", "")
     if not isinstance(description, str):
         raise fail("description", f"expected a string, got {description!r}")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,7 @@ from unigrf.ablation.figures import axis_figure, curves_figure, metric_label
 from unigrf.ablation.grid import GridSpec, parse_grid
 from unigrf.ablation.outcome_store import load_count_model_outcomes, load_outcomes
 from unigrf.ablation.paired import DEFAULT_REPLICATES
+from unigrf.atomic import write_text_atomic
 
 PROTOCOL = (
     "leave-one-out (test target = each user's last interaction, validation target = the second "
@@ -67,6 +67,11 @@ REFERENCE_ROWS = (("popularity", POPULARITY_ROW), ("oracle", ORACLE_ROW))
 TWO_SNAPSHOTS = "two snapshots"  # the label of a row whose runs test each stage at its own epoch
 SEEDS_ONLY = "‡"  # marks an interval and p over seeds only (the runs kept no per-user outcomes)
 INPUT_FILES = ("results.csv", "histories.csv", "grid.yaml", "meta.json", "datasets.json")
+
+
+# results.csv columns every report reads (the rest are metrics, optional per grid)
+RESULT_COLUMNS = ("cell", "row", "group", "dataset", "seed", "status")
+INTERRUPTED = "interrupted"  # = unigrf.sweep.results.INTERRUPTED (the report layer reads files only)
 
 
 class ReportError(RuntimeError):
@@ -104,9 +109,7 @@ class ReportInputs:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)  # a full disk: one WriteError naming the file, nothing partial
 
 
 def store_inputs(
@@ -147,6 +150,19 @@ def load_inputs(report_dir: str | Path) -> ReportInputs:
             histories = pd.DataFrame(columns=["cell", "epoch"])
         meta = json.loads((report_dir / "meta.json").read_text())
         datasets = json.loads((report_dir / "datasets.json").read_text())
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        raise ReportError(f"{report_dir}: cannot read the stored results ({err})") from None
+    missing = [c for c in RESULT_COLUMNS if c not in results.columns]
+    if missing or not isinstance(meta, dict) or not isinstance(datasets, dict):
+        what = (
+            f"results.csv lacks column(s) {', '.join(missing)}"
+            if missing
+            else "meta.json or datasets.json is not a JSON object"
+        )
+        raise ReportError(
+            f"{report_dir}: cannot read the stored results ({what}); run `unigrf ablate` on the grid again"
+        )
+    try:
         ok = results[results["status"] == OK_STATUS] if "status" in results else results
         outcomes = load_outcomes(report_dir, ok["cell"].astype(str))
         floors = {
@@ -154,8 +170,8 @@ def load_inputs(report_dir: str | Path) -> ReportInputs:
             for name in dict.fromkeys(results["dataset"])
             if (floor := count_model_floor(report_dir, str(name), datasets.get(str(name), {}))) is not None
         }
-    except (OSError, ValueError, yaml.YAMLError) as err:  # OutcomesError is a ValueError
-        raise ReportError(f"{report_dir}: cannot read the stored results ({err})") from None
+    except (OSError, ValueError) as err:  # OutcomesError is a ValueError
+        raise ReportError(f"{report_dir}: cannot read the stored per-user outcomes ({err})") from None
     return ReportInputs(spec, results, histories, meta, datasets, outcomes, floors)
 
 
@@ -455,6 +471,7 @@ def _header_lines(inputs: ReportInputs) -> list[tuple[str, str]]:
         )
         datasets.append(f"{name}" + (f" ({sizes})" if sizes else ""))
     n_ok = int((results["status"] == OK_STATUS).sum())
+    n_int = int((results["status"] == INTERRUPTED).sum())
     budget = "; ".join(
         f"{k} = {' / '.join(str(v) for v in vals)}" for k, vals in meta.get("budget", {}).items()
     )
@@ -471,7 +488,9 @@ def _header_lines(inputs: ReportInputs) -> list[tuple[str, str]]:
         ("Budget per run", budget or "—"),
         (
             "Runs",
-            f"{len(results)} ({n_ok} finished, {len(results) - n_ok} failed); mean time per run "
+            f"{len(results)} ({n_ok} finished, {len(results) - n_ok - n_int} failed"
+            + (f", {n_int} interrupted" if n_int else "")
+            + "); mean time per run "
             f"{fmt_duration(mean_of('time_s'))} wall ({fmt_duration(mean_of('epoch_time_s'))} in its "
             f"epochs); wall time of the last `unigrf ablate` call "
             f"{fmt_duration(float(meta.get('wall_s', math.nan)))}",
@@ -479,6 +498,8 @@ def _header_lines(inputs: ReportInputs) -> list[tuple[str, str]]:
         ("Git commit", str(meta.get("git_commit", "unknown"))),
         ("Command", f"`{meta.get('command', '?')}`"),
     ]
+    if meta.get("interrupted"):
+        lines.append(("Interrupted", "Ctrl-C stopped the grid; `unigrf ablate ... --resume` runs the rest"))
     if meta.get("note"):
         lines.append(("Note", str(meta["note"])))
     return lines
@@ -670,10 +691,15 @@ def _markdown(
         for path in figures:
             rel = path.relative_to(report_dir).as_posix()
             out += [f"![{path.stem}]({rel})", ""]
-    failed = inputs.results[inputs.results["status"] != OK_STATUS]
+    status = inputs.results["status"]
+    failed = inputs.results[(status != OK_STATUS) & (status != INTERRUPTED)]
     if not failed.empty:
         out += ["", "## Failed runs", ""]
         out += [f"- `{c}`: {s}" for c, s in zip(failed["cell"], failed["status"])]
+    stopped = inputs.results[status == INTERRUPTED]
+    if not stopped.empty:
+        out += ["", "## Interrupted runs", ""]
+        out += [f"- `{c}`: interrupted" for c in stopped["cell"]]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -36,8 +36,12 @@ from unigrf.ablation.grid import Cell, GridError, GridSpec
 from unigrf.ablation.outcome_store import copy_outcomes, outcome_paths, run_name, write_count_model_outcomes
 from unigrf.ablation.report import OK_STATUS, Rendered, console_summary, store_inputs, write_report
 from unigrf.config import ExperimentConfig, apply_overrides, config_to_dict, resolve_model_size
+from unigrf.interrupts import Interrupted
+from unigrf.names import check_name
 from unigrf.provenance import git_commit, package_versions
 from unigrf.results_dir import check_writable
+from unigrf.run_lock import hold
+from unigrf.sweep.results import INTERRUPTED
 
 # config keys whose distinct values over the cells make up the report's "budget per run"
 BUDGET_KEYS = (
@@ -282,6 +286,8 @@ def _is_number(value: Any) -> bool:
 
 
 def _status(rec: Mapping[str, Any]) -> str:
+    if rec.get("status") == INTERRUPTED:  # Ctrl-C stopped the grid first: not a failure
+        return INTERRUPTED
     error = rec.get("error")
     if isinstance(error, str) and error:
         return f"error: {error.splitlines()[-1][:200]}"
@@ -319,23 +325,46 @@ def run_ablation(
 
     The console: a progress bar with one line per finished run, then the results table and
     the report's paths (`unigrf.ablation.progress`); Ray's and Tune's own output are off unless
-    `verbose`. `quiet`: nothing but errors (tests, scripts)."""
+    `verbose`. `quiet`: nothing but errors (tests, scripts).
+
+    The grid's lock (`unigrf.run_lock`) is held throughout: a second `unigrf ablate` of the same
+    grid exits naming the first. Ctrl-C: Tune stops the runs, the report is written with the
+    unfinished cells "interrupted", and `Interrupted` is raised (exit 130)."""
+    overrides = dict(cli_overrides or {})
+    if use_gpu:
+        overrides["train.use_gpu"] = True
+    cells = spec.expand(overrides)
+    results_dir = check_writable(cells[0].config.results_dir)  # before Ray starts or data is prepared
+    with hold(results_dir, "grid", spec.name, "grid"):
+        return _run_ablation(
+            spec, overrides, address, storage_path, resume, max_concurrent, command, verbose, quiet
+        )
+
+
+def _run_ablation(
+    spec: GridSpec,
+    overrides: dict[str, Any],
+    address: str | None,
+    storage_path: str | None,
+    resume: bool,
+    max_concurrent: int | None,
+    command: str,
+    verbose: bool,
+    quiet: bool,
+) -> tuple[Path, Rendered]:
     import ray
 
     from unigrf.ablation.progress import GridProgress
     from unigrf.ray_utils import init_ray, node_capacity, require_workers_fit
     from unigrf.sweep import run_fixed_configs
 
-    overrides = dict(cli_overrides or {})
-    if use_gpu:
-        overrides["train.use_gpu"] = True
-    cells = spec.expand(overrides)
-    cells = [_with_config(c, absolute_paths(c.config)) for c in cells]
+    cells = [_with_config(c, absolute_paths(c.config)) for c in spec.expand(overrides)]
     names = [run_name(c.name) for c in cells]
     if len(set(names)) != len(names):
         raise GridError(f"{spec.path or spec.name}: two cells map to the same run name; rename a label")
+    for name in names:
+        check_name(name, f"{spec.path or spec.name}: cell run name", GridError)
     report_dir = report_dir_for(spec, cells)
-    check_writable(cells[0].config.results_dir)  # before Ray starts or data is prepared
 
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     declared = declaration(spec, _previous_meta(report_dir) if resume else None, started_at)
@@ -394,6 +423,9 @@ def run_ablation(
     }
     if declared is not None:
         meta["declared"] = declared
+    unfinished = int((results["status"] == INTERRUPTED).sum())
+    if unfinished:
+        meta["interrupted"] = True
     configs = {c.name: config_to_dict(c.config) for c in cells}
     finished = set(results.loc[results["status"] == OK_STATUS, "cell"].map(run_name))
     copy_outcomes(report_dir, {n: p for n, p in read_outcome_paths(frame).items() if n in finished})
@@ -409,6 +441,11 @@ def run_ablation(
         print(f"report: {report_dir / 'report.md'} (+ report.tex, results.csv)", flush=True)
         for figure in rendered.figures:
             print(f"figure: {figure}", flush=True)
+    if unfinished:
+        raise Interrupted(
+            f"{len(cells) - unfinished} of {len(cells)} runs done, {unfinished} interrupted (so marked "
+            f"in {report_dir / 'report.md'}); the same command with --resume runs them"
+        )
     return report_dir, rendered
 
 

@@ -301,6 +301,8 @@ def _empty_error(path: Path) -> DataError:
 
 
 def _check_exists(path: Path) -> Path:
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a data file (data.path / --path names the file itself)")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     if path.stat().st_size == 0:

@@ -28,8 +28,8 @@ Pure pandas/numpy/pyarrow (no torch model, no Ray).
 
 from __future__ import annotations
 
+import io
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy.special import expit
 
+from unigrf.atomic import make_dirs, write_bytes_atomic
 from unigrf.evaluation.metrics import auc, logloss
 
 COLUMNS: dict[str, str] = {
@@ -101,18 +102,15 @@ def check_outcomes(frame: pd.DataFrame, source: str = "outcomes") -> pd.DataFram
     return frame
 
 
-def write_outcomes(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write a checked frame to Parquet at `path` atomically (temporary file, then rename)."""
+def write_outcomes(frame: pd.DataFrame, path: str | Path, hint: str = "") -> Path:
+    """Write a checked frame to Parquet at `path` atomically (`unigrf.atomic`: a temporary file,
+    then rename; a full or read-only disk is a `WriteError` naming the file, nothing partial)."""
     path = Path(path)
     frame = check_outcomes(frame, str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    buffer = io.BytesIO()  # a few kB: serialised first, then written whole
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer)
+    make_dirs(path.parent, hint)
+    return write_bytes_atomic(path, buffer.getvalue(), hint=hint)
 
 
 def read_outcomes(path: str | Path) -> pd.DataFrame:

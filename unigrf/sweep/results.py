@@ -9,7 +9,6 @@ epoch it reached and no test metrics (test is only read at the end of a training
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 COMPLETED, STOPPED, ERROR = "completed", "stopped", "error"
+INTERRUPTED = "interrupted"  # a fixed-config run that Ctrl-C stopped before it finished
 # Columns shown in the Markdown table (the CSV has every metric).
 SUMMARY_METRICS = ("val/ndcg@10", "val/hr@10", "val/auc", "test/ndcg@10", "test/hr@10", "test/auc")
 
@@ -132,10 +132,12 @@ def summary_columns(table: pd.DataFrame, param_keys: Sequence[str], extra: Seque
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """`text` to `path` whole or not at all (`unigrf.atomic`: a failure is one `WriteError`)."""
+    from unigrf.atomic import make_dirs
+    from unigrf.atomic import write_text_atomic as write
+
+    make_dirs(path.parent)
+    write(path, text)
 
 
 def write_table(table: pd.DataFrame, directory: Path, stem: str, columns: Sequence[str], title: str) -> None:

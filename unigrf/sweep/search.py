@@ -6,19 +6,25 @@ sweep actually runs.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
+import ray
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from unigrf.sweep.space import SweepSpec
 from unigrf.sweep.trainable import CELL_KEY, PLACEMENT_GROUP_FILE
+
+logger = logging.getLogger(__name__)
 
 TUNE_METRIC = "objective"  # reported every epoch (that epoch's value) and at the end (the best)
 
@@ -151,7 +157,10 @@ class PlacementGroupCleanup(Callback):
     A finished Train run has removed its own; a trial that Tune stopped has not: its actor,
     Train controller and workers are gone, but a placement group lives as long as the job, so
     without this each pruned trial would keep its CPUs (or GPUs) reserved until the sweep ends.
-    (Ray Train's own cleaner does this only where the State API, i.e. the dashboard, runs.)"""
+    (Ray Train's own cleaner does this only where the State API, i.e. the dashboard, runs.)
+
+    A cleanup that fails (an unreadable record, Ray refusing) is a warning, never an error:
+    Tune would otherwise count a finished trial as failed while its result is stored."""
 
     def __init__(self, runs_dir: str, use_cell_names: bool) -> None:
         self.runs_dir = runs_dir
@@ -161,23 +170,45 @@ class PlacementGroupCleanup(Callback):
         name = trial.config.get(CELL_KEY) if self.use_cell_names else trial.trial_id
         return Path(self.runs_dir) / str(name)
 
+    def _cleanup(self, trial: Any) -> None:
+        try:
+            remove_recorded_placement_group(self._run_dir(trial))
+        except Exception as err:  # noqa: BLE001 - see the class docstring
+            logger.warning("placement group of trial %s not removed: %s", trial.trial_id, err)
+
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        remove_recorded_placement_group(self._run_dir(trial))
+        self._cleanup(trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        remove_recorded_placement_group(self._run_dir(trial))
+        self._cleanup(trial)
+
+
+_PG_ID = re.compile(r"[0-9a-f]{36}")
 
 
 def remove_recorded_placement_group(run_dir: Path) -> bool:
-    """Remove the placement group recorded in `run_dir` if it still exists; True if removed."""
-    import ray.cloudpickle
-    from ray.util.placement_group import placement_group_table, remove_placement_group
+    """Remove the placement group recorded in `run_dir` if it still exists; True if removed.
+
+    The record is JSON holding a placement group id (plain data: nothing read from the run
+    directory can run code). Only a group of this driver's own job is removed (a Ray id ends
+    with its job's id), so a record planted by someone else cannot remove another job's; any
+    other record is refused with a ValueError naming the file. The record is deleted either way."""
+    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
 
     path = run_dir / PLACEMENT_GROUP_FILE
     if not path.exists():
         return False
-    pg = ray.cloudpickle.loads(path.read_bytes())
-    path.unlink()
+    try:
+        record = json.loads(path.read_text())
+    finally:
+        path.unlink(missing_ok=True)
+    pg_id = record.get("placement_group_id") if isinstance(record, dict) else None
+    if not isinstance(pg_id, str) or not _PG_ID.fullmatch(pg_id):
+        raise ValueError(f"{path}: not a placement group record ({str(record)[:80]!r})")
+    job = ray.get_runtime_context().get_job_id()
+    if not pg_id.endswith(job):
+        raise ValueError(f"{path}: placement group {pg_id} belongs to another job than this one ({job})")
+    pg = PlacementGroup(ray.PlacementGroupID.from_hex(pg_id))
     if placement_group_table(pg).get("state", "REMOVED") == "REMOVED":
         return False
     remove_placement_group(pg)

@@ -41,6 +41,7 @@ from typing import Any
 import yaml
 
 from unigrf.config import ConfigError, ExperimentConfig, apply_overrides, load_config, parse_override
+from unigrf.names import check_name
 from unigrf.yaml_input import check_keys, load_yaml_mapping
 
 
@@ -323,9 +324,7 @@ def parse_space_dict(data: Mapping[str, Any], path: Path) -> SweepSpec:
     if sched_spec.reduction_factor < 2:
         raise SpaceError(f"{where}: scheduler.reduction_factor must be >= 2")
 
-    name = data.get("name", path.stem)
-    if not isinstance(name, str) or not name or "/" in name:
-        raise SpaceError(f"{where}: name must be a non-empty string without '/', got {name!r}")
+    name = check_name(data.get("name", path.stem), f"{where}: name", SpaceError)  # a directory
     return SweepSpec(
         path=path,
         name=name,

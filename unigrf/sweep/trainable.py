@@ -41,7 +41,7 @@ runs two trials either way. (Tune refuses an all-zero request: the driver reserv
 from __future__ import annotations
 
 import json
-import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -50,8 +50,11 @@ from typing import Any
 
 import torch
 
+from unigrf.atomic import write_text_atomic
 from unigrf.config import ExperimentConfig, config_from_dict, config_hash, config_to_yaml
 from unigrf.data.sequences import SequenceData
+from unigrf.names import check_name
+from unigrf.run_identity import record
 from unigrf.sweep.space import trial_config
 from unigrf.training.loop import (
     TrainContext,
@@ -62,7 +65,7 @@ from unigrf.training.loop import (
 )
 
 TRIAL_RESULT = "trial_result.json"
-PLACEMENT_GROUP_FILE = ".placement_group.pkl"  # the Train workers' placement group (see sweep_worker)
+PLACEMENT_GROUP_FILE = ".placement_group.json"  # the Train workers' placement group (see sweep_worker)
 HISTORY_FILE = "history.json"
 CELL_KEY = "cell"
 TRAIN_STORAGE_SUBDIR = "tune-train"
@@ -121,18 +124,30 @@ def resolve_trial(setup: TrialSetup, config: dict[str, Any], trial_id: str) -> t
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=2, default=float))
 
 
 def read_trial_result(run_dir: Path, cfg: ExperimentConfig) -> dict[str, Any] | None:
-    """The stored result of a finished trial with this exact config, else None."""
+    """The stored result of a finished trial with this exact config, else None. A file that
+    cannot be read (empty, truncated, not JSON, another shape) is named on stderr once and
+    counts as no result: the trial runs again and rewrites it (never a crash on every resume)."""
     path = run_dir / TRIAL_RESULT
     if not path.exists():
         return None
-    stored = json.loads(path.read_text())
+    try:
+        stored = json.loads(path.read_text())
+        if not isinstance(stored, dict) or not isinstance(stored.get("final"), dict):
+            raise ValueError("not a trial result (no 'final' mapping)")
+    except (OSError, ValueError) as err:
+        if path not in _WARNED:
+            _WARNED.add(path)
+            reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+            print(f"warning: {path}: unreadable ({reason}); the run counts as unfinished", file=sys.stderr)
+        return None
     return stored if stored.get("config_hash") == config_hash(cfg) else None
+
+
+_WARNED: set[Path] = set()  # files already named (the driver reads each several times)
 
 
 def sweep_worker(config: dict[str, Any]) -> dict[str, Any]:
@@ -142,20 +157,20 @@ def sweep_worker(config: dict[str, Any]) -> dict[str, Any]:
     Why: Tune stops an ASHA-pruned trial by ending its actor, and the Train controller and
     workers die with it, but a placement group lives as long as the job that made it. Ray's
     own cleaner needs the State API (the dashboard), so the driver removes it from this record
-    (`unigrf.sweep.search.PlacementGroupCleanup`)."""
+    (`unigrf.sweep.search.PlacementGroupCleanup`). The record is plain JSON (the group's id
+    and its job's), never a pickle: run directories live on shared storage, and whatever is
+    read back from there must not be able to run code."""
     import ray
-    import ray.cloudpickle
     import ray.train
 
     from unigrf.training.distributed import train_worker
 
     pg = ray.util.get_current_placement_group()
     if pg is not None and ray.train.get_context().get_world_rank() == 0:
+        record = {"placement_group_id": pg.id.hex(), "job_id": ray.get_runtime_context().get_job_id()}
         path = Path(config["run_dir"]) / PLACEMENT_GROUP_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(ray.cloudpickle.dumps(pg))
-        os.replace(tmp, path)
+        write_json_atomic(path, record)
     return train_worker(config)
 
 
@@ -260,6 +275,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup, data: TrialData | None 
 
     trial_id = ray.tune.get_context().get_trial_id()
     name, cfg = resolve_trial(setup, config, trial_id)
+    check_name(name, "trial name")
     run_dir = Path(setup.runs_dir) / name
     done = read_trial_result(run_dir, cfg)
     if done is not None:  # finished before a driver crash: report it, do not train again
@@ -267,7 +283,8 @@ def run_trial(config: dict[str, Any], setup: TrialSetup, data: TrialData | None 
         return
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+    record(run_dir, cfg)  # what `run_fixed_configs` compares a resumed grid's cell against
+    write_text_atomic(run_dir / "config.yaml", config_to_yaml(cfg))
     start = time.perf_counter()
     if trains_in_process(cfg):
         result = _train_in_process(cfg, run_dir, setup, data)

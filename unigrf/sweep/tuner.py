@@ -33,7 +33,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
+import re
+import stat
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,11 +52,16 @@ from unigrf.config import (
     config_to_yaml,
     resolved_objective,
 )
+from unigrf.interrupts import Interrupted, tune_interrupts
+from unigrf.names import check_name, remove_tree
 from unigrf.provenance import git_commit, package_versions
 from unigrf.results_dir import check_writable
+from unigrf.run_identity import differences, stored_config
+from unigrf.run_lock import hold
 from unigrf.sweep.results import (
     COMPLETED,
     ERROR,
+    INTERRUPTED,
     markdown_table,
     pareto_mask,
     summary_columns,
@@ -114,10 +121,12 @@ class SweepResult:
 
 
 def sweep_name(spec: SweepSpec, options: SweepOptions) -> str:
-    """`--name`, else the spec's name with `-random` / `-mo` so the variants never collide."""
-    if options.name:
-        return options.name
-    return spec.name + ("-random" if options.random else "") + ("-mo" if options.multi_objective else "")
+    """`--name`, else the spec's name with `-random` / `-mo` so the variants never collide;
+    checked to be a name (it is a directory that `--restart` deletes)."""
+    if options.name is not None:
+        return check_name(options.name, "--name", SweepError)
+    name = spec.name + ("-random" if options.random else "") + ("-mo" if options.multi_objective else "")
+    return check_name(name, f"{spec.path}: name", SweepError)
 
 
 def default_study_url(sweep_dir: Path) -> str:
@@ -196,31 +205,20 @@ def run_config_extras(cfgs: Sequence[ExperimentConfig], max_failures: int) -> di
     }
 
 
-def _delete(path: str) -> None:
-    """Remove a directory, local or URI (`s3://...`), if it exists."""
-    import pyarrow.fs
-
-    if "://" in path:
-        fs, root = pyarrow.fs.FileSystem.from_uri(path)
-        if fs.get_file_info(root).type != pyarrow.fs.FileType.NotFound:
-            fs.delete_dir(root)
-    else:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def _train_runs_root(storage: str) -> str:
     return f"{storage.rstrip('/')}/{TRAIN_STORAGE_SUBDIR}"
 
 
 def delete_train_runs(storage: str, experiment: str, names: Sequence[str] | None = None) -> None:
     """Delete the Ray Train runs `<experiment>-<name>` (all of the experiment's when `names` is
-    None), so that a fresh start does not silently resume old checkpoints."""
+    None), so that a fresh start does not silently resume old checkpoints; only ever inside
+    `<storage>/tune-train/`."""
     import pyarrow.fs
 
     root = _train_runs_root(storage)
     if names is not None:
         for name in names:
-            _delete(f"{root}/{experiment}-{name}")
+            remove_tree(f"{root}/{experiment}-{name}", root)
         return
     if "://" in root:
         fs, base = pyarrow.fs.FileSystem.from_uri(root)
@@ -228,9 +226,44 @@ def delete_train_runs(storage: str, experiment: str, names: Sequence[str] | None
         fs, base = pyarrow.fs.LocalFileSystem(), root
     if fs.get_file_info(base).type == pyarrow.fs.FileType.NotFound:
         return
+    # `<experiment>-<trial id>` only: a sweep `a` must not take sweep `a-b`'s runs with it
+    own = re.compile(rf"{re.escape(experiment)}-[0-9a-f]{{8}}(?:_\d+)?")
     for info in fs.get_file_info(pyarrow.fs.FileSelector(base)):
-        if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith(f"{experiment}-"):
-            fs.delete_dir(info.path)
+        if info.type == pyarrow.fs.FileType.Directory and own.fullmatch(info.base_name):
+            remove_tree(f"{root}/{info.base_name}", root)
+
+
+def require_private_state(experiment_path: str) -> None:
+    """Refuse to restore a Tune experiment whose files another user could have written.
+
+    `Tuner.restore` unpickles the experiment's state (`tuner.pkl`, the searcher's state, trial
+    states embedded in `experiment_state-*.json`): a file planted or edited there runs code as
+    whoever resumes. So every file of a local experiment must be owned by this user and not
+    writable by group or others (a URI, e.g. s3://, is as trusted as write access to it)."""
+    if "://" in experiment_path or not Path(experiment_path).is_dir():
+        return
+    me = os.geteuid()
+    for folder, _, files in os.walk(experiment_path):
+        for name in files:
+            file = Path(folder) / name
+            info = file.lstat()
+            if (
+                stat.S_ISLNK(info.st_mode)
+                or info.st_uid != me
+                or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+            ):
+                why = (
+                    "is a symbolic link"
+                    if stat.S_ISLNK(info.st_mode)
+                    else f"is owned by uid {info.st_uid}, not you ({me})"
+                    if info.st_uid != me
+                    else f"is writable by other users (mode {stat.filemode(info.st_mode)})"
+                )
+                raise SweepError(
+                    f"{file}: {why}; Tune's saved state is pickled and would run code as you on "
+                    f"--resume: resume only state you wrote (chmod -R go-w {experiment_path} if you "
+                    "trust it), or start over with --restart"
+                )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,11 +285,58 @@ def snapshot_every_step() -> None:
 
 
 def run_sweep(spec: SweepSpec, base: ExperimentConfig, options: SweepOptions) -> SweepResult:
-    """Run (or resume) the sweep of `spec` around `base` (see the module docstring)."""
+    """Run (or resume) the sweep of `spec` around `base` (see the module docstring), holding
+    the sweep's lock (`unigrf.run_lock`). Ctrl-C: Tune stops the trials, the outputs are
+    written for those that finished, and `Interrupted` is raised."""
+    name = sweep_name(spec, options)  # first: a bad name touches nothing
+    results_dir = check_writable(base.results_dir)  # before Ray starts
+    with hold(results_dir, "sweep", name, "sweep"):
+        return _run_sweep(spec, base, options, name, results_dir)
+
+
+@dataclass(frozen=True)
+class SweepPaths:
+    """Where a sweep's files live (all derived from a checked name)."""
+
+    results_dir: Path
+    sweep_dir: Path  # <results_dir>/tune/<name>: tables, summary, study.db, trials/
+    storage: str  # Ray storage root (path or URI)
+    tune_storage: str  # <storage>/tune
+    experiment_path: str  # <storage>/tune/<name>: Tune's experiment state
+    name: str
+
+
+def sweep_paths(results_dir: Path, storage_path: str | None, name: str) -> SweepPaths:
+    from unigrf.ray_utils import resolve_storage_path
+
+    check_name(name, "--name", SweepError)
+    storage = resolve_storage_path(storage_path, results_dir)
+    tune_storage = f"{storage.rstrip('/')}/{TUNE_SUBDIR}"
+    return SweepPaths(
+        results_dir=results_dir,
+        sweep_dir=(results_dir / "tune" / name).resolve(),
+        storage=storage,
+        tune_storage=tune_storage,
+        experiment_path=f"{tune_storage}/{name}",
+        name=name,
+    )
+
+
+def delete_sweep_files(paths: SweepPaths) -> None:
+    """`--restart`: the sweep's directory, its Tune experiment and its Train runs, each only
+    inside its own root (`unigrf.names.remove_tree`)."""
+    remove_tree(paths.sweep_dir, paths.results_dir)
+    remove_tree(paths.experiment_path, paths.tune_storage)
+    delete_train_runs(paths.storage, paths.name)
+
+
+def _run_sweep(
+    spec: SweepSpec, base: ExperimentConfig, options: SweepOptions, name: str, results_dir: Path
+) -> SweepResult:
     import ray
     from ray import tune
 
-    from unigrf.ray_utils import init_ray, leave_no_train_cleaners, resolve_storage_path
+    from unigrf.ray_utils import init_ray, leave_no_train_cleaners
     from unigrf.sweep.search import (
         TUNE_METRIC,
         HParamsCallback,
@@ -267,25 +347,19 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, options: SweepOptions) ->
         study_exists,
     )
 
-    check_writable(base.results_dir)  # before Ray starts
-    name = sweep_name(spec, options)
     num_samples = options.num_samples or spec.num_samples
-    sweep_dir = (Path(base.results_dir) / "tune" / name).resolve()
-    storage = resolve_storage_path(options.storage_path, base.results_dir)
-    tune_storage = f"{storage.rstrip('/')}/{TUNE_SUBDIR}"
-    experiment_path = f"{tune_storage}/{name}"
+    paths = sweep_paths(results_dir, options.storage_path, name)
+    sweep_dir, storage, experiment_path = paths.sweep_dir, paths.storage, paths.experiment_path
     summary_path = sweep_dir / "summary.json"
     if options.resume and summary_path.exists():  # the study URL chosen at the start
-        study_url = json.loads(summary_path.read_text())["study_storage"]
+        study_url = str(read_summary(summary_path).get("study_storage") or default_study_url(sweep_dir))
     else:
         study_url = options.study_storage or default_study_url(sweep_dir)
 
     started = init_ray(options.address)
     try:
         if options.restart:
-            _delete(str(sweep_dir))
-            _delete(experiment_path)
-            delete_train_runs(storage, name)
+            delete_sweep_files(paths)
             if study_exists(study_url, name):
                 import optuna
 
@@ -322,6 +396,7 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, options: SweepOptions) ->
         if options.resume:
             if options.num_samples:
                 print("note: --num-samples is ignored on --resume (the sweep keeps its budget)", flush=True)
+            require_private_state(experiment_path)  # Tune unpickles it
             tuner = tune.Tuner.restore(
                 experiment_path, trainable=trainable, resume_unfinished=True, resume_errored=True
             )
@@ -350,7 +425,7 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, options: SweepOptions) ->
                 ),
                 run_config=tune.RunConfig(
                     name=name,
-                    storage_path=tune_storage,
+                    storage_path=paths.tune_storage,
                     **run_config_extras([run_base], options.max_failures),
                     callbacks=[
                         HParamsCallback(str(sweep_dir / "hparams"), [*metrics, "test/ndcg@10"]),
@@ -364,15 +439,38 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, options: SweepOptions) ->
             f"optuna-dashboard {study_url}",
             flush=True,
         )
-        grid = tuner.fit()
-        orphans = close_orphan_trials(study_url, name)  # none expected: every Tune trial has ended
-        if orphans:
-            print(f"marked {orphans} Optuna trial(s) without a finished Tune trial FAIL", flush=True)
-        return _write_outputs(spec, base, name, sweep_dir, study_url, options, grid, time.time() - start)
+        with tune_interrupts() as stop:
+            grid = tuner.fit()
+        if not stop.interrupted:  # an interrupted sweep's RUNNING trials resume with it
+            orphans = close_orphan_trials(study_url, name)  # none expected: every Tune trial ended
+            if orphans:
+                print(f"marked {orphans} Optuna trial(s) without a finished Tune trial FAIL", flush=True)
+        result = _write_outputs(spec, base, name, sweep_dir, study_url, options, grid, time.time() - start)
+        if stop.interrupted:
+            done = int((result.table["status"] == COMPLETED).sum()) if not result.table.empty else 0
+            raise Interrupted(
+                f"{done} trial(s) finished, their table written to {sweep_dir}; the same command "
+                "with --resume continues the sweep"
+            )
+        return result
     finally:
         leave_no_train_cleaners()  # also those of a killed earlier driver of this sweep
         if started:
             ray.shutdown()
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """A sweep's summary.json; unreadable, a SweepError naming it."""
+    try:
+        summary = json.loads(path.read_text())
+        if not isinstance(summary, dict):
+            raise ValueError(f"expected a JSON object, got {type(summary).__name__}")
+        return summary
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        raise SweepError(
+            f"{path}: cannot read the sweep's summary ({reason}); start the sweep over with --restart"
+        ) from None
 
 
 def _original_base(sweep_dir: Path, base: ExperimentConfig) -> ExperimentConfig:
@@ -456,7 +554,7 @@ def _write_outputs(
     )
     print(markdown_table(table, columns), flush=True)
 
-    summary = json.loads((sweep_dir / "summary.json").read_text())
+    summary = read_summary(sweep_dir / "summary.json")
     counts = table["status"].value_counts().to_dict() if not table.empty else {}
     summary.update({"trials": len(table), "status_counts": counts, "last_run_s": round(elapsed_s, 1)})
     best_row = None
@@ -529,7 +627,8 @@ def run_fixed_configs(
     `callbacks_for(to_run, already_finished)`, called once before Tune starts, returns extra
     Tune callbacks (the ablation layer's progress bar needs both counts).
 
-    Rows (in `configs` order): `name`, `status` (completed / error), `epochs_run`,
+    Rows (in `configs` order): `name`, `status` (completed / error / interrupted: Ctrl-C
+    stopped the grid before the cell finished), `epochs_run`,
     `best_epoch`, `objective` (best validation objective), the best epoch's `val/*`, the
     `test/*` metrics, `time_s` (the training's wall time), `run_dir`, `history` (the list of
     per-epoch metric dicts) and `history_path` (the same as JSON; `load_history` reads it into
@@ -537,8 +636,11 @@ def run_fixed_configs(
 
     Each cell's run directory is `<experiment_dir>/runs/<name>/`. With `resume`, cells that
     finished (same name, same config) are skipped and interrupted ones continue from their
-    last epoch checkpoint; without it, a cell that already has a run directory is an error
-    (nothing is overwritten). Ray is started (or joined, `address`) if it is not running.
+    last epoch checkpoint, and a cell whose run directory records another config than the one
+    given now (`unigrf.run_identity`; e.g. a grid override changed since) is refused, not
+    resumed or silently re-run; without `resume`, a cell that already has a run directory is
+    an error (nothing is overwritten). Ray is started (or joined, `address`) if it is not
+    running.
     """
     import ray
     from ray import tune
@@ -551,14 +653,15 @@ def run_fixed_configs(
         raise SweepError(
             f"run_fixed_configs: duplicate config names: {sorted({n for n in names if names.count(n) > 1})}"
         )
-    bad = [n for n in names if not n or "/" in n or n.startswith(".")]
-    if bad:
-        raise SweepError(f"run_fixed_configs: invalid config names (used as directory names): {bad}")
+    for n in names:
+        check_name(n, "run_fixed_configs: config name", SweepError)
     experiment_dir = check_writable(experiment_dir)
     runs_dir = experiment_dir / "runs"
     cfgs = {n: absolute_paths(c) for n, c in configs}
-    experiment = experiment_dir.name
-    if not resume:
+    experiment = check_name(experiment_dir.name, "run_fixed_configs: experiment directory name", SweepError)
+    if resume:
+        _refuse_changed_cells(runs_dir, cfgs)
+    else:
         existing = [n for n in names if (runs_dir / n).exists()]
         if existing:
             raise SweepError(
@@ -567,6 +670,7 @@ def run_fixed_configs(
             )
     todo = [n for n in names if read_trial_result(runs_dir / n, cfgs[n]) is None]
     errors: dict[str, str] = {}
+    interrupted = False
     extra_callbacks = list(callbacks_for(len(todo), len(names) - len(todo))) if callbacks_for else []
     if todo:
         started = init_ray(address)
@@ -600,24 +704,52 @@ def run_fixed_configs(
                     verbose=verbose,
                 ),
             )
-            for result in tuner.fit():
+            with tune_interrupts() as stop:
+                grid = tuner.fit()
+            interrupted = stop.interrupted
+            for result in grid:
                 if result.error is not None:
                     errors[str(result.config.get(CELL_KEY))] = str(result.error).strip().splitlines()[-1]
         finally:
             leave_no_train_cleaners()
             if started:
                 ray.shutdown()
-    return _fixed_table(names, cfgs, runs_dir, errors)
+    return _fixed_table(names, cfgs, runs_dir, errors, interrupted)
+
+
+def _refuse_changed_cells(runs_dir: Path, cfgs: Mapping[str, ExperimentConfig]) -> None:
+    """On resume: a cell that ran under another config than it gets now (beyond the keys safe
+    to change) would continue its old checkpoints under the new config, or be re-run into a
+    directory holding the old one's curves: refused, naming the cells and keys."""
+    changed = []
+    for name, cfg in cfgs.items():
+        old, _ = stored_config(runs_dir / name)
+        diff = differences(old, config_to_dict(cfg)) if old is not None else []
+        if diff:
+            changed.append(f"{name}: {'; '.join(diff[:3])}" + ("; ..." if len(diff) > 3 else ""))
+    if changed:
+        raise SweepError(
+            f"{runs_dir}: {len(changed)} cell(s) ran under another config than the one they get now "
+            f"({changed[0]}{'; and more' if len(changed) > 1 else ''}): --resume continues cells only "
+            "under their own config; restore the grid and overrides, give the grid a new `name:`, or "
+            "delete those cells' run directories to run them again"
+        )
 
 
 def _fixed_table(
-    names: Sequence[str], cfgs: Mapping[str, ExperimentConfig], runs_dir: Path, errors: Mapping[str, str]
+    names: Sequence[str],
+    cfgs: Mapping[str, ExperimentConfig],
+    runs_dir: Path,
+    errors: Mapping[str, str],
+    interrupted: bool = False,
 ) -> pd.DataFrame:
     rows = []
     for name in names:
         run_dir = runs_dir / name
         stored = read_trial_result(run_dir, cfgs[name])
-        if stored is None:
+        if stored is None and interrupted and name not in errors:  # Ctrl-C came first
+            row = {"name": name, "status": INTERRUPTED, "error": None}
+        elif stored is None:
             row = {"name": name, "status": ERROR, "error": errors.get(name, "no result")}
         else:
             row = trial_row(name, {}, stored["final"], None, error=False)
@@ -625,14 +757,29 @@ def _fixed_table(
             row["error"] = None
             row["time_s"] = stored.get("time_s", math.nan)
         history_path = run_dir / HISTORY_FILE
+        history = _read_history(history_path) if stored is not None else None
         row["run_dir"] = str(run_dir)
-        row["history_path"] = str(history_path) if stored is not None else None
-        row["history"] = json.loads(history_path.read_text()) if stored is not None else []
+        row["history_path"] = str(history_path) if history is not None else None
+        row["history"] = history or []
         rows.append(row)
     table = pd.DataFrame(rows)
     front = ["name", "status", "epochs_run", "best_epoch", "objective"]
     rest = [c for c in table.columns if c not in front]
     return table[[c for c in front if c in table.columns] + rest]
+
+
+def _read_history(path: Path) -> list[dict[str, Any]] | None:
+    """A finished run's per-epoch metrics, None (named on stderr) when the file is unreadable:
+    the run's result stands, only its curves are missing."""
+    try:
+        history = json.loads(path.read_text())
+        if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+            raise ValueError("not a list of per-epoch mappings")
+        return history
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        print(f"warning: {path}: unreadable ({reason}); the run's curves are left out", file=sys.stderr)
+        return None
 
 
 def load_history(path: str | Path) -> pd.DataFrame:

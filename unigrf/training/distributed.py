@@ -28,14 +28,13 @@ read, and `storage_path` on shared storage (NFS path or `s3://...`).
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from unigrf.config import ExperimentConfig, config_from_dict, config_to_dict
+from unigrf.config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict
 from unigrf.data.sequences import SequenceData
 from unigrf.training.loop import (
     TrainContext,
@@ -243,18 +242,33 @@ def build_trainer(
     )
 
 
-def delete_storage(storage_path: str, name: str) -> None:
-    """Remove a run's Ray storage (`<storage_path>/<name>`), local path or URI, so it starts
-    fresh instead of resuming."""
+def run_storage(storage_path: str, name: str) -> str:
+    """`<storage_path>/<name>`: where Ray Train keeps run `name` (a local path or a URI)."""
+    from unigrf.names import run_name_problem
+
+    problem = run_name_problem(name)
+    if problem is not None:
+        raise ConfigError(f"name: {problem}")
+    return f"{storage_path.rstrip('/')}/{name}" if "://" in storage_path else str(Path(storage_path) / name)
+
+
+def storage_holds_run(storage_path: str, name: str) -> bool:
+    """Whether Ray storage holds run `name` (a run Ray Train would resume)."""
+    target = run_storage(storage_path, name)
+    if "://" not in target:
+        return Path(target).is_dir()
     import pyarrow.fs
 
-    if "://" in storage_path:
-        fs, root = pyarrow.fs.FileSystem.from_uri(storage_path)
-        target = f"{root.rstrip('/')}/{name}"
-        if fs.get_file_info(target).type != pyarrow.fs.FileType.NotFound:
-            fs.delete_dir(target)
-    else:
-        shutil.rmtree(Path(storage_path) / name, ignore_errors=True)
+    fs, path = pyarrow.fs.FileSystem.from_uri(target)
+    return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+
+
+def delete_storage(storage_path: str, name: str) -> None:
+    """Remove a run's Ray storage (`<storage_path>/<name>`), local path or URI, so it starts
+    fresh instead of resuming; only ever inside `storage_path` (`unigrf.names.remove_tree`)."""
+    from unigrf.names import remove_tree
+
+    remove_tree(run_storage(storage_path, name), storage_path)
 
 
 def _print_dashboard_url() -> None:
@@ -284,6 +298,7 @@ def train_distributed(
     """
     import ray
 
+    from unigrf.interrupts import call_interruptibly
     from unigrf.ray_utils import (
         init_ray,
         leave_no_train_cleaners,
@@ -310,7 +325,9 @@ def train_distributed(
             data_dir=load_data_dir(cfg),
             verbose=verbose,
         )
-        outcome = trainer.fit()
+        # in a helper thread: Ctrl-C is then a KeyboardInterrupt here (exit 130; the storage
+        # keeps the last checkpoint), not Train's handler aborting its controller under us
+        outcome = call_interruptibly(trainer.fit)
     finally:
         leave_no_train_cleaners()
         if started:

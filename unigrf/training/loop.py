@@ -55,7 +55,7 @@ import math
 import os
 import random
 import re
-import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +66,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from unigrf.atomic import WriteError, failure_reason, is_write_failure, write_atomic, write_text_atomic
 from unigrf.config import (
     ExperimentConfig,
     config_to_dict,
@@ -77,9 +78,17 @@ from unigrf.config import (
 )
 from unigrf.data.sequences import SequenceData
 from unigrf.evaluation.evaluate import evaluate
-from unigrf.evaluation.outcomes import write_outcomes
 from unigrf.model import RankingDrivenEnhancer, TwoStage, build_model, build_weighter
+from unigrf.names import remove_tree
 from unigrf.training.allocator import keep_freed_memory
+from unigrf.training.checkpoint_io import (
+    CheckedWriter,
+    CheckpointError,
+    check_checkpoint_state,
+    restore_state,
+    tensorboard_error,
+    write_results,
+)
 from unigrf.training.memory import check_memory
 from unigrf.training.precision import autocast, autocast_dtype
 
@@ -280,6 +289,7 @@ class TrainContext:
     world_size: int = 1
     keep_checkpoints: int = 2
     verbose: bool = True
+    _warned: set[Path] = field(default_factory=set, repr=False, compare=False)
 
     @property
     def is_main(self) -> bool:
@@ -291,7 +301,7 @@ class TrainContext:
         for path in reversed(ckpts):
             file = path / CHECKPOINT_FILE
             if file.exists():
-                return load_state_file(file)
+                return check_checkpoint_state(load_state_file(file), file)
         return None
 
     def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
@@ -307,22 +317,26 @@ class TrainContext:
 
     def _save(self, metrics: dict[str, float], state: dict[str, Any]) -> None:
         """Write the checkpoint under a temporary name and rename it into place: a write that
-        fails (a full disk) leaves the previous checkpoints as they were, and no partial one."""
+        fails (a full disk, a read-only directory) or is interrupted leaves the previous
+        checkpoints as they were, and no partial one."""
         root = self.run_dir / "checkpoints"
         final = root / f"epoch_{int(metrics['epoch']):04d}"
         tmp = root / f".tmp_{final.name}"
         try:
             root.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp, self.run_dir, ignore_errors=True)
             tmp.mkdir()
             write_checkpoint_dir(tmp, state, metrics)
-            shutil.rmtree(final, ignore_errors=True)
+            remove_tree(final, self.run_dir)  # the same epoch again (a crash after its rename)
             os.replace(tmp, final)
-        except OSError as err:
-            shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException as err:
+            remove_tree(tmp, self.run_dir, ignore_errors=True)  # free what was written
+            if not (isinstance(err, WriteError) or (isinstance(err, Exception) and is_write_failure(err))):
+                raise
+            cause = err.cause if isinstance(err, WriteError) else failure_reason(err)
             kept = sorted(p.name for p in root.glob("epoch_*")) if root.is_dir() else []
             raise CheckpointError(
-                f"{final}: cannot write the checkpoint ({err.strerror or err}); "
+                f"{final}: cannot write the checkpoint ({cause}); "
                 + (f"the last good one, {root / kept[-1]}, is kept: " if kept else "")
                 + "free space and run the same command again to resume"
             ) from err
@@ -330,28 +344,45 @@ class TrainContext:
 
     def _prune(self, root: Path) -> None:
         """Keep the best `keep_checkpoints` by objective, and always the latest (for resume).
-        Ties go to the earlier epoch, as in `fit`'s model selection (strict improvement)."""
+        Ties go to the earlier epoch, as in `fit`'s model selection (strict improvement). A
+        checkpoint whose metrics.json cannot be read is never pruned (its rank is unknown) and
+        named once on stderr."""
         scored = []
         for path in root.glob("epoch_*"):
-            m = json.loads((path / "metrics.json").read_text())
-            scored.append((m.get("objective", -math.inf), path))
-        latest = max(p for _, p in scored)
+            objective = self._stored_objective(path / "metrics.json")
+            if objective is not None:
+                scored.append((objective, path))
+        if not scored:
+            return
+        latest = max(p for p in root.glob("epoch_*"))
         ranked = sorted(scored, key=lambda t: (-t[0], t[1].name))
         best = {p for _, p in ranked[: self.keep_checkpoints]}
         for _, path in scored:
             if path not in best and path != latest:
-                shutil.rmtree(path, ignore_errors=True)
+                remove_tree(path, self.run_dir, ignore_errors=True)
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be written or read; the message names the file and what to do."""
+    def _stored_objective(self, file: Path) -> float | None:
+        """A checkpoint's objective from its metrics.json, None (and a warning) if unreadable."""
+        try:
+            value = json.loads(file.read_text()).get("objective", -math.inf)
+            return float(value) if value is not None else -math.inf
+        except (OSError, ValueError, AttributeError, TypeError) as err:
+            if file not in self._warned:
+                self._warned.add(file)
+                reason = getattr(err, "strerror", None) or str(err).splitlines()[0] or type(err).__name__
+                print(
+                    f"warning: {file}: unreadable ({reason}); this checkpoint is kept, not ranked",
+                    file=sys.stderr,
+                )
+            return None
 
 
 def write_checkpoint_dir(directory: Path, state: dict[str, Any], metrics: dict[str, float]) -> None:
     """`state` (tensors and plain Python types only: `load_state_file` refuses anything else)
-    and the epoch's metrics into `directory`."""
-    torch.save(state, directory / CHECKPOINT_FILE)
-    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    and the epoch's metrics into `directory`. A failed write is a `WriteError` naming the file
+    and the real cause (torch's own error does not say it), the file not left behind."""
+    write_atomic(directory / CHECKPOINT_FILE, lambda fh: torch.save(state, fh))
+    write_text_atomic(directory / "metrics.json", json.dumps(metrics, indent=2))
 
 
 def write_reported_checkpoint(directory: Path, state: dict[str, Any], metrics: dict[str, float]) -> None:
@@ -360,10 +391,11 @@ def write_reported_checkpoint(directory: Path, state: dict[str, Any], metrics: d
     the checkpoint, so the storage keeps the last good one."""
     try:
         write_checkpoint_dir(directory, state, metrics)
-    except OSError as err:
+    except (WriteError, OSError) as err:
+        cause = err.cause if isinstance(err, WriteError) else failure_reason(err)
         raise CheckpointError(
             f"epoch {int(metrics['epoch'])}: cannot write the checkpoint to {directory} "
-            f"({err.strerror or err}); the run's storage keeps its last good checkpoint: "
+            f"({cause}); the run's storage keeps its last good checkpoint: "
             "free space and run the same command again to resume"
         ) from err
 
@@ -374,7 +406,8 @@ def load_reported_checkpoint(checkpoint: Any) -> dict[str, Any] | None:
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as path:
-        return load_state_file(Path(path) / CHECKPOINT_FILE)
+        file = Path(path) / CHECKPOINT_FILE
+        return check_checkpoint_state(load_state_file(file), file)
 
 
 def load_state_file(file: Path) -> dict[str, Any]:
@@ -571,9 +604,9 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
     history: list[dict[str, float]] = []
     state = ctx.load_checkpoint()
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        weighter.load_state_dict(state["weighter"])
+        restore_state(model, state["model"], "model", ctx.run_dir)
+        restore_state(optimizer, state["optimizer"], "optimizer", ctx.run_dir)
+        restore_state(weighter, state["weighter"], "loss weighter", ctx.run_dir)
         start_epoch = state["epoch"] + 1
         sel_states = state.get("selections")
         if sel_states is None:  # a checkpoint from before per-stage selection: one model
@@ -727,15 +760,7 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
     if len(selected) > 1:
         result["stage_best_epochs"] = {sel.name: sel.best_epoch for sel in selected}
     if ctx.is_main:
-        ctx.run_dir.mkdir(parents=True, exist_ok=True)
-        write_outcomes(val_outcomes, outcome_files["val"])
-        write_outcomes(test_outcomes, outcome_files["test"])
-        tmp = ctx.run_dir / ".metrics.json.tmp"
-        tmp.write_text(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2))
-        os.replace(tmp, ctx.run_dir / "metrics.json")
-        tmp_model = ctx.run_dir / ".best_model.pt.tmp"
-        torch.save(final.state_dict(), tmp_model)  # the selected weights (per stage: retriever.*, ranker.*)
-        os.replace(tmp_model, ctx.run_dir / "best_model.pt")
+        write_results(ctx.run_dir, result, final, {"val": val_outcomes, "test": test_outcomes})
     if writer is not None:
         for k, v in result["test"].items():
             if math.isfinite(v):
@@ -799,7 +824,9 @@ def _tensorboard(ctx: TrainContext, start_epoch: int, start_step: int):
 
     Epoch scalars are indexed by epoch, step scalars by global step, so they live in two
     directories: `purge_step` then drops, in each, what a crashed attempt logged beyond the
-    checkpoint this run resumes from, and a resumed run's curves have no duplicated points."""
+    checkpoint this run resumes from, and a resumed run's curves have no duplicated points.
+    A writer that cannot write (a full or read-only disk) raises `WriteError` naming its
+    directory (`CheckedWriter`)."""
     if not ctx.is_main:
         return None, None
     from torch.utils.tensorboard import SummaryWriter
@@ -807,6 +834,12 @@ def _tensorboard(ctx: TrainContext, start_epoch: int, start_step: int):
     root = ctx.run_dir / "tensorboard"
     if start_epoch or start_step:
         _after_existing_event_files(root)
-    epochs = SummaryWriter(log_dir=str(root), purge_step=start_epoch if start_epoch else None)
-    steps = SummaryWriter(log_dir=str(root / "steps"), purge_step=start_step if start_step else None)
-    return epochs, steps
+    writers = []
+    for log_dir, purge in ((root, start_epoch), (root / "steps", start_step)):
+        try:
+            writers.append(
+                CheckedWriter(SummaryWriter(log_dir=str(log_dir), purge_step=purge or None), log_dir)
+            )
+        except OSError as err:
+            raise tensorboard_error(log_dir, err) from err
+    return writers[0], writers[1]

@@ -1,0 +1,143 @@
+"""A run is tied to its config: a resume under a different config is refused, not mixed.
+
+A run directory records the config it was started with (`run.json`: the config and the hash
+of its *identity*, every key but `SAFE_TO_CHANGE`). Running the same `name=` again resumes
+from the last checkpoint, which is only meaningful under the same config: resumed with other
+data (`data.synthetic.num_users`), another model or another learning rate, the checkpoint's
+weights would silently continue under the new config (results of two datasets mixed, and
+`config.yaml` rewritten to say only the new one), or fail with a `size mismatch` traceback.
+`check_resume` compares the two and raises `RunConfigChanged`:
+
+    run 'r' was started with another config (train.lr 0.001 -> 0.01; data.synthetic.num_users
+    200 -> 250): resume it with the same config, start it over with --restart, or give this
+    config a new name=...
+
+`SAFE_TO_CHANGE` is the one list of keys that may differ on a resume: they decide how long a
+run goes on or where its files are, not what it computes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from unigrf.atomic import write_text_atomic
+from unigrf.config import ConfigError, ExperimentConfig, config_to_dict
+
+IDENTITY_FILE = "run.json"
+# Keys a resumed run may change (documented in docs/reliability.md):
+SAFE_TO_CHANGE = (
+    "results_dir",  # the results directory moved (or is reached by another path)
+    "train.epochs",  # train longer (or stop earlier)
+    "train.patience",  # wait longer before early stopping
+    "train.log_every",  # per-step TensorBoard logging interval
+    "train.keep_checkpoints",  # how many checkpoints pruning keeps
+    "eval.batch_size",  # users per evaluation batch: memory, not the metrics' definition
+)
+
+
+class RunConfigChanged(ConfigError):
+    """A run holding checkpoints was started again under another config."""
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"train": {"lr": 1}}` -> `{"train.lr": 1}` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            out.update(flatten(value, dotted))
+        else:
+            out[dotted] = value
+    return out
+
+
+def identity(config: ExperimentConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The dotted keys that define what a run computes: all but `SAFE_TO_CHANGE`."""
+    data = config_to_dict(config) if isinstance(config, ExperimentConfig) else config
+    return {k: v for k, v in flatten(data).items() if k not in SAFE_TO_CHANGE}
+
+
+def identity_hash(config: ExperimentConfig | Mapping[str, Any]) -> str:
+    blob = json.dumps(identity(config), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """`key old -> new` for every identity key that differs (new or gone keys included)."""
+    a, b = identity(old), identity(new)
+    missing = object()
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key, missing), b.get(key, missing)
+        if _normal(va) != _normal(vb):
+            shown = [
+                "(none)" if v is missing else repr(v) if isinstance(v, str) else str(v) for v in (va, vb)
+            ]
+            out.append(f"{key} {shown[0]} -> {shown[1]}")
+    return out
+
+
+def _normal(value: Any) -> Any:
+    """Tuples and lists compare equal (YAML and JSON store both as lists)."""
+    if isinstance(value, (list, tuple)):
+        return [_normal(v) for v in value]
+    return value
+
+
+def stored_config(run_dir: Path) -> tuple[dict[str, Any] | None, Path | None]:
+    """(the config the run was started with, the file it came from): `run.json`, else — a run
+    from before it existed — `config.yaml`; (None, None) for a new run. A file that exists but
+    cannot be read is a `RunConfigChanged` naming it (never a traceback, never ignored)."""
+    for name in (IDENTITY_FILE, "config.yaml"):
+        file = run_dir / name
+        if not file.exists():
+            continue
+        try:
+            text = file.read_text()
+            data = json.loads(text)["config"] if name == IDENTITY_FILE else yaml.safe_load(text)
+            if not isinstance(data, Mapping):
+                raise ValueError(f"expected a mapping, got {type(data).__name__}")
+            return dict(data), file
+        except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as err:
+            reason = getattr(err, "strerror", None) or str(err).splitlines()[0] or type(err).__name__
+            raise RunConfigChanged(
+                f"{file}: cannot read the config this run was started with ({reason}); start the run "
+                "over with --restart, or give this config a new name="
+            ) from None
+    return None, None
+
+
+def check_resume(run_dir: Path, cfg: ExperimentConfig, has_progress: bool) -> None:
+    """Refuse to resume the run in `run_dir` under `cfg` when it has trained (`has_progress`:
+    it holds a checkpoint or results) under a config whose identity differs."""
+    if not has_progress:
+        return
+    old, file = stored_config(run_dir)
+    if old is None:
+        return
+    diff = differences(old, config_to_dict(cfg))
+    if diff:
+        shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
+        raise RunConfigChanged(
+            f"run {cfg.name!r} ({run_dir}) was started with another config ({shown}): resume it "
+            "with the same config (only " + ", ".join(SAFE_TO_CHANGE) + " may change), start it "
+            "over with --restart, or give this config a new name="
+        )
+
+
+def record(run_dir: Path, cfg: ExperimentConfig) -> None:
+    """Write `run.json`: the config and its identity hash (rewritten on every start: the safe
+    keys keep their latest values)."""
+    payload = {
+        "name": cfg.name,
+        "config_hash": identity_hash(cfg),
+        "safe_to_change": list(SAFE_TO_CHANGE),
+        "config": config_to_dict(cfg),
+    }
+    write_text_atomic(run_dir / IDENTITY_FILE, json.dumps(payload, indent=2) + "\n")
