@@ -204,7 +204,9 @@ def cascade_lambda(metrics: dict[str, Any]) -> tuple[float, str]:
     if value is None:
         return math.inf, "default inf: metrics.json has no cascade_lambda (like-probability alone)"
     lam = float(value)
-    if math.isnan(lam) or lam < 0:
+    if math.isnan(lam):  # no λ was chosen: a run without a ranking stage (or no liked target)
+        return 0.0, "0: metrics.json's cascade_lambda is NaN (no ranking stage): retrieval order"
+    if lam < 0:
         raise ServingError(f"metrics.json: cascade_lambda must be >= 0, got {value!r}")
     return lam, "metrics.json cascade_lambda (chosen on validation)"
 
