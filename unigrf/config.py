@@ -88,12 +88,15 @@ class SyntheticConfig:
 
 @dataclass(frozen=True)
 class ColumnsConfig:
-    """Column mapping for generic `csv` / `parquet` sources."""
+    """Column mapping for generic `csv` / `parquet` sources: a header name, or a 0-based column
+    position (an integer, or digits without a header). Without a header a field left at its
+    name here takes its place in the order user, item, rating, timestamp (0-3).
+    `sep` may be several characters (`::`); on the command line it needs no quoting."""
 
-    user: str = "user"
-    item: str = "item"
-    rating: str = "rating"
-    timestamp: str = "timestamp"
+    user: str | int = "user"
+    item: str | int = "item"
+    rating: str | int = "rating"
+    timestamp: str | int = "timestamp"
     sep: str = ","
     header: bool = True
 
@@ -577,18 +580,76 @@ def config_hash(cfg: Any) -> str:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """`"model.num_layers=4"` -> `("model.num_layers", 4)`; the value is a YAML scalar/list."""
+    """`"model.num_layers=4"` -> `("model.num_layers", 4)`; the value is a YAML scalar/list.
+
+    A field that takes text gets the text as written unless it is quoted, `null` for a field
+    that may be None, or a value of the field's other types (`data.columns.user=0` is the
+    position 0): `data.columns.sep=::` is the separator `::`, `data.columns.sep=|` is `|`, and
+    `name=1` is the name "1", where YAML would read a mapping, a block scalar and a number.
+    """
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. model.num_layers=4")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
         raise ConfigError(f"override {text!r}: empty key")
+    annotation = _field_annotation(ExperimentConfig, key)
+    takes_text = annotation is not None and _accepts_str(annotation)
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
+        if takes_text:
+            return key, _raw_text(raw)
         raise ConfigError(f"override {text!r}: value is not valid YAML ({err})") from None
+    if takes_text and not _keeps_yaml_value(raw, value, annotation):
+        return key, _raw_text(raw)
     return key, value
+
+
+def _field_annotation(cls: type, key: str) -> Any:
+    """The type annotation of the dotted `key` in the dataclass tree of `cls`; None if unknown."""
+    node: Any = cls
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(node):
+            return None
+        hints = typing.get_type_hints(node)
+        if part not in hints:
+            return None
+        node = hints[part]
+    return node
+
+
+def _accepts_str(annotation: Any) -> bool:
+    if annotation is str:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return str in typing.get_args(annotation)
+    return False
+
+
+def _keeps_yaml_value(raw: str, value: Any, annotation: Any) -> bool:
+    """For a field that takes text: whether YAML's reading of `raw` is what was meant (a quoted
+    text, null for an optional field, or a value of one of the field's other types)."""
+    text = raw.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return True
+    if value is None:
+        return type(None) in typing.get_args(annotation)
+    if isinstance(value, str):
+        return False  # the raw text itself (YAML may have changed it: `|` reads as "")
+    others = [a for a in typing.get_args(annotation) if a not in (str, type(None))]
+    for other in others:
+        try:
+            _coerce(value, other, "")
+            return True
+        except ConfigError:
+            pass
+    return False
+
+
+def _raw_text(raw: str) -> str:
+    """The override's text without surrounding blanks, unless it is only blanks (a separator)."""
+    return raw.strip() or raw
 
 
 def apply_overrides(cfg: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
