@@ -208,6 +208,16 @@ def test_a_two_character_separator_in_a_generic_file(tmp_path):
         read_interactions(cfg.data)
 
 
+def test_movietweetings_reads_ml1m_format_on_a_0_to_10_scale(tmp_path):
+    (tmp_path / "ratings.dat").write_text("1::0114508::8::1381006850\n2::0208092::0::1586466072\n")
+    df, sources = read_interactions(DataConfig(dataset="movietweetings", data_dir=str(tmp_path)))
+    check_frame(df, ["1", "2"], ["0114508", "0208092"], [8, 0], [1381006850, 1586466072])
+    assert sources == [tmp_path / "ratings.dat"]
+    (tmp_path / "ratings.dat").write_text("1::0114508::11::1381006850\n")
+    with pytest.raises(DataError, match=r":1: rating 11 is outside rating_scale \[0, 10\]"):
+        read_interactions(DataConfig(dataset="movietweetings", data_dir=str(tmp_path)))
+
+
 def test_parquet_with_column_mapping_and_bad_row(tmp_path):
     path = tmp_path / "log.parquet"
     pd.DataFrame(

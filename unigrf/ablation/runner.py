@@ -58,15 +58,16 @@ def _get(cfg: ExperimentConfig, key: str) -> Any:
     return node
 
 
-def budget(cells: Sequence[Cell]) -> dict[str, list[Any]]:
-    """Distinct values of the budget keys over the cells (model shape resolved)."""
+def budget(cells: Sequence[Cell], datasets: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """Distinct values of the budget keys over the cells (model shape resolved; max_len as
+    each cell's prepared dataset in `datasets` (`dataset_info`) resolved it)."""
     out: dict[str, list[Any]] = {}
     for key in BUDGET_KEYS:
         values = []
         for c in cells:
             v = _get(c.config, key)
             if key == "data.max_len":
-                v = c.config.data.resolved_max_len()
+                v = c.config.data.resolved_max_len(datasets[c.dataset]["max_len"])
             values.append(v)
         out[key] = list(dict.fromkeys(values))
     out["model shape (layers×heads×dim)"] = list(dict.fromkeys(model_shape(c.config) for c in cells))
@@ -113,7 +114,7 @@ def dataset_info(cells: Sequence[Cell], verbose: bool = True) -> tuple[dict[str,
         if cell.dataset not in loaded:
             prepared = prepare_dataset(cfg.data, cfg.results_dir, verbose=verbose)
             meta = load_meta(prepared)
-            data = SequenceData.load(prepared, max_len=cfg.data.resolved_max_len())
+            data = SequenceData.load(prepared, max_len=cfg.data.max_len)
             loaded[cell.dataset] = data
             pop = popularity_baseline(data, "test", cfg.eval)
             info[cell.dataset] = {
@@ -122,6 +123,8 @@ def dataset_info(cells: Sequence[Cell], verbose: bool = True) -> tuple[dict[str,
                 "num_users": int(meta["num_users"]),
                 "num_items": int(meta["num_items"]),
                 "num_interactions": int(meta["num_interactions"]),
+                "max_len": int(meta["max_len"]),  # data.max_len, or derived from the data
+                "like_threshold": float(meta["like_threshold"]),
                 "popularity": {k: float(v) for k, v in pop.items() if k != "num_users"},
             }
             if cfg.data.dataset == "synthetic" and cfg.data.resolved_k_core() <= 1:
@@ -325,7 +328,7 @@ def run_ablation(
         "resume": resume,
         "cli_overrides": {k: v for k, v in overrides.items()},
         "storage_path": storage_path or str(report_dir / "ray"),
-        "budget": budget(cells),
+        "budget": budget(cells, datasets),
     }
     configs = {c.name: config_to_dict(c.config) for c in cells}
     store_inputs(report_dir, spec, results, histories, meta, datasets, configs)

@@ -46,6 +46,7 @@ DATASET_FILES = {
     "ml-1m": "ratings.dat",
     "ml-20m": "ratings.csv",
     "amazon-books": "ratings_Books.csv",
+    "movietweetings": "ratings.dat",  # MovieTweetings: ML-1M's format, ratings 0-10
 }
 ML20M_HEADER = ("userId", "movieId", "rating", "timestamp")
 JSON_FIELDS = {"user": "reviewerID", "item": "asin", "rating": "overall", "timestamp": "unixReviewTime"}
@@ -916,6 +917,7 @@ def read_interactions(cfg: DataConfig) -> tuple[pd.DataFrame, list[Path]]:
     readers = {
         "ml-100k": read_ml100k,
         "ml-1m": read_ml1m,
+        "movietweetings": read_ml1m,  # `user::item::rating::timestamp`, the scale set by the config
         "ml-20m": read_ml20m,
         "amazon-books": read_amazon_ratings,
         "amazon-reviews": read_amazon_reviews,

@@ -9,7 +9,7 @@ from typing import Any
 from unigrf.config import ExperimentConfig, config_to_yaml
 from unigrf.provenance import git_commit, package_versions
 from unigrf.results_dir import check_writable
-from unigrf.training.prepared import load_data, run_dir_for
+from unigrf.training.prepared import load_data, load_data_dir, run_dir_for
 
 
 def uses_ray(cfg: ExperimentConfig, address: str | None) -> bool:
@@ -57,6 +57,7 @@ def run_training(
         from unigrf.training.loop import TrainContext, fit, resolve_device
 
         data = load_data(cfg)
+        _record_data(run_dir, cfg, provenance)
         ctx = TrainContext(
             run_dir=run_dir,
             device=resolve_device(cfg.train.device),
@@ -64,8 +65,27 @@ def run_training(
             verbose=verbose,
         )
         result = fit(cfg, data, ctx)
+    if "data" not in provenance:  # Ray Train prepared it in the driver: the cache is known now
+        _record_data(run_dir, cfg, provenance)
     if verbose:
         summary = {"best_epoch": result["best_epoch"], **result["val"], **result["test"]}
         print(json.dumps(summary, indent=2))
         print(f"run directory: {run_dir}")
     return result
+
+
+def _record_data(run_dir, cfg: ExperimentConfig, provenance: dict[str, Any]) -> None:
+    """Add to the run's provenance.json the prepared dataset it trained on and the values of
+    its data-derived defaults (`like_threshold`, `max_len`: config.yaml may hold null for them)."""
+    from unigrf.data.prepare import load_meta
+
+    prepared = load_data_dir(cfg, verbose=False)  # the cache entry, prepared by now
+    meta = load_meta(prepared)
+    provenance["data"] = {
+        "prepared_dir": str(prepared),
+        "like_threshold": meta["like_threshold"],
+        "max_len": meta["max_len"],
+        "defaults": meta.get("defaults", {}),
+        "train_windows": cfg.data.train_windows,
+    }
+    (run_dir / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
