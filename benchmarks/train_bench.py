@@ -214,7 +214,7 @@ def sharding(cfg: ExperimentConfig, epochs: int) -> dict[str, Any]:
             _sharding_worker,
             train_loop_config={
                 "data_dir": str(data_dir),
-                "max_len": cfg.data.resolved_max_len(),
+                "max_len": cfg.data.max_len,  # None: the value prepare derived (meta.json)
                 "batch_size": cfg.train.batch_size,
                 "seed": cfg.train.seed,
                 "epochs": epochs,

@@ -17,7 +17,11 @@ def test_defaults_validate():
     cfg = load_config()
     assert isinstance(cfg, ExperimentConfig)
     assert cfg.model.size == "auto"
-    assert cfg.data.resolved_max_len() == 50
+    # max_len and like_threshold follow the data unless set (test_defaults_that_follow_the_data)
+    assert cfg.data.max_len is None and cfg.data.like_threshold is None
+    assert cfg.data.resolved_max_len(derived=70) == 70 and cfg.data.resolved_like_threshold() == 4.0
+    with pytest.raises(ValueError, match="data.max_len is null: it is derived from the data"):
+        cfg.data.resolved_max_len()
 
 
 def test_auto_size_follows_the_datas_scale():
@@ -43,9 +47,43 @@ def test_auto_size_follows_the_datas_scale():
 
 def test_dataset_defaults():
     cfg = load_config(overrides=["data.dataset=ml-100k"])
-    assert cfg.data.resolved_max_len() == 200 and cfg.data.resolved_k_core() == 0
+    assert cfg.data.resolved_k_core() == 0 and cfg.data.resolved_rating_scale() == (1.0, 5.0)
     cfg = load_config(overrides=["data.dataset=amazon-books"])
-    assert cfg.data.resolved_max_len() == 50 and cfg.data.resolved_k_core() == 5
+    assert cfg.data.resolved_k_core() == 5
+    cfg = load_config(overrides=["data.dataset=movietweetings"])
+    assert cfg.data.resolved_k_core() == 0 and cfg.data.resolved_rating_scale() == (0.0, 10.0)
+    # an explicit max_len wins over the data's
+    assert load_config(overrides=["data.max_len=120"]).data.resolved_max_len(derived=50) == 120
+
+
+def test_like_threshold_follows_the_rating_scale():
+    """null: the place of 4 on 1-5 stars, 0.75 of the way up the scale; ratings come in steps,
+    so 7.5 on 0-10 and 3.875 on half stars label exactly as rating >= 8 and >= 4. An explicit
+    threshold wins and is still checked against the scale."""
+
+    def like(*overrides: str) -> float:
+        return load_config(overrides=list(overrides)).data.resolved_like_threshold()
+
+    assert like() == like("data.dataset=ml-100k") == 4.0
+    assert like("data.dataset=ml-20m") == 3.875
+    assert like("data.dataset=movietweetings") == like("data.rating_scale=[0, 10]") == 7.5
+    assert like("data.rating_scale=[0, 100]") == 75.0
+    assert like("data.dataset=movietweetings", "data.like_threshold=7") == 7.0
+    with pytest.raises(ConfigError, match=r"data\.like_threshold \(11\) must be in \(0, 10\]"):
+        load_config(overrides=["data.dataset=movietweetings", "data.like_threshold=11"])
+
+
+def test_max_len_follows_the_training_lengths():
+    """null: the 95th percentile of the users' training lengths, rounded up to a multiple of 10,
+    within [50, 200] (the values the recipe's datasets were tuned at: ML-100K 200, Amazon MI 50)."""
+    from unigrf.config import MAX_LEN_BOUNDS, derive_max_len, length_quantile
+
+    assert length_quantile(range(1, 101)) == 95 and length_quantile([7]) == 7 and length_quantile([]) == 0
+    assert derive_max_len(range(1, 101)) == 100  # 95 -> 100
+    assert derive_max_len([61] * 95 + [1000] * 5) == 70  # the top 5 % do not count
+    assert derive_max_len([61] * 94 + [1000] * 6) == 200  # capped
+    assert derive_max_len([3, 4, 12, 40]) == MAX_LEN_BOUNDS[0] == 50
+    assert derive_max_len([]) == 50
 
 
 def test_yaml_roundtrip_and_overrides(tmp_path):
@@ -103,6 +141,61 @@ def test_parse_override_values():
     assert parse_override("a.b=3") == ("a.b", 3)
     assert parse_override("a.b=null") == ("a.b", None)
     assert parse_override("a.b=hello") == ("a.b", "hello")
+
+
+@pytest.mark.parametrize(
+    "override, value",
+    [
+        # text fields take the text as written, where YAML would read a mapping, fail, or
+        # read a block scalar
+        ("data.columns.sep=::", "::"),
+        ("data.columns.sep=,", ","),
+        ("data.columns.sep=|", "|"),
+        ("data.columns.sep=;", ";"),
+        ("data.columns.sep=\t", "\t"),  # a TAB (the shell's $'\t'): blanks only, kept
+        ("data.columns.sep= ", " "),
+        ("data.columns.sep='::'", "::"),  # quoted: YAML's reading
+        ("name=1", "1"),
+        ("name=2024-01-01", "2024-01-01"),
+        ("data.path=null", None),  # null for a field that may be None
+        ("data.path=~/ratings.csv", "~/ratings.csv"),
+        ("data.columns.user=0", 0),  # a column position: the field's int
+        ("data.columns.user=uid", "uid"),
+        ("data.columns.user=true", "true"),  # not an int: the text
+        ("model.num_layers=4", 4),  # not a text field: YAML as before
+        ("unknown.key=::", {":": None}),  # unknown keys are left to apply_overrides to refuse
+    ],
+)
+def test_text_fields_take_the_override_as_written(override, value):
+    assert parse_override(override) == (override.split("=", 1)[0], value)
+
+
+def test_column_positions_and_a_two_character_separator_from_the_command_line():
+    cfg = load_config(
+        overrides=[
+            "data.dataset=csv",
+            "data.columns.header=false",
+            "data.columns.sep=::",
+            "data.columns.user=0",
+            "data.columns.item=1",
+            "data.columns.rating=2",
+            "data.columns.timestamp=3",
+        ]
+    )
+    assert (cfg.data.columns.sep, cfg.data.columns.user, cfg.data.columns.timestamp) == ("::", 0, 3)
+    with pytest.raises(ConfigError, match=r"data\.columns\.user must be a column name or a position >= 0"):
+        load_config(overrides=["data.columns.user=-1"])
+    with pytest.raises(ConfigError, match=r"data\.columns\.user and data\.columns\.item both read column 1"):
+        load_config(overrides=["data.columns.user=1", "data.columns.item=1"])
+    with pytest.raises(ConfigError, match=r"data\.columns\.header: expected true/false"):
+        load_config(overrides=["data.columns.header=no way"])
+
+
+def test_train_windows_is_a_choice():
+    assert load_config().data.train_windows == "all"
+    assert load_config(overrides=["data.train_windows=last"]).data.train_windows == "last"
+    with pytest.raises(ConfigError, match=r"data\.train_windows: 'every' is not one of"):
+        load_config(overrides=["data.train_windows=every"])
 
 
 def test_variants_resolve():

@@ -160,7 +160,7 @@ def finished_run(tmp_path) -> tuple[Path, str, dict[str, Any]]:
     under `<dir>/results/runs/<name>/`, the layout `unigrf train` writes."""
     import torch
 
-    from unigrf.config import load_config
+    from unigrf.config import derive_max_len, load_config
     from unigrf.data.sequences import SequenceData
     from unigrf.data.synthetic import generate_synthetic
     from unigrf.training.loop import TrainContext, fit
@@ -186,7 +186,8 @@ def finished_run(tmp_path) -> tuple[Path, str, dict[str, Any]]:
         [g["rating"].to_numpy() for g in users],
         [g["timestamp"].to_numpy() for g in users],
         num_items=int(codes.max()) + 1,
-        max_len=cfg.data.resolved_max_len(),
+        # as prepare resolves it: the config's, or derived from the training lengths
+        max_len=cfg.data.resolved_max_len(derive_max_len([len(g) - 2 for g in users])),
         name="tiny",
     )
     torch.set_num_threads(1)  # a fair share of the 2 CI cores (as in test_loop)

@@ -29,6 +29,7 @@ from unigrf.training.loop import (
     objective_value,
     parse_objective,
     resolved_selection,
+    steps_per_epoch,
 )
 from unigrf.training.precision import autocast, autocast_dtype
 
@@ -145,6 +146,43 @@ def test_epoch_batches_cover_every_user_once_with_less_padding():
     assert padded < 0.8 * unsorted
     again = epoch_batches(users, lengths, 16, seed=0, epoch=0, rank=0)
     assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+
+
+def test_epoch_users_draws_per_epoch_examples_and_pads_ranks_equally():
+    """`sample`: the first per_epoch examples of the epoch's permutation, a different subset
+    each epoch; `last`/`all` (per_epoch = all) give exactly the permutation of before."""
+    assert np.array_equal(epoch_users(10, 3, 1, 0, 1, per_epoch=10), epoch_users(10, 3, 1, 0, 1))
+    first = epoch_users(50, seed=3, epoch=0, rank=0, world_size=1, per_epoch=7)
+    assert len(first) == len(set(first)) == 7
+    assert set(first) != set(epoch_users(50, seed=3, epoch=1, rank=0, world_size=1, per_epoch=7))
+    shards = [epoch_users(50, 3, 0, r, 3, per_epoch=7) for r in range(3)]
+    assert [len(s) for s in shards] == [3, 3, 3] and set(np.concatenate(shards)) == set(first)
+
+
+@pytest.mark.parametrize("scheme", ["all", "last", "sample"])
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_window_epochs_give_every_rank_the_same_steps(data, scheme, world_size):
+    """Over the windows of a scheme: every rank gets `steps_per_epoch` batches (DDP deadlocks
+    otherwise), the ranks together cover each of the epoch's examples, batches are cut from
+    length-sorted pools, and an epoch is a function of (seed, epoch, rank) only."""
+    import dataclasses
+
+    windows = dataclasses.replace(data, max_len=6)
+    ex = windows.train_examples(scheme)
+    assert scheme == "last" or len(ex) > windows.num_users  # histories longer than 6: windows
+    steps = steps_per_epoch(ex.per_epoch, world_size, 8)
+    seen = []
+    for rank in range(world_size):
+        ids = epoch_users(len(ex), 5, 2, rank, world_size, ex.per_epoch)
+        batches = epoch_batches(ids, ex.lengths, 8, 5, 2, rank)
+        assert len(batches) == steps
+        again = epoch_batches(
+            epoch_users(len(ex), 5, 2, rank, world_size, ex.per_epoch), ex.lengths, 8, 5, 2, rank
+        )
+        assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+        seen.append(np.concatenate(batches))
+    drawn = epoch_users(len(ex), 5, 2, 0, 1, ex.per_epoch)
+    assert set(np.concatenate(seen)) == set(drawn) and len(drawn) == ex.per_epoch
 
 
 def test_fit_writes_metrics_checkpoints_and_learns(data, tmp_path):

@@ -27,6 +27,7 @@ from unigrf.data.readers import DataError, read_ml100k
 from unigrf.data.sequences import SequenceData
 
 FIXTURES = fixtures_dir()
+REPO_ROOT = Path(__file__).resolve().parents[1]
 ML_FIXTURE = DataConfig(dataset="ml-100k", data_dir=str(FIXTURES / "ml-100k"))
 # Hand-derived from the ml-100k/u.data of tests/raw_fixtures.py: items are
 # numbered by first appearance (10->1, 20->2, 30->3, 5->4, 21->5, 40->6, 22->7), user "4" has
@@ -135,13 +136,25 @@ def test_prepare_fixture_exact_sequences_and_files(ray_cluster, tmp_path):
     assert meta["dataset"] == "ml-100k"
     assert (meta["num_users"], meta["num_items"], meta["num_interactions"]) == (3, 7, 10)
     assert meta["rating_values"] == [1.0, 2.0, 3.0, 4.0, 5.0]
-    assert meta["like_threshold"] == 4.0 and meta["max_len"] == 200 and meta["k_core"] == 0
+    # data-derived defaults: 0.75 up the 1-5 scale, and the floor of the max_len rule (the
+    # training parts are 2, 1 and 1 items)
+    assert meta["like_threshold"] == 4.0 and meta["max_len"] == 50 and meta["k_core"] == 0
+    assert meta["defaults"]["like_threshold"].startswith(
+        "derived: 0.75 of the way up the rating scale [1, 5]"
+    )
+    assert meta["defaults"]["max_len"].startswith("derived: the 95% quantile of users' training lengths")
     assert meta["sources"][0]["md5"] and meta["sources"][0]["path"].endswith("u.data")
     stats = meta["stats"]
     assert stats["users_dropped_short"] == 1 and stats["bad_rows_skipped"] == 0
     assert stats["seq_len_max"] == 4 and stats["like_ratio"] == pytest.approx(6 / 10)
     assert stats["tied_next_share"] == pytest.approx(4 / 7, abs=1e-4)  # 4 tied of 7 consecutive pairs
     assert "1,682" not in format_stats(meta) and "users dropped (< 3)  1" in format_stats(meta)
+    assert (
+        stats["train_interactions"] == 4 and stats["train_len_p95"] == 2 and stats["last_window_share"] == 1.0
+    )
+    table = format_stats(meta)
+    assert "like_threshold       4 (derived: 0.75 of the way up the rating scale [1, 5])" in table
+    assert "max_len              50 (derived: the 95% quantile" in table
 
     item_map = pq.read_table(prepared / "item_map.parquet").to_pandas()
     assert item_map["raw"].tolist() == ["10", "20", "30", "5", "21", "40", "22"]
@@ -339,12 +352,31 @@ def test_crash_while_writing_leaves_no_cache(ray_cluster, tmp_path, monkeypatch)
 
 
 @pytest.mark.ray
+def test_explicit_defaults_win_and_say_so(ray_cluster, tmp_path, capsys):
+    """An explicit like_threshold / max_len is what meta.json records, named as the config's;
+    the console line of the preparation (and of a cache hit) says both values and why."""
+    cfg = dataclasses.replace(ML_FIXTURE, like_threshold=5.0, max_len=7)
+    meta = load_meta(prepare_dataset(cfg, tmp_path))
+    assert (meta["like_threshold"], meta["max_len"]) == (5.0, 7)
+    assert meta["defaults"] == {"like_threshold": "data.like_threshold", "max_len": "data.max_len"}
+    assert meta["stats"]["like_ratio"] == pytest.approx(3 / 10)
+    assert "data: like_threshold 5 (data.like_threshold), max_len 7 (data.max_len)" in capsys.readouterr().out
+    prepare_dataset(cfg, tmp_path)
+    assert "like_threshold 5 (data.like_threshold)" in capsys.readouterr().out  # a cache hit too
+    # the training windows are the loop's business: the same cache entry
+    assert prepare_dataset(dataclasses.replace(cfg, train_windows="last"), tmp_path) == prepare_dataset(
+        cfg, tmp_path
+    )
+
+
+@pytest.mark.ray
 def test_cli_prepare_and_stats(ray_cluster, tmp_path, capsys):
     args = ["data", "prepare", "--dataset", "ml-100k", "--data-dir", str(FIXTURES / "ml-100k")]
     assert main([*args, "--results-dir", str(tmp_path), "data.like_threshold=5"]) == 0
     out = capsys.readouterr().out
     assert "users                3" in out and "interactions         10" in out
-    assert "rating >= 5" in out
+    assert "rating >= 5" in out and "like_threshold       5 (data.like_threshold)" in out
+    assert "max_len              50 (derived" in out
     prepared = Path(out.strip().splitlines()[-1].removeprefix("prepared: "))
     assert (prepared / "meta.json").is_file()
     assert main(["data", "stats", str(prepared)]) == 0
@@ -426,5 +458,30 @@ def test_amazon_musical_instruments_counts(amazon_mi_dir, ray_cluster, tmp_path)
     cfg = DataConfig(dataset="amazon-reviews", data_dir=str(amazon_mi_dir))
     meta = load_meta(prepare_dataset(cfg, tmp_path, verbose=False))
     assert (meta["num_users"], meta["num_items"], meta["num_interactions"]) == (1429, 900, 10261)
-    assert meta["k_core"] == 5 and meta["max_len"] == 50
+    assert meta["k_core"] == 5 and meta["max_len"] == 50  # derived: the 95th percentile is 12
+    assert meta["like_threshold"] == 4.0 and meta["stats"]["train_len_p95"] == 12
     assert json.loads(json.dumps(meta["rating_values"])) == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+@pytest.mark.ray
+def test_movietweetings_counts_and_derived_defaults(ray_cluster, tmp_path):
+    """configs/movietweetings.yaml's data section reproduces SPEC §3's counts and popularity
+    floor; its defaults follow its data: like = rating >= 7.5 (48 % likes, where 4.0 gave
+    96 %), max_len 50 (95 % of training parts hold <= 39 items)."""
+    from unigrf.config import load_config
+    from unigrf.evaluation.evaluate import popularity_baseline
+
+    mt_dir = REPO_ROOT.parent / "shared" / "data" / "movietweetings-100k"
+    if not (mt_dir / "ratings.dat").is_file():
+        pytest.skip(f"real data not found at {mt_dir}")
+    cfg = load_config(REPO_ROOT / "configs" / "movietweetings.yaml", [f"data.data_dir={mt_dir}"])
+    prepared = prepare_dataset(cfg.data, tmp_path, verbose=False)
+    meta = load_meta(prepared)
+    assert (meta["num_users"], meta["num_items"], meta["num_interactions"]) == (6769, 9957, 87887)
+    assert meta["like_threshold"] == 7.5 and meta["max_len"] == 50
+    assert meta["stats"]["like_ratio"] == pytest.approx(0.479, abs=1e-3)
+    assert meta["rating_values"] == [float(r) for r in range(11)]
+    pop = popularity_baseline(SequenceData.load(prepared), "test", cfg.eval)
+    assert pop["ndcg@10"] == pytest.approx(0.0740, abs=5e-5) and pop["hr@10"] == pytest.approx(
+        0.147, abs=5e-4
+    )

@@ -87,6 +87,137 @@ def test_generic_csv_without_header_by_position(tmp_path):
     check_frame(read_table(path, cols), ["u1", "u2"], ["i10", "i20"], [4, 3], [100, 50])
 
 
+@pytest.mark.parametrize(
+    "written, seconds",
+    [
+        ("963397230", 963397230),  # an integer is itself
+        ("963397230.0", 963397230),
+        ("9.6339723e8", 963397230),
+        ("963397230.9", 963397230),  # another number: floored
+        ("-1.5", -2),
+        ("2000-07-12", 963360000),  # a date: its midnight, UTC
+        ("2000-07-12T10:20:30", 963397230),  # no zone: UTC
+        ("2000-07-12 10:20:30", 963397230),
+        ("2000-07-12T10:20", 963397200),
+        ("2000-07-12T10:20:30Z", 963397230),
+        ("2000-07-12T12:20:30+02:00", 963397230),  # a zone: converted to UTC
+        ("2000-07-12T05:20:30-0500", 963397230),
+        ("2000-07-12T10:20:30.999", 963397230),  # fractions of a second: floored
+        ("1969-12-31T23:59:59.5", -1),
+    ],
+)
+def test_timestamps_as_numbers_dates_and_datetimes(tmp_path, written, seconds):
+    """The documented rule (docs/reliability.md): integers exactly, other numbers floored,
+    ISO 8601 dates and datetimes as seconds since 1970-01-01 UTC (UTC when no zone), in every
+    text reader and in JSON."""
+    path = tmp_path / "log.csv"
+    path.write_text(f"user,item,rating,timestamp\nu1,i1,4,{written}\nu1,i2,5,{written}\n")
+    assert read_table(path).timestamp.tolist() == [seconds, seconds]
+    dat = tmp_path / "ratings.dat"
+    dat.write_text(f"1::10::4::{written}\n")
+    assert read_ml1m(dat).timestamp.tolist() == [seconds]
+    reviews = tmp_path / "reviews_X_5.json"
+    reviews.write_text(f'{{"reviewerID": "u", "asin": "i", "overall": 5.0, "unixReviewTime": "{written}"}}\n')
+    assert read_amazon_reviews(reviews).timestamp.tolist() == [seconds]
+
+
+def test_a_date_column_sorts_as_time_with_integers_beside_it(tmp_path):
+    """A file mixing dates and integer seconds reads both on one clock; a date that does not
+    exist fails with its file and line, and is skipped (counted) in skip mode."""
+    path = tmp_path / "log.csv"
+    path.write_text("user,item,rating,timestamp\nu,a,4,2000-07-12\nu,b,4,963360001\nu,c,4,2000-13-01\n")
+    with pytest.raises(DataError, match=rf"^{path}:4: timestamp '2000-13-01' is not a number or an ISO 8601"):
+        read_table(path)
+    df = read_table(path, on_bad_rows="skip")
+    assert df.timestamp.tolist() == [963360000, 963360001] and df.attrs["bad_rows"] == 1
+
+
+def test_huge_fractional_timestamps_are_floored_exactly(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("user,item,rating,timestamp\nu,a,4,1700000000123456789.7\nu,b,4,-1700000000123456789.2\n")
+    assert read_table(path).timestamp.tolist() == [1700000000123456789, -1700000000123456790]
+
+
+def test_parquet_datetime_columns_are_seconds(tmp_path):
+    path = tmp_path / "log.parquet"
+    times = pd.to_datetime(["2000-07-12T10:20:30.7", "1969-12-31T23:59:59.5"])
+    frame = pd.DataFrame({"user": ["a", "b"], "item": ["x", "y"], "rating": [4.0, 5.0], "timestamp": times})
+    frame.to_parquet(path)
+    assert read_table(path).timestamp.tolist() == [963397230, -1]
+    frame["timestamp"] = times.tz_localize("Europe/Berlin")  # zoned: converted to UTC
+    frame.to_parquet(path)
+    assert read_table(path).timestamp.tolist() == [963397230 - 7200, -1 - 3600]
+    frame["timestamp"] = [pd.Timestamp("2000-07-12").date(), pd.Timestamp("2000-07-13").date()]
+    frame.to_parquet(path)  # a date32 column
+    assert read_table(path).timestamp.tolist() == [963360000, 963446400]
+
+
+def test_int_column_positions_with_and_without_a_header(tmp_path):
+    """An integer is a column position (the header's j-th column, or the file's); without a
+    header a field left at its name takes its default place; a name there, a position past the
+    header or two fields on one column are errors naming the key."""
+    path = tmp_path / "log.tsv"
+    path.write_text("100\tu1\ti10\t4\n50\tu2\ti20\t3\n")
+    cols = ColumnsConfig(user=1, item=2, rating=3, timestamp=0, sep="\t", header=False)
+    check_frame(read_table(path, cols), ["u1", "u2"], ["i10", "i20"], [4, 3], [100, 50])
+    plain = tmp_path / "plain.csv"
+    plain.write_text("u1,i10,4,100\nu2,i20,3,50\n")
+    cols = ColumnsConfig(timestamp=3, header=False)  # the others at their default places
+    check_frame(read_table(plain, cols), ["u1", "u2"], ["i10", "i20"], [4, 3], [100, 50])
+    with pytest.raises(DataError, match=r"data\.columns\.user is the name 'uid', but the file has no header"):
+        read_table(plain, ColumnsConfig(user="uid", header=False))
+    with pytest.raises(
+        DataError, match=r"data\.columns\.user and data\.columns\.rating read the same column"
+    ):
+        read_table(plain, ColumnsConfig(user=2, header=False))
+    headed = tmp_path / "headed.csv"
+    headed.write_text("when;who;what;stars\n100;u1;i10;4\n50;u2;i20;3\n")
+    cols = ColumnsConfig(user=1, item="what", rating=3, timestamp=0, sep=";")
+    check_frame(read_table(headed, cols), ["u1", "u2"], ["i10", "i20"], [4, 3], [100, 50])
+    with pytest.raises(
+        DataError, match=rf"^{headed}:1: data\.columns\.rating is column 7, but the header has 4"
+    ):
+        read_table(headed, ColumnsConfig(user=1, item=2, rating=7, timestamp=0, sep=";"))
+    parquet = tmp_path / "log.parquet"
+    pd.DataFrame({"t": [100, 50], "u": ["u1", "u2"], "i": ["i10", "i20"], "r": [4.0, 3.0]}).to_parquet(
+        parquet
+    )
+    cols = ColumnsConfig(user=1, item=2, rating="r", timestamp=0)
+    check_frame(read_table(parquet, cols), ["u1", "u2"], ["i10", "i20"], [4, 3], [100, 50])
+
+
+def test_a_two_character_separator_in_a_generic_file(tmp_path):
+    """`data.columns.sep=::` (given on the command line, no quoting) reads an ML-1M-format file
+    through the generic reader, by positions."""
+    from unigrf.config import load_config
+
+    path = tmp_path / "ratings.dat"
+    path.write_text("1::10::4::2000-07-12\n2::20::3::963360001\n")
+    cfg = load_config(
+        overrides=[
+            f"data.path={path}",
+            "data.dataset=csv",
+            "data.columns.sep=::",
+            "data.columns.header=false",
+        ]
+    )
+    df, _ = read_interactions(cfg.data)
+    check_frame(df, ["1", "2"], ["10", "20"], [4, 3], [963360000, 963360001])
+    path.write_text("1::10::4::100\n1:11:4:101\n")
+    with pytest.raises(DataError, match=rf"^{path}:2: expected 4 fields separated by '::'"):
+        read_interactions(cfg.data)
+
+
+def test_movietweetings_reads_ml1m_format_on_a_0_to_10_scale(tmp_path):
+    (tmp_path / "ratings.dat").write_text("1::0114508::8::1381006850\n2::0208092::0::1586466072\n")
+    df, sources = read_interactions(DataConfig(dataset="movietweetings", data_dir=str(tmp_path)))
+    check_frame(df, ["1", "2"], ["0114508", "0208092"], [8, 0], [1381006850, 1586466072])
+    assert sources == [tmp_path / "ratings.dat"]
+    (tmp_path / "ratings.dat").write_text("1::0114508::11::1381006850\n")
+    with pytest.raises(DataError, match=r":1: rating 11 is outside rating_scale \[0, 10\]"):
+        read_interactions(DataConfig(dataset="movietweetings", data_dir=str(tmp_path)))
+
+
 def test_parquet_with_column_mapping_and_bad_row(tmp_path):
     path = tmp_path / "log.parquet"
     pd.DataFrame(
@@ -189,8 +320,12 @@ GOOD = "1\t10\t4\t100\n"
         (GOOD + GOOD + "1\t11\t4\n", 3, "expected 4 fields separated by TAB"),  # missing field
         (GOOD + "1\t11\t4\t101\t7\n", 2, "too many fields"),
         (GOOD + "1\t11\tfive\t101\n", 2, "rating 'five' is not a number"),
-        (GOOD + "1\t11\t4\tyesterday\n", 2, "timestamp 'yesterday' is not an integer"),
-        (GOOD + "1\t11\t4\t101.5\n", 2, "timestamp '101.5' is not an integer"),
+        (GOOD + "1\t11\t4\tyesterday\n", 2, "timestamp 'yesterday' is not a number or an ISO 8601 date"),
+        (GOOD + "1\t11\t4\t12:30\n", 2, "timestamp '12:30' is not a number or an ISO 8601 date"),
+        (GOOD + "1\t11\t4\t2000-02-30\n", 2, "timestamp '2000-02-30' is not a number or an ISO 8601"),
+        (GOOD + "1\t11\t4\t2000-07-12T25:00\n", 2, "timestamp '2000-07-12T25:00' is not a number"),
+        (GOOD + "1\t11\t4\t2000-07\n", 2, "timestamp '2000-07' is not a number or an ISO 8601 date"),
+        (GOOD + "1\t11\t4\tinf\n", 2, "timestamp 'inf' is not a number or an ISO 8601 date"),
         (GOOD + "\n" + "1\t11\t7\t101\n", 3, "rating 7 is outside rating_scale [1, 5]"),  # blank line counted
         (GOOD + "1\t11\t0\t101\n", 2, "rating 0 is outside rating_scale [1, 5]"),
         ("", 1, "empty file"),

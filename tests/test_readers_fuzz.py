@@ -3,9 +3,11 @@
 Two properties per reader, each over many generated files:
 
 - *structured*: files built line by line from good rows (known values; duplicates and blank
-  lines included) and bad rows of a known kind (wrong separator, missing or extra field,
-  non-numeric or out-of-scale rating, non-integer or out-of-range timestamp, bytes that are
-  not UTF-8, a line that is not a JSON object, a null or wrongly typed field). With
+  lines included; timestamps written as integers, integral floats, fractions, ISO 8601 dates
+  and datetimes with and without a zone, each with its expected int64 by the documented rule)
+  and bad rows of a known kind (wrong separator, missing or extra field, non-numeric or
+  out-of-scale rating, a timestamp that is no number nor date or is out of range, bytes that
+  are not UTF-8, a line that is not a JSON object, a null or wrongly typed field). With
   `on_bad_rows="error"` the reader must raise `DataError("<file>:<line>: <what>")` naming the
   first bad line and its field, or return exactly the good rows; with `"skip"` it must return
   exactly the good rows, in file order, and count every bad one.
@@ -26,6 +28,7 @@ docs/reliability.md lists the numbers.
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import io
 import json
@@ -82,8 +85,14 @@ class Row:
     user: str
     item: str
     rating: float
-    timestamp: int
+    timestamp: int  # what the reader must return
     rating_text: str
+    timestamp_text: str  # how the file writes it
+
+    @property
+    def plain_time(self) -> bool:
+        """Written as the integer itself (JSON and Parquet then store an integer)."""
+        return self.timestamp_text == str(self.timestamp)
 
 
 def ids() -> st.SearchStrategy[str]:
@@ -105,12 +114,76 @@ def ratings(scale: tuple[float, float]) -> st.SearchStrategy[tuple[float, str]]:
     )
 
 
-def timestamps() -> st.SearchStrategy[int]:
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def integer_times() -> st.SearchStrategy[int]:
     return st.one_of(st.integers(0, 2_000_000_000), st.integers(*INT64), st.sampled_from(list(INT64)))
 
 
+@st.composite
+def fraction_times(draw) -> tuple[int, str]:
+    """A number with a non-zero fraction, and its floor (computed on integers, exactly): up to
+    15 significant digits (what a float64 holds; the rule's stated precision), or any fraction of
+    a number beyond 2**53 (floored from its text)."""
+    if draw(st.booleans()):
+        whole = draw(st.integers(0, 2_000_000_000))
+        digits = draw(st.text("0123456789", min_size=1, max_size=15 - len(str(whole))))
+    else:
+        whole = draw(st.integers(2**53, 2**63 - 2))
+        digits = draw(st.one_of(st.text("0123456789", min_size=1, max_size=22), st.just("9" * 20)))
+    assume(digits.strip("0"))
+    negative = draw(st.booleans())
+    return (-whole - 1 if negative else whole), f"{'-' if negative else ''}{whole}.{digits}"
+
+
+@st.composite
+def iso_times(draw) -> tuple[int, str]:
+    """An ISO 8601 date or datetime (a zone or none: UTC), and its seconds since the epoch."""
+    moment = draw(
+        st.datetimes(datetime.datetime(1900, 1, 1), datetime.datetime(2100, 12, 31), allow_imaginary=False)
+    )
+    form = draw(st.sampled_from(["date", "minutes", "seconds", "fraction"]))
+    if form == "date":
+        moment = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+        return (moment.replace(tzinfo=datetime.UTC) - EPOCH) // datetime.timedelta(
+            seconds=1
+        ), moment.strftime("%Y-%m-%d")
+    moment = moment.replace(second=0 if form == "minutes" else moment.second)
+    moment = moment.replace(microsecond=moment.microsecond if form == "fraction" else 0)
+    minutes = draw(st.integers(-14 * 60, 14 * 60))  # the zone's offset
+    zone = datetime.timezone(datetime.timedelta(minutes=minutes))
+    text = moment.strftime("%Y-%m-%d") + draw(st.sampled_from(["T", " "])) + moment.strftime("%H:%M")
+    if form != "minutes":
+        text += moment.strftime(":%S") + (f".{moment.microsecond:06d}" if form == "fraction" else "")
+    written = draw(st.sampled_from(["", "Z", "colon", "compact"]))
+    if written in ("", "Z"):
+        zone = datetime.UTC
+    else:
+        sign, offset = ("-" if minutes < 0 else "+"), abs(minutes)
+        text += f"{sign}{offset // 60:02d}" + (":" if written == "colon" else "") + f"{offset % 60:02d}"
+    if written == "Z":
+        text += "Z"
+    seconds = (moment.replace(tzinfo=zone) - EPOCH) // datetime.timedelta(seconds=1)
+    return seconds, text
+
+
+def timestamps() -> st.SearchStrategy[tuple[int, str]]:
+    """(the int64 a reader must return, the text a file holds): the documented rule
+    (docs/reliability.md) — integers exactly (also as `x.0`), other numbers floored, ISO 8601
+    dates and datetimes as seconds since 1970-01-01 UTC."""
+    return st.one_of(
+        integer_times().map(lambda t: (t, str(t))),
+        integer_times().map(lambda t: (t, f"{t}.0")),
+        fraction_times(),
+        iso_times(),
+    )
+
+
 def good_rows(scale: tuple[float, float]) -> st.SearchStrategy[Row]:
-    return st.builds(lambda u, i, r, t: Row(u, i, r[0], t, r[1]), ids(), ids(), ratings(scale), timestamps())
+    return st.builds(
+        lambda u, i, r, t: Row(u, i, r[0], t[0], r[1], t[1]), ids(), ids(), ratings(scale), timestamps()
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -119,7 +192,26 @@ def good_rows(scale: tuple[float, float]) -> st.SearchStrategy[Row]:
 
 NON_NUMERIC = ["five", "x", "4..5", "--1", "1.2.3", "0x5", "4-", "nan", "NaN"]
 OUT_OF_SCALE = ["0", "-1", "6", "5.5", "1e300", "-1e300", "inf", "-inf", "1e400"]
-BAD_TIMESTAMPS = ["1.5", "abc", "12:30", "-0.25", str(2**63), str(-(2**63) - 1), str(10**30), "inf", "nan"]
+BAD_TIMESTAMPS = [
+    "abc",
+    "12:30",
+    str(2**63),
+    str(-(2**63) - 1),
+    str(10**30),
+    f"{2**63}.5",
+    f"-{2**63}.5",
+    "inf",
+    "nan",
+    "1e400",
+    "2000-13-01",  # no such month
+    "2000-02-30",
+    "2000-07-12T25:00",
+    "2000-07-12T10:20:60",
+    "2000-07",  # not a whole date
+    "12/07/2000",
+    "2000-07-12T10:20:30+25:00",
+    "2000-07-12Z",  # a zone needs a time
+]
 
 
 @dataclass(frozen=True)
@@ -153,7 +245,7 @@ class Delimited:
             "user": row.user,
             "item": row.item,
             "rating": row.rating_text,
-            "timestamp": str(row.timestamp),
+            "timestamp": row.timestamp_text,
             "extra": "x",
         }
         return [values[c] for c in self.order]
@@ -451,7 +543,7 @@ def json_object(row: Row) -> dict:
         "reviewerID": row.user,
         "asin": row.item,
         "overall": row.rating,
-        "unixReviewTime": row.timestamp,
+        "unixReviewTime": row.timestamp if row.plain_time else row.timestamp_text,
         "summary": "ok",
         "helpful": [0, 1],
     }
@@ -489,7 +581,10 @@ BAD_JSON = mutations(
             [
                 *[(k, None) for k in JSON_KEYS.values()],
                 *[("overall", v) for v in ("five", "", [5], {"x": 1}, True, 0, 6, -1, 1e300)],
-                *[("unixReviewTime", v) for v in (1.5, "abc", 2**63, -(2**63) - 1, 10**30, [1], True)],
+                *[
+                    ("unixReviewTime", v)
+                    for v in ("abc", "12:30", "2000-02-30", 2**63, -(2**63) - 1, 10**30, 1e300, [1], True)
+                ],
                 *[(k, v) for k in ("reviewerID", "asin") for v in (1.5, [1], {"a": 1}, True, "")],
             ],
             lambda r, kv: _json_with(*kv)(r),
@@ -620,17 +715,33 @@ BAD_PARQUET = mutations(
 PARQUET_FILES = structured_lines(good_rows(PARQUET_SCALE), BAD_PARQUET)
 
 
-def write_parquet(path: Path, lines: list[tuple[str, object]], string_ratings: bool) -> None:
+PARQUET_TIME_TYPES = ["int64", "string", "timestamp"]
+
+
+def write_parquet(
+    path: Path, lines: list[tuple[str, object]], string_ratings: bool, times: str = "int64"
+) -> None:
+    """`times`: the timestamp column's type: int64 (the expected values), string (the rows'
+    text: numbers, dates, datetimes) or a Parquet timestamp in seconds (the expected values as
+    instants; int64 where one is beyond year 5000)."""
     records = []
     for kind, payload in lines:
         if kind == "good":
-            records.append(
-                {"u": payload.user, "i": payload.item, "r": payload.rating, "t": payload.timestamp}
-            )
+            t = payload.timestamp_text if times == "string" else payload.timestamp
+            records.append({"u": payload.user, "i": payload.item, "r": payload.rating, "t": t})
         elif kind == "bad":
             records.append(payload.fields[0])
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    if times == "string":  # a bad row's integer (if any) as text too
+        time_type = pa.string()
+        for r in records:
+            r["t"] = None if r["t"] is None else str(r["t"])
+    elif times == "timestamp" and all(r["t"] is None or abs(r["t"]) < 10**11 for r in records):
+        time_type = pa.timestamp("s")
+    else:
+        time_type = pa.int64()
 
     table = pa.table(
         {
@@ -640,7 +751,7 @@ def write_parquet(path: Path, lines: list[tuple[str, object]], string_ratings: b
                 [None if r["r"] is None else (repr(r["r"]) if string_ratings else r["r"]) for r in records],
                 pa.string() if string_ratings else pa.float64(),
             ),
-            "t": pa.array([r["t"] for r in records], pa.int64()),
+            "t": pa.array([r["t"] for r in records], time_type),
             "extra": pa.array([1] * len(records), pa.int8()),
         }
     )
@@ -649,13 +760,13 @@ def write_parquet(path: Path, lines: list[tuple[str, object]], string_ratings: b
 
 @pytest.mark.timeout(300)
 @FUZZ
-@given(data=st.data(), string_ratings=st.booleans())
-def test_parquet_structured(data, string_ratings, tmp_path):
+@given(data=st.data(), string_ratings=st.booleans(), times=st.sampled_from(PARQUET_TIME_TYPES))
+def test_parquet_structured(data, string_ratings, times, tmp_path):
     path = tmp_path / "log.parquet"
     lines = data.draw(PARQUET_FILES)
     lines = [(k, p) for k, p in lines if k != "blank"]  # Parquet has no blank lines
     assume(lines)
-    write_parquet(path, lines, string_ratings)
+    write_parquet(path, lines, string_ratings, times)
     check_structured(read_parquet, path, lines, 1, PARQUET_SCALE)
 
 

@@ -315,9 +315,7 @@ def test_a_one_worker_sweep_trial_reproduces_the_plain_loop(ray_cluster, tmp_pat
     )
     prepared = prepare_dataset(cfg.data, cfg.results_dir, verbose=False)
     torch.set_num_threads(1)  # a trial's worker reserves one CPU, so it runs one thread
-    plain = fit(
-        cfg, SequenceData.load(prepared, max_len=cfg.data.resolved_max_len()), local(tmp_path / "plain")
-    )
+    plain = fit(cfg, SequenceData.load(prepared, max_len=cfg.data.max_len), local(tmp_path / "plain"))
     frame = run_fixed_configs(
         [("repro", cfg)], tmp_path / "fixed", None, resume=False, max_concurrent=1, verbose=0
     )

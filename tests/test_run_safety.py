@@ -368,8 +368,9 @@ def test_fuzzed_run_and_sweep_names_never_touch_anything_outside(name, restart, 
     import unigrf.sweep.tuner  # noqa: F401
     import unigrf.training.distributed  # noqa: F401
 
-    def fake_train(cfg, run_dir, *args):
+    def fake_train(cfg, run_dir, provenance, *args):
         (run_dir / "trained").write_text("x")
+        provenance["data"] = {}  # as a real training records it: no dataset prepared here
         return {"best_epoch": 0, "val": {}, "test": {}}
 
     monkeypatch.setattr(run_module, "_train", fake_train)

@@ -70,15 +70,16 @@ def _get(cfg: ExperimentConfig, key: str) -> Any:
     return node
 
 
-def budget(cells: Sequence[Cell]) -> dict[str, list[Any]]:
-    """Distinct values of the budget keys over the cells (model shape resolved)."""
+def budget(cells: Sequence[Cell], datasets: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """Distinct values of the budget keys over the cells (model shape resolved; max_len as
+    each cell's prepared dataset in `datasets` (`dataset_info`) resolved it)."""
     out: dict[str, list[Any]] = {}
     for key in BUDGET_KEYS:
         values = []
         for c in cells:
             v = _get(c.config, key)
             if key == "data.max_len":
-                v = c.config.data.resolved_max_len()
+                v = c.config.data.resolved_max_len(datasets[c.dataset]["max_len"])
             values.append(v)
         out[key] = list(dict.fromkeys(values))
     out["model shape (layers×heads×dim)"] = list(dict.fromkeys(model_shape(c.config) for c in cells))
@@ -130,7 +131,7 @@ def dataset_info(
         if cell.dataset not in loaded:
             prepared = prepare_dataset(cfg.data, cfg.results_dir, verbose=verbose)
             meta = load_meta(prepared)
-            data = SequenceData.load(prepared, max_len=cfg.data.resolved_max_len())
+            data = SequenceData.load(prepared, max_len=cfg.data.max_len)
             loaded[cell.dataset] = data
             pop = popularity_baseline(data, "test", cfg.eval)
             info[cell.dataset] = {
@@ -139,6 +140,8 @@ def dataset_info(
                 "num_users": int(meta["num_users"]),
                 "num_items": int(meta["num_items"]),
                 "num_interactions": int(meta["num_interactions"]),
+                "max_len": int(meta["max_len"]),  # data.max_len, or derived from the data
+                "like_threshold": float(meta["like_threshold"]),
                 "popularity": {k: float(v) for k, v in pop.items() if k != "num_users"},
             }
             counts = fit_count_model(data)
@@ -419,7 +422,7 @@ def _run_ablation(
         "resume": resume,
         "cli_overrides": {k: v for k, v in overrides.items()},
         "storage_path": storage_path or str(report_dir / "ray"),
-        "budget": budget(cells),
+        "budget": budget(cells, datasets),
     }
     if declared is not None:
         meta["declared"] = declared

@@ -6,6 +6,8 @@ Examples:
     unigrf data prepare --dataset amazon-reviews --data-dir ../shared/data/amazon_musical_instruments_5core
     unigrf data prepare data.synthetic.num_users=5000  # the built-in generator
     unigrf data prepare --dataset csv --path log.csv data.columns.user=uid --on-bad-rows skip
+    unigrf data prepare --dataset csv --path ratings.dat data.columns.sep=:: data.columns.header=false
+    unigrf data prepare --dataset movietweetings --data-dir ../shared/data/movietweetings-100k
     unigrf data stats results/data/ml-100k-<key>
 """
 
@@ -13,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 from pathlib import Path
 
 from unigrf.cli import add_config_arguments, config_from_args
+from unigrf.config import DatasetName
 
-DATASETS = ("synthetic", "ml-100k", "ml-1m", "ml-20m", "amazon-books", "amazon-reviews", "csv", "parquet")
+DATASETS = typing.get_args(DatasetName)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="parse, validate, filter and sort a dataset into per-user sequences (cached)",
         description="Parse, validate, k-core filter and stable-sort a dataset into per-user "
         "chronological sequences (Ray Data), cached under <results-dir>/data/; prints the stats "
-        "table and the prepared directory.",
+        "table (with the like threshold and max_len, derived from the data unless set) and the "
+        "prepared directory.",
     )
     prep.add_argument("--config", default=None, help="a YAML config whose data section is used")
     prep.add_argument(

@@ -13,12 +13,17 @@
    was measured ~7x faster than `groupby().map_groups()` on 1M rows.) An input of at most one
    block's worth (`ROWS_PER_BLOCK`) is grouped by the same function in the preparing process,
    without Ray (`ray_blocks: 0` in the stats).
-5. write `sequences.parquet`, `item_map.parquet`, `user_map.parquet` and `meta.json`
+5. resolve the defaults that follow the data: `like_threshold` from the rating scale and
+   `max_len` from the users' training lengths (`DataConfig.resolved_like_threshold`,
+   `unigrf.config.derive_max_len`; an explicit value wins), recorded in meta.json with where
+   each came from (`defaults`) and printed;
+6. write `sequences.parquet`, `item_map.parquet`, `user_map.parquet` and `meta.json`
    (format: docs/ARCHITECTURE.md; loaded by `unigrf.data.sequences.SequenceData.load`).
 
 Cache: `<results_dir>/data/<dataset>-<key>/`, `key` hashing the source files' md5 and the data
 config (`config_hash`; `data_dir`/`path` are left out, the md5 already identifies the content;
-the synthetic generator's settings count only for the synthetic dataset). A hit is reused and
+so is `train_windows`, which only the training loop reads; the synthetic generator's settings
+count only for the synthetic dataset). A hit is reused and
 said so; any change of a source file or of the config gives a new key. The directory is written
 under a temporary name in the same parent and renamed into place (`os.replace`), so a crash
 never leaves a half-written cache that a later run would trust; and a file lock per entry
@@ -44,12 +49,23 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from unigrf.config import DataConfig, SyntheticConfig, config_hash, config_to_dict
+from unigrf.config import (
+    LIKE_THRESHOLD_POSITION,
+    MAX_LEN_BOUNDS,
+    MAX_LEN_QUANTILE,
+    MAX_LEN_STEP,
+    DataConfig,
+    SyntheticConfig,
+    config_hash,
+    config_to_dict,
+    derive_max_len,
+    length_quantile,
+)
 from unigrf.data.download import file_md5
 from unigrf.data.readers import DataError, read_interactions, source_files
 from unigrf.results_dir import check_writable
 
-PREPARE_VERSION = 1  # bump when the output format or the pipeline's semantics change
+PREPARE_VERSION = 2  # bump when the output format or the pipeline's semantics change
 MIN_INTERACTIONS = 3  # leave-one-out: train, validation and test items
 ROWS_PER_BLOCK = 50_000  # below this a block is not worth a Ray task
 MAX_ROWS_PER_BLOCK = 2_000_000  # bounds one task's memory
@@ -72,9 +88,11 @@ SEQUENCE_SCHEMA = pa.schema(
 
 def _key_config(cfg: DataConfig) -> DataConfig:
     """The part of `cfg` that determines the output: not where the files are (their md5 says
-    what they are), and the generator's settings only for the synthetic dataset."""
+    what they are), not which training windows the loop cuts, and the generator's settings only
+    for the synthetic dataset."""
     synthetic = cfg.synthetic if cfg.dataset == "synthetic" else SyntheticConfig()
-    return dataclasses.replace(cfg, data_dir=None, path=None, synthetic=synthetic)
+    windows = DataConfig.train_windows
+    return dataclasses.replace(cfg, data_dir=None, path=None, synthetic=synthetic, train_windows=windows)
 
 
 def cache_key(cfg: DataConfig, source_md5s: list[str]) -> str:
@@ -232,11 +250,13 @@ def prepare_dataset(
     final = Path(results_dir) / "data" / f"{cfg.dataset}-{cache_key(cfg, md5s)}"
     if _is_complete(final):
         _log(verbose, f"reusing cached {final} (same source md5 and data config)")
+        _log(verbose, describe_defaults(load_meta(final)))
         return final
     lock = _acquire_cache_lock(final, verbose)
     try:
         if _is_complete(final):  # another process prepared it while this one waited
             _log(verbose, f"reusing {final}, prepared meanwhile by another process")
+            _log(verbose, describe_defaults(load_meta(final)))
             return final
         _prepare(cfg, sources, md5s, final, num_blocks, verbose)
     finally:
@@ -326,6 +346,9 @@ def _prepare(
     pairs = owner[1:] == owner[:-1]  # consecutive interactions of one user
     tied = int(np.count_nonzero((flat_ts[1:] == flat_ts[:-1]) & pairs))
     rating_values = sorted(float(r) for r in np.unique(ratings))
+    like_threshold = cfg.resolved_like_threshold()
+    train_lengths = np.maximum(lengths - 2, 0)  # before each user's validation and test items
+    max_len = cfg.resolved_max_len(derive_max_len(train_lengths.tolist()))
     stats = {
         "users": int(len(lengths)),
         "items": int(len(item_raw)),
@@ -334,7 +357,14 @@ def _prepare(
         "seq_len_median": float(np.median(lengths)),
         "seq_len_max": int(lengths.max()),
         "seq_len_min": int(lengths.min()),
-        "like_ratio": round(float(np.mean(ratings >= cfg.like_threshold)), 4),
+        "like_ratio": round(float(np.mean(ratings >= like_threshold)), 4),
+        # the training part (all but the validation and test items) and how much of it one
+        # window per user at max_len covers (data.train_windows: last); "all" covers every item
+        "train_interactions": int(train_lengths.sum()),
+        "train_len_p95": length_quantile(train_lengths.tolist(), MAX_LEN_QUANTILE),
+        "last_window_share": round(
+            float(np.minimum(train_lengths, max_len).sum() / max(int(train_lengths.sum()), 1)), 4
+        ),
         "tied_next_share": round(tied / max(1, int(pairs.sum())), 4),
         "raw_interactions": int(len(df) + bad_rows),
         "raw_users": int(raw_users),
@@ -353,8 +383,9 @@ def _prepare(
         "num_items": stats["items"],
         "num_interactions": stats["interactions"],
         "rating_values": rating_values,
-        "like_threshold": cfg.like_threshold,
-        "max_len": cfg.resolved_max_len(),
+        "like_threshold": like_threshold,
+        "max_len": max_len,
+        "defaults": _defaults_source(cfg),  # where like_threshold and max_len came from
         "k_core": k,
         "sources": [{"path": str(p.resolve()), "md5": m} for p, m in zip(sources, md5s)],
         "config_hash": config_hash(_key_config(cfg)),
@@ -375,7 +406,34 @@ def _prepare(
         }
     )
     _write_atomically(final, table, user_map, item_map, meta)
+    _log(verbose, describe_defaults(meta))
     _log(verbose, f"prepared {final} in {time.perf_counter() - start:.1f} s")
+
+
+def _defaults_source(cfg: DataConfig) -> dict[str, str]:
+    """How `like_threshold` and `max_len` were chosen: the config's value, or the rule."""
+    lo, hi = cfg.resolved_rating_scale()
+    like = (
+        "data.like_threshold"
+        if cfg.like_threshold is not None
+        else f"derived: {LIKE_THRESHOLD_POSITION:g} of the way up the rating scale [{lo:g}, {hi:g}]"
+    )
+    max_len = (
+        "data.max_len"
+        if cfg.max_len is not None
+        else f"derived: the {MAX_LEN_QUANTILE:.0%} quantile of users' training lengths, rounded up to "
+        f"{MAX_LEN_STEP}s, within [{MAX_LEN_BOUNDS[0]}, {MAX_LEN_BOUNDS[1]}]"
+    )
+    return {"like_threshold": like, "max_len": max_len}
+
+
+def describe_defaults(meta: dict[str, Any]) -> str:
+    """One console line: the like threshold and max_len a prepared dataset uses, and why."""
+    source = meta.get("defaults", {})
+    return (
+        f"like_threshold {meta['like_threshold']:g} ({source.get('like_threshold', 'data.like_threshold')}), "
+        f"max_len {meta['max_len']} ({source.get('max_len', 'data.max_len')})"
+    )
 
 
 def _write_atomically(
@@ -407,6 +465,7 @@ def _write_atomically(
 def format_stats(meta: dict[str, Any]) -> str:
     """A readable table of a prepared dataset's meta.json."""
     s = meta["stats"]
+    source = meta.get("defaults", {})  # absent in entries prepared before the data-derived defaults
     values = ", ".join(f"{v:g}" for v in meta["rating_values"])
     rows = [
         ("dataset", meta["dataset"]),
@@ -420,8 +479,22 @@ def format_stats(meta: dict[str, Any]) -> str:
         ),
         ("rating values", values),
         ("like ratio", f"{s['like_ratio']:.3f} (rating >= {meta['like_threshold']:g})"),
+        (
+            "like_threshold",
+            f"{meta['like_threshold']:g} ({source.get('like_threshold', 'data.like_threshold')})",
+        ),
         ("tied timestamps", f"{s['tied_next_share']:.3f} of consecutive pairs (kept in file order)"),
-        ("max_len", f"{meta['max_len']}"),
+        ("max_len", f"{meta['max_len']} ({source.get('max_len', 'data.max_len')})"),
+    ]
+    if "train_interactions" in s:
+        rows.append(
+            (
+                "training part",
+                f"{s['train_interactions']:,} interactions, 95th percentile {s['train_len_p95']:,} per user; "
+                f"its last max_len items cover {s['last_window_share']:.1%} (train_windows last)",
+            )
+        )
+    rows += [
         ("k-core", f"{meta['k_core']} ({s['kcore_removed_interactions']:,} interactions removed)"),
         ("users dropped (< 3)", f"{s['users_dropped_short']:,}"),
         ("bad rows skipped", f"{s['bad_rows_skipped']:,}"),

@@ -10,12 +10,14 @@ without a Python loop over rows. A bad row raises `DataError("<file>:<line>: <wh
 1-based, header included) or, with `on_bad_rows="skip"`, is dropped and counted in
 `df.attrs["bad_rows"]` (`df.attrs["first_bad_row"]` keeps the first message). Blank lines are
 ignored. Bad rows are: a wrong separator or a missing/extra field, a non-numeric rating, a
-non-integer timestamp, a rating outside `rating_scale`. An empty file is always an error.
+timestamp that is neither a number nor an ISO 8601 date/datetime (`_timestamps` says how each
+becomes an int64), a rating outside `rating_scale`. An empty file is always an error.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime
 import decimal
 import gzip
 import io
@@ -44,6 +46,7 @@ DATASET_FILES = {
     "ml-1m": "ratings.dat",
     "ml-20m": "ratings.csv",
     "amazon-books": "ratings_Books.csv",
+    "movietweetings": "ratings.dat",  # MovieTweetings: ML-1M's format, ratings 0-10
 }
 ML20M_HEADER = ("userId", "movieId", "rating", "timestamp")
 JSON_FIELDS = {"user": "reviewerID", "item": "asin", "rating": "overall", "timestamp": "unixReviewTime"}
@@ -99,7 +102,7 @@ def _validate(
     users, user_ok = _ids(raw["user"])
     items, item_ok = _ids(raw["item"])
     rating, rating_num = _numbers(raw["rating"])
-    timestamp, ts_ok, ts_in_range = _integers(raw["timestamp"], fields_ok)
+    timestamp, ts_ok, ts_in_range = _timestamps(raw["timestamp"], fields_ok)
 
     lo, hi = rating_scale
     with np.errstate(invalid="ignore"):
@@ -117,7 +120,12 @@ def _validate(
         (~user_ok, lambda i: f"user {_shown(raw['user'].iloc[i])} is not a string or an integer id"),
         (~item_ok, lambda i: f"item {_shown(raw['item'].iloc[i])} is not a string or an integer id"),
         (~rating_num, lambda i: f"rating {_shown(raw['rating'].iloc[i])} is not a number"),
-        (~ts_ok, lambda i: f"timestamp {_shown(raw['timestamp'].iloc[i])} is not an integer"),
+        (
+            ~ts_ok,
+            lambda i: (
+                f"timestamp {_shown(raw['timestamp'].iloc[i])} is not a number or an ISO 8601 date/datetime"
+            ),
+        ),
         (
             ~ts_in_range,
             lambda i: f"timestamp {_shown(raw['timestamp'].iloc[i])} is outside the int64 range",
@@ -265,31 +273,113 @@ def _numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return values, ~np.isnan(values)
 
 
-def _integers(s: pd.Series, fields_ok: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(int64 values [n], is an integer [n], within int64 [n]) of a timestamp column; exact
-    (never through a float: nanosecond times exceed float precision)."""
+# ISO 8601 dates and datetimes a timestamp may be written as: 2000-07-12, 2000-07-12T10:20,
+# 2000-07-12T10:20:30(.5), a space for the T, and an optional zone (Z, +02:00, +0200, +02)
+_ISO_DATETIME = r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?"
+
+
+def _timestamps(s: pd.Series, fields_ok: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(int64 values [n], is a timestamp [n], within int64 [n]) of a timestamp column.
+
+    The rule (docs/reliability.md): an integer is itself, exactly (never through a float:
+    nanosecond times exceed float precision; `100.0` and `1e3` are integers); another finite
+    number is floored to the integer below (`1.5` -> 1, `-1.5` -> -2; times within one unit
+    become ties, kept in file order); an ISO 8601 date or datetime (`_ISO_DATETIME`), or a
+    date/datetime value (a Parquet timestamp column), is seconds since 1970-01-01 UTC, floored,
+    and one without a zone is taken as UTC. Anything else is not a timestamp."""
     n = len(s)
     timestamp = np.zeros(n, dtype=np.int64)
     in_range = np.ones(n, dtype=bool)
     if pd.api.types.is_integer_dtype(s.dtype) and pd.api.types.is_signed_integer_dtype(s.dtype):
         if s.notna().all():
             return s.to_numpy(dtype=np.int64), np.ones(n, dtype=bool), in_range
+    if pd.api.types.is_datetime64_any_dtype(s.dtype):
+        ok = s.notna().to_numpy(dtype=bool) & fields_ok
+        timestamp[ok] = _epoch_seconds(s[ok])
+        return timestamp, ok, in_range
     values, is_number = _numbers(s)
-    with np.errstate(invalid="ignore"):
-        ok = is_number & np.isfinite(values) & (np.floor(values) == values)
+    ok = is_number & np.isfinite(values)
     good = ok & fields_ok
     small = good & (np.abs(values) < 2**53)  # exactly representable: a lossless cast
-    timestamp[small] = values[small].astype(np.int64)
+    timestamp[small] = np.floor(values[small]).astype(np.int64)
+    # from the original, exactly: huge values (e.g. ns), and text whose float rounded up to an
+    # integer (`4503599627370495.9` -> ...496.0; a float never rounds down across an integer)
+    from_text = good & ~small
+    with np.errstate(invalid="ignore"):
+        rounded_up = small & (np.floor(values) == values)
+    if rounded_up.any() and (_is_text(s) or isinstance(s.dtype, pd.CategoricalDtype)):
+        rows = np.flatnonzero(rounded_up)
+        from_text[rows] = _fraction_text(s.iloc[rows])
     originals = s.to_numpy(dtype=object)
-    for j in np.flatnonzero(good & ~small):  # huge values (e.g. ns): from the original, exactly
-        exact = _exact_int(originals[j])
+    for j in np.flatnonzero(from_text):
+        exact = _exact_floor(originals[j])
         if exact is None:
             ok[j] = False
         elif INT64_MIN <= exact <= INT64_MAX:
             timestamp[j] = exact
         else:
             in_range[j] = False
+    dates = fields_ok & ~is_number & _dates(s)
+    if dates.any():
+        parsed = pd.to_datetime(s[dates], format="ISO8601", utc=True, errors="coerce")
+        if s.dtype == object:  # date/datetime objects (JSON has none; Parquet dates may be)
+            parsed = parsed.fillna(pd.to_datetime(s[dates], format="mixed", utc=True, errors="coerce"))
+        valid = parsed.notna().to_numpy(dtype=bool)
+        rows = np.flatnonzero(dates)[valid]
+        timestamp[rows] = _epoch_seconds(parsed[valid])
+        ok[rows] = True
     return timestamp, ok, in_range
+
+
+_FRACTION = re.compile(r"\.\d*[1-9]|[eE]")  # a non-zero fraction, or an exponent
+
+
+def _fraction_text(s: pd.Series) -> np.ndarray:
+    """[n] entries that are text with a non-zero fraction or an exponent (`1.5`, `2e-1`)."""
+    if isinstance(s.dtype, pd.StringDtype):
+        return s.str.contains(_FRACTION, regex=True).to_numpy(dtype=bool, na_value=False)
+    return s.map(lambda v: isinstance(v, str) and _FRACTION.search(v) is not None).to_numpy(dtype=bool)
+
+
+def _dates(s: pd.Series) -> np.ndarray:
+    """[n] entries that look like an ISO 8601 date/datetime, or are date/datetime objects."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        s = s.astype(object)
+    if isinstance(s.dtype, pd.StringDtype):
+        return s.str.fullmatch(_ISO_DATETIME).to_numpy(dtype=bool, na_value=False)
+    if s.dtype != object:
+        return np.zeros(len(s), dtype=bool)
+    pattern = re.compile(_ISO_DATETIME)
+    return s.map(
+        lambda v: (
+            (isinstance(v, str) and pattern.fullmatch(v) is not None)
+            or isinstance(v, (datetime.date, np.datetime64))
+        )
+    ).to_numpy(dtype=bool)
+
+
+def _epoch_seconds(times: pd.Series) -> np.ndarray:
+    """Datetimes (naive = UTC, or zoned) -> int64 seconds since 1970-01-01 UTC, floored."""
+    times = pd.to_datetime(times, utc=True).dt.floor("s").dt.tz_convert(None)
+    return times.to_numpy().astype("datetime64[s]").astype(np.int64)
+
+
+def _exact_floor(v: Any) -> int | None:
+    """The integer at or below the number `v` (an int, a float or numeric text), exactly (from
+    the text, never through a float); None if it is not a finite number."""
+    if isinstance(v, (bool, np.bool_)):
+        return None
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return math.floor(v) if math.isfinite(v) else None
+    if not isinstance(v, str):
+        return None
+    try:
+        d = decimal.Decimal(v.strip())
+    except decimal.InvalidOperation:
+        return None
+    return int(d.to_integral_value(rounding=decimal.ROUND_FLOOR)) if d.is_finite() else None
 
 
 def _too_many(field_error: str) -> str:
@@ -379,7 +469,10 @@ def _read_delimited(
     # the header (already read) is skipped, not parsed: pandas refuses more names than it has
     kwargs.update(header=None, skiprows=[0] if header else None, names=names)
     typed: dict[Any, Any] = defaultdict(lambda: str)  # ids, unused columns: strings
-    typed.update({fields["rating"]: np.float64, fields["timestamp"]: np.int64})
+    # timestamps: int64 from the C engine, which refuses (slow path) or exactly casts what is
+    # not an integer; the Python engine (a longer separator) would truncate `1.5` to 1 silently,
+    # so there they are read as text and converted by `_timestamps`
+    typed.update({fields["rating"]: np.float64, fields["timestamp"]: np.int64 if len(sep) == 1 else str})
     raw: pd.DataFrame | None = None
     try:  # fast path: a clean file parses straight into the final dtypes
         with warnings.catch_warnings(record=True) as caught:
@@ -387,6 +480,8 @@ def _read_delimited(
             raw = pd.read_csv(path, dtype=typed, **kwargs)
         if caught:  # e.g. the first row cut to the column count: the slow path looks closer
             raw = None
+        elif len(sep) == 1 and _rounded_huge_times(path, raw[fields["timestamp"]], kwargs):
+            raw = None  # the slow path floors them from their text, exactly
     except pd.errors.EmptyDataError:
         raise _empty_error(path) from None
     except OSError as err:
@@ -429,6 +524,22 @@ def _read_delimited(
     dropped = [(line, _too_many(field_error)) for line in skipped]
     return _validate(
         path, frame, lines, rating_scale, on_bad_rows, field_error, extra_bad, dropped, too_long=too_long
+    )
+
+
+def _rounded_huge_times(path: Path, times: pd.Series, kwargs: dict[str, Any]) -> bool:
+    """Whether pandas' typed parse may have rounded a timestamp: a number it cannot read as an
+    int64 (written with a point or an exponent, or just past int64) becomes a float64, cast to
+    int64 whenever the float is integral — which every float beyond 2**53 is
+    (`1700000000123456789.7` -> ...768, `-9223372036854775809` -> -2**63). Only files holding
+    such large times pay for the check: their timestamp column re-read as text and compared."""
+    values = times.to_numpy(dtype=np.int64)
+    big = (values >= 2**53) | (values <= -(2**53))
+    if not big.any():
+        return False
+    text = pd.read_csv(path, usecols=[times.name], dtype=str, **kwargs)[times.name]
+    return bool(
+        (text[big].str.strip().to_numpy(dtype=object) != values[big].astype(str).astype(object)).any()
     )
 
 
@@ -490,20 +601,26 @@ def read_ml1m(
     """MovieLens-1M `ratings.dat`: `UserID::MovieID::Rating::Timestamp`, no header.
 
     pandas' C engine takes one-character separators only, so `::` is read as `:` and the
-    empty fields between the two colons are checked to be empty.
+    empty fields between the two colons are checked to be empty. A file that does not read so
+    (a bad row, or a timestamp holding colons: `2000-07-12T10:20:30`) is read again with `::`
+    itself as the separator (pandas' Python engine, slower), which also names its bad rows.
     """
-    names = ["user", "_s1", "item", "_s2", "rating", "_s3", "timestamp"]
-    return _read_delimited(
-        Path(path),
-        ":",
-        names,
-        dict(zip(COLUMNS, ["user", "item", "rating", "timestamp"])),
-        False,
-        rating_scale,
-        on_bad_rows,
-        must_be_empty=("_s1", "_s2", "_s3"),
-        sep_name="'::'",
-    )
+    path = Path(path)
+    fields = dict(zip(COLUMNS, COLUMNS))
+    try:
+        return _read_delimited(
+            path,
+            ":",
+            ["user", "_s1", "item", "_s2", "rating", "_s3", "timestamp"],
+            fields,
+            False,
+            rating_scale,
+            "error",
+            must_be_empty=("_s1", "_s2", "_s3"),
+            sep_name="'::'",
+        )
+    except DataError:
+        return _read_delimited(path, "::", list(COLUMNS), fields, False, rating_scale, on_bad_rows)
 
 
 def read_ml20m(
@@ -547,9 +664,11 @@ def read_table(
     """Any CSV or Parquet file (`fmt`; default: Parquet for a `.parquet`/`.pq` suffix) with a
     column mapping.
 
-    CSV with `columns.header` true: the mapping names header columns (others are ignored).
-    Without a header the mapping values are 0-based column positions (`"0"`, `"2"`, ...), or,
-    when they are not all digits, the first four columns are user, item, rating, timestamp.
+    The mapping (`ColumnsConfig`) holds header names or 0-based column positions: an integer
+    is a position in every case (the header's or the Parquet schema's j-th column); without a
+    header, text of digits (`"2"`) is a position too, and a field left at its default name
+    takes its default place (user 0, item 1, rating 2, timestamp 3). Without a header any other
+    name is an error, as is a position past the header's or the schema's columns.
     Parquet rows are numbered from 1 in error messages.
     """
     path = Path(path)
@@ -557,24 +676,66 @@ def read_table(
     if fmt == "parquet" or (fmt is None and path.suffix.lower() in (".parquet", ".pq")):
         return _read_parquet(path, mapping, rating_scale, on_bad_rows)
     if columns.header:
-        fields = mapping
-        names = list(dict.fromkeys(mapping.values()))
-    elif all(v.isdigit() for v in mapping.values()):
-        positions = {c: int(v) for c, v in mapping.items()}
-        width = max(positions.values()) + 1
-        names = [f"_c{j}" for j in range(width)]
-        fields = {c: f"_c{p}" for c, p in positions.items()}
+        header = (
+            _header_names(path, columns.sep) if any(isinstance(v, int) for v in mapping.values()) else None
+        )
+        fields = {c: _named(path, c, v, header) for c, v in mapping.items()}
+        names = list(dict.fromkeys(fields.values()))
     else:
-        names = list(COLUMNS)
-        fields = dict(zip(COLUMNS, names))
+        positions = {c: _position(path, c, v) for c, v in mapping.items()}
+        names = [f"_c{j}" for j in range(max(positions.values()) + 1)]
+        fields = {c: f"_c{p}" for c, p in positions.items()}
+    shared = [c for c in COLUMNS if list(fields.values()).count(fields[c]) > 1]
+    if shared:
+        raise DataError(
+            f"{path}: data.columns.{shared[0]} and data.columns.{shared[1]} read the same column "
+            f"({mapping[shared[0]]!r} and {mapping[shared[1]]!r})"
+        )
     quoting = csv.QUOTE_MINIMAL  # generic CSVs may quote ids
     return _read_delimited(
         path, columns.sep, names, fields, columns.header, rating_scale, on_bad_rows, quoting
     )
 
 
+def _position(path: Path, field: str, value: str | int) -> int:
+    """A headerless file's column of `field`: an integer or digits, or its default place."""
+    if isinstance(value, int):
+        return value
+    if value.isdigit():
+        return int(value)
+    if value == field:  # left at its default name
+        return COLUMNS.index(field)
+    raise DataError(
+        f"{path}: data.columns.{field} is the name {value!r}, but the file has no header "
+        f"(data.columns.header false): give its 0-based position, e.g. data.columns.{field}=2"
+    )
+
+
+def _header_names(path: Path, sep: str) -> list[str] | None:
+    """The header's column names (as `_read_delimited` splits them), or None if unreadable
+    (`_read_delimited` then says why)."""
+    _check_exists(path)
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
+        first = fh.readline().rstrip("\r\n")
+    if len(sep) > 1:
+        return first.split(sep)
+    return next(csv.reader([first], delimiter=sep), [])
+
+
+def _named(path: Path, field: str, value: str | int, names: list[str] | None) -> str:
+    """The header column `field` reads: `value` itself, or the name at position `value`."""
+    if not isinstance(value, int):
+        return value
+    if names is None or value >= len(names):
+        width = 0 if names is None else len(names)
+        raise DataError(
+            f"{path}:1: data.columns.{field} is column {value}, but the header has {width} column(s)"
+        )
+    return names[value]
+
+
 def _read_parquet(
-    path: Path, mapping: dict[str, str], rating_scale: tuple[float, float], on_bad_rows: OnBadRows
+    path: Path, mapping: dict[str, str | int], rating_scale: tuple[float, float], on_bad_rows: OnBadRows
 ) -> pd.DataFrame:
     _check_exists(path)
     import pyarrow.parquet as pq
@@ -583,6 +744,7 @@ def _read_parquet(
         schema = pq.read_schema(path)
     except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a corrupt file
         raise DataError(f"{path}:1: not a Parquet file ({err})") from None
+    mapping = {c: _named(path, c, v, schema.names) for c, v in mapping.items()}
     missing = [c for c in mapping.values() if c not in schema.names]
     if missing:
         raise DataError(f"{path}:1: missing column(s) {', '.join(map(repr, missing))} (found {schema.names})")
@@ -757,6 +919,7 @@ def read_interactions(cfg: DataConfig) -> tuple[pd.DataFrame, list[Path]]:
     readers = {
         "ml-100k": read_ml100k,
         "ml-1m": read_ml1m,
+        "movietweetings": read_ml1m,  # `user::item::rating::timestamp`, the scale set by the config
         "ml-20m": read_ml20m,
         "amazon-books": read_amazon_ratings,
         "amazon-reviews": read_amazon_reviews,

@@ -11,6 +11,23 @@ Leave-one-out split [SPEC §2], for a user with n interactions (n >= 3):
 - validation: history items[0 : n-2], target items[n-2];
 - test: history items[0 : n-1] (validation item included), target items[n-1].
 
+Training windows (`train_examples`, `data.train_windows`). A training *example* is a window of
+at most `max_len` consecutive items of one user's training part, named by (user, end): the
+window is items[end - length : end]. Within a window every item is a ranking target (its like
+label) and every item but the first a retrieval target (the next item of the feedback token
+before it). A training part of n items and L = max_len:
+- "last": one window per user, ending at n (the last L items; an earlier part of a longer
+  history is never trained on);
+- "all": the windows ending at n, n - (L-1), n - 2(L-1), ... down to the one that starts at
+  item 0: 1 + ceil(max(n - L, 0) / (L - 1)) windows, consecutive ones sharing one item, so
+  every training item but the first is a retrieval target exactly once per epoch, and every
+  item a ranking target (the shared ones twice). A shorter earliest window is kept as it is
+  (no padding with a later window's items: those would be trained on twice);
+- "sample": the windows of "all", `num_users` of them per epoch drawn without replacement
+  (`TrainExamples.per_epoch`): every target equally likely, epochs as long as "last".
+Windows of one user never differ in anything but their items: the enhancer's anchor is the
+window's last retrieval position, its `history` every item of the user before the window's end.
+
 Token conventions shared with the model: item ids 1..num_items (0 = padding); feedback tokens
 are rating levels 1..num_levels (index into `rating_values` + 1; 0 = padding); batches are
 right-padded, so with a causal mask padding never influences real positions.
@@ -27,6 +44,34 @@ import pyarrow.parquet as pq
 import torch
 
 SPLITS = ("val", "test")
+TRAIN_WINDOWS = ("all", "last", "sample")
+
+
+@dataclass(frozen=True)
+class TrainExamples:
+    """An epoch's training examples: [E] windows, each one user's items
+    `[ends - lengths, ends)` counted within that user's sequence (0-based).
+
+    `per_epoch` examples are trained on per epoch: all E, or fewer drawn from them ("sample").
+    """
+
+    users: np.ndarray  # [E] int64
+    ends: np.ndarray  # [E] int64, one past the window's last item, within the user's sequence
+    lengths: np.ndarray  # [E] int64, 1..max_len
+    per_epoch: int
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def targets_per_epoch(self) -> dict[str, float]:
+        """Expected training targets an epoch trains on: `ranking` (item tokens) and `retrieval`
+        (next items), averaged over the examples when an epoch draws a subset."""
+        share = self.per_epoch / max(len(self), 1)
+        return {
+            "examples": float(self.per_epoch),
+            "ranking": float(self.lengths.sum()) * share,
+            "retrieval": float(np.maximum(self.lengths - 1, 0).sum()) * share,
+        }
 
 
 @dataclass
@@ -149,26 +194,55 @@ class SequenceData:
 
     @property
     def train_lengths(self) -> np.ndarray:
-        """[num_users] items in each user's training window: everything before the validation
-        and test targets, at most the last `max_len` (what `train_batch` gathers)."""
+        """[num_users] items in each user's last training window: everything before the
+        validation and test targets, at most the last `max_len` (the "last" scheme's windows)."""
         return np.minimum(self.lengths - 2, self.max_len)
 
-    def train_batch(self, users: np.ndarray) -> dict[str, torch.Tensor]:
-        """Training batch: the last `max_len` items of each user's training part.
+    def train_examples(self, scheme: str) -> TrainExamples:
+        """The training windows of `scheme` in TRAIN_WINDOWS (see the module docstring), ordered
+        by user, then by end. Under "last" example u is user u."""
+        if scheme not in TRAIN_WINDOWS:
+            raise ValueError(f"train windows must be one of {TRAIN_WINDOWS}, got {scheme!r}")
+        n_train = np.maximum(self.lengths - 2, 0)
+        if scheme == "last":
+            users = np.arange(self.num_users, dtype=np.int64)
+            return TrainExamples(users, n_train, self.train_lengths, self.num_users)
+        if self.max_len < 2:
+            raise ValueError(f"windows over the whole training part need max_len >= 2, got {self.max_len}")
+        stride = self.max_len - 1  # consecutive windows share one item: no target is lost
+        count = 1 + -(-np.maximum(n_train - self.max_len, 0) // stride)  # ceil division
+        users = np.repeat(np.arange(self.num_users, dtype=np.int64), count)
+        first = np.concatenate([[0], np.cumsum(count)[:-1]])
+        back = np.arange(len(users)) - np.repeat(first, count)  # 0 = the window at the end
+        ends = np.repeat(n_train, count) - back * stride
+        order = np.lexsort((ends, users))  # earliest window first within a user
+        users, ends = users[order], ends[order]
+        lengths = np.minimum(ends, self.max_len)
+        per_epoch = len(users) if scheme == "all" else min(self.num_users, len(users))
+        return TrainExamples(users, ends.astype(np.int64), lengths.astype(np.int64), per_epoch)
+
+    def train_batch(self, users: np.ndarray, ends: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        """Training batch of windows: for each user, the last `max_len` items before `ends`
+        (within the user's sequence; default: the end of the training part, before the
+        validation item).
 
         Keys (all [B, N] unless noted): items, feedback, timestamps, likes (ranking label at item
         positions), next_items (retrieval target at feedback position k = items[k+1], 0 where
-        none), lengths [B], users [B], history [B, H] (the whole training part, also what came
-        before the window; 0 = padding: what the enhancer must never mine as a negative).
+        none), lengths [B], users [B], history [B, H] (every item of the user before the
+        window's end, also what came before the window; 0 = padding: what the enhancer must
+        never mine as a negative).
         """
         users = np.asarray(users, dtype=np.int64)
-        length = self.train_lengths[users]
         n_train = self.lengths[users] - 2  # the training part ends before the validation item
-        end = self.offsets[users] + n_train
+        if ends is None:
+            ends = n_train
+        ends = np.asarray(ends, dtype=np.int64)
+        if np.any(ends > n_train) or np.any(ends < 0):
+            raise ValueError("train_batch: a window ends beyond the user's training part")
+        length = np.minimum(ends, self.max_len)
+        end = self.offsets[users] + ends
         g = self._gather(users, end, length)
-        history = (
-            g["items"] if np.array_equal(n_train, length) else self._gather(users, end, n_train)["items"]
-        )
+        history = g["items"] if np.array_equal(ends, length) else self._gather(users, end, ends)["items"]
         next_items = np.zeros_like(g["items"])
         next_items[:, :-1] = g["items"][:, 1:]
         return {

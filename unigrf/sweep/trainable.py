@@ -208,7 +208,7 @@ class TrialData:
         for cfg in cfgs:
             key = data_key(cfg)
             if key in data_dirs and key not in by_key:
-                by_key[key] = SequenceData.load(data_dirs[key], max_len=cfg.data.resolved_max_len())
+                by_key[key] = SequenceData.load(data_dirs[key], max_len=cfg.data.max_len)
         return cls(by_key)
 
 

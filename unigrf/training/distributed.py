@@ -141,7 +141,7 @@ def run_worker(
         from unigrf.data.prepare import prepare_dataset
 
         data_dir = prepare_dataset(cfg.data, cfg.results_dir)
-    data = SequenceData.load(data_dir, max_len=cfg.data.resolved_max_len())
+    data = SequenceData.load(data_dir, max_len=cfg.data.max_len)
 
     ctx = context_type(
         run_dir=Path(config["run_dir"]),

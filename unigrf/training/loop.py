@@ -453,35 +453,41 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def epoch_users(num_users: int, seed: int, epoch: int, rank: int, world_size: int) -> np.ndarray:
-    """This rank's users for `epoch`: a seeded permutation, padded (by wrapping) so every rank
-    gets the same number of users — unequal batch counts would deadlock DDP's all-reduce."""
-    perm = np.random.default_rng([seed, epoch]).permutation(num_users)
-    per_rank = math.ceil(num_users / world_size)
+def epoch_users(
+    num_examples: int, seed: int, epoch: int, rank: int, world_size: int, per_epoch: int | None = None
+) -> np.ndarray:
+    """This rank's training examples for `epoch` (ids 0..num_examples-1: the windows of
+    `SequenceData.train_examples`; one per user under `data.train_windows: last`): the first
+    `per_epoch` (default all) of a seeded permutation, padded (by wrapping) so every rank gets
+    the same number — unequal batch counts would deadlock DDP's all-reduce."""
+    perm = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    if per_epoch is not None:
+        perm = perm[:per_epoch]
+    per_rank = math.ceil(len(perm) / world_size)
     perm = np.resize(perm, per_rank * world_size)
     return perm[rank::world_size]
 
 
-# Users are sorted by window length within pools of this many batches of the permutation.
+# Examples are sorted by window length within pools of this many batches of the permutation.
 SORT_POOL_BATCHES = 8
 
 
 def epoch_batches(
-    users: np.ndarray, window_lengths: np.ndarray, batch_size: int, seed: int, epoch: int, rank: int
+    examples: np.ndarray, window_lengths: np.ndarray, batch_size: int, seed: int, epoch: int, rank: int
 ) -> list[np.ndarray]:
-    """`users` (this rank's permutation) cut into batches of similar training-window length.
+    """`examples` (this rank's permutation) cut into batches of similar training-window length.
 
     A right-padded batch costs as much as its longest window (attention is quadratic in it), so
-    within each pool of `SORT_POOL_BATCHES` consecutive batches of the permutation the users are
-    sorted by `window_lengths[user]` before cutting, and the batches are then shuffled (seeded by
-    seed, epoch, rank). Every user still appears once per epoch, and the batch count — which DDP
-    needs equal on every rank — is unchanged. ML-100K, max_len 200, batch 16: 95k instead of
-    187k padded window positions per epoch (84k real ones).
+    within each pool of `SORT_POOL_BATCHES` consecutive batches of the permutation the examples
+    are sorted by `window_lengths[example]` before cutting, and the batches are then shuffled
+    (seeded by seed, epoch, rank). Every example still appears once per epoch, and the batch
+    count — which DDP needs equal on every rank — is unchanged. ML-100K, max_len 200, batch 16,
+    last windows: 95k instead of 187k padded window positions per epoch (84k real ones).
     """
     pool = batch_size * SORT_POOL_BATCHES
     batches: list[np.ndarray] = []
-    for start in range(0, len(users), pool):
-        chunk = users[start : start + pool]
+    for start in range(0, len(examples), pool):
+        chunk = examples[start : start + pool]
         chunk = chunk[np.argsort(window_lengths[chunk], kind="stable")]
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     order = np.random.default_rng([seed, epoch, rank, 1]).permutation(len(batches))
@@ -518,8 +524,10 @@ def clip_groups(model: nn.Module) -> list[list[nn.Parameter]]:
     return [list(model.parameters())]
 
 
-def steps_per_epoch(num_users: int, world_size: int, batch_size: int) -> int:
-    return math.ceil(math.ceil(num_users / world_size) / batch_size)
+def steps_per_epoch(num_examples: int, world_size: int, batch_size: int) -> int:
+    """Optimizer steps per epoch for `num_examples` training examples per epoch
+    (`TrainExamples.per_epoch`), as `epoch_users` pads them over the ranks."""
+    return math.ceil(math.ceil(num_examples / world_size) / batch_size)
 
 
 def lr_factor(step: int, total_steps: int, cfg: ExperimentConfig) -> float:
@@ -573,7 +581,7 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
     keep_freed_memory()  # a step's freed tensors are reused by the next, not faulted in again
     seed_everything(cfg.train.seed)  # init is identical on every rank
 
-    check_memory(cfg, data.num_items)  # a config that cannot fit fails before the first step
+    check_memory(cfg, data.num_items, data.max_len)  # a config that cannot fit fails before the first step
     counts = torch.as_tensor(data.item_counts("val"))  # training interactions per item
     model = build_model(cfg, data.num_items, data.num_levels, data.max_len, counts).to(device)
     amp = autocast_dtype(cfg.train.precision, device)
@@ -624,8 +632,8 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         best_val, history = state["best_val"], state["history"]
         ctx.log(f"resuming after epoch {state['epoch']} (best epoch {max(s.best_epoch for s in selected)})")
 
-    window_lengths = data.train_lengths
-    per_epoch = steps_per_epoch(data.num_users, ctx.world_size, cfg.train.batch_size)
+    examples = data.train_examples(cfg.data.train_windows)
+    per_epoch = steps_per_epoch(examples.per_epoch, ctx.world_size, cfg.train.batch_size)
     total_steps = per_epoch * cfg.train.epochs
     step = start_epoch * per_epoch
     writer, step_writer = _tensorboard(ctx, start_epoch, step)
@@ -636,15 +644,15 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         # negatives and dropout depend on (seed, epoch, rank) only: a resumed run is identical
         torch.manual_seed(cfg.train.seed * 100_003 + epoch * 1_009 + ctx.rank)
         loss_module.train()
-        users = epoch_users(data.num_users, cfg.train.seed, epoch, ctx.rank, ctx.world_size)
-        batches = epoch_batches(users, window_lengths, cfg.train.batch_size, cfg.train.seed, epoch, ctx.rank)
+        ids = epoch_users(len(examples), cfg.train.seed, epoch, ctx.rank, ctx.world_size, examples.per_epoch)
+        batches = epoch_batches(ids, examples.lengths, cfg.train.batch_size, cfg.train.seed, epoch, ctx.rank)
         sums = {t: torch.zeros((), device=device) for t in tasks}  # summed on device: no per-step sync
         n_batches = 0
         # the weights' range over the epoch's steps (the history also keeps the epoch-end value)
         weight_range = {t: (math.inf, -math.inf) for t in tasks}
         mining = enhancer.active(epoch)
-        for batch_users in batches:
-            batch = _to(data.train_batch(batch_users), device)
+        for batch_ids in batches:
+            batch = _to(data.train_batch(examples.users[batch_ids], examples.ends[batch_ids]), device)
             with autocast(device, amp):
                 hard = enhancer.mine(model, batch) if mining else None
                 losses = loss_module(batch, hard, spec.retrieval, spec.ranking)

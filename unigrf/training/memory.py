@@ -1,6 +1,6 @@
 """Refuse, before the first step, a configuration whose tensors cannot fit in this machine.
 
-`check_memory(cfg, num_items)` estimates the few tensors that grow with the catalogue, the
+`check_memory(cfg, num_items, max_len)` estimates the few tensors that grow with the catalogue, the
 batch or a loss option — the item table with its gradient and AdamW state, the retrieval
 loss's per-step logits (or, for BCE/gBCE and hard negatives, the gathered [positions, negatives,
 dim] item rows), HSTU's saved attention scores and the evaluation's [users, items] score
@@ -29,11 +29,12 @@ def physical_memory_bytes() -> int | None:
         return None
 
 
-def estimate_bytes(cfg: ExperimentConfig, num_items: int) -> dict[str, tuple[int, str]]:
-    """{what: (bytes, the config key that sizes it)} for the tensors that can outgrow memory."""
+def estimate_bytes(cfg: ExperimentConfig, num_items: int, max_len: int) -> dict[str, tuple[int, str]]:
+    """{what: (bytes, the config key that sizes it)} for the tensors that can outgrow memory,
+    with windows of `max_len` items (the data's: `data.max_len` or the value derived from it).
+    One step's tensors: the number of windows an epoch trains on does not change them."""
     layers, heads, dim = cfg.model.resolved_shape()
     models = 2 if cfg.train.variant == "two_stage" else 1
-    max_len = cfg.data.resolved_max_len()
     positions = cfg.train.batch_size * max_len  # every training position of a full batch
     tokens = 2 * max_len
     loss = cfg.loss
@@ -68,13 +69,13 @@ def estimate_bytes(cfg: ExperimentConfig, num_items: int) -> dict[str, tuple[int
     return out  # fmt: skip
 
 
-def check_memory(cfg: ExperimentConfig, num_items: int, available: int | None = None) -> None:
-    """Raise ConfigError when the estimate exceeds MEMORY_SHARE of `available` bytes (default:
-    the machine's physical memory; unknown: no check)."""
+def check_memory(cfg: ExperimentConfig, num_items: int, max_len: int, available: int | None = None) -> None:
+    """Raise ConfigError when the estimate for `num_items` items and windows of `max_len` exceeds
+    MEMORY_SHARE of `available` bytes (default: the machine's physical memory; unknown: no check)."""
     available = physical_memory_bytes() if available is None else available
     if not available:
         return
-    parts = estimate_bytes(cfg, num_items)
+    parts = estimate_bytes(cfg, num_items, max_len)
     total = sum(b for b, _ in parts.values())
     if total <= MEMORY_SHARE * available:
         return

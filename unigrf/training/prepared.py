@@ -25,5 +25,6 @@ def load_data_dir(cfg: ExperimentConfig, verbose: bool = True) -> Path:
 
 
 def load_data(cfg: ExperimentConfig) -> SequenceData:
-    """Prepared (cached) sequences for `cfg.data`, with the configured max_len."""
-    return SequenceData.load(load_data_dir(cfg), max_len=cfg.data.resolved_max_len())
+    """Prepared (cached) sequences for `cfg.data`, with `data.max_len` (null: the value the
+    preparation derived from the data, meta.json)."""
+    return SequenceData.load(load_data_dir(cfg), max_len=cfg.data.max_len)

@@ -20,7 +20,9 @@ from unigrf.provenance import git_commit, package_versions
 from unigrf.results_dir import check_writable
 from unigrf.run_identity import check_resume, record
 from unigrf.run_lock import hold
-from unigrf.training.prepared import load_data, run_dir_for
+from unigrf.training.prepared import load_data, load_data_dir, run_dir_for
+
+PROVENANCE_HINT = "free space or fix the permissions, then run the same command again"
 
 
 def uses_ray(cfg: ExperimentConfig, address: str | None) -> bool:
@@ -66,13 +68,15 @@ def run_training(
             # Ray storage: removed by train_distributed (it needs Ray's storage path resolved)
         else:
             check_resume(run_dir, cfg, has_progress(run_dir, cfg, storage_path))
-        hint = "free space or fix the permissions, then run the same command again"
+        hint = PROVENANCE_HINT
         make_dirs(run_dir, hint)
         record(run_dir, cfg)
         write_text_atomic(run_dir / "config.yaml", config_to_yaml(cfg), hint=hint)
         provenance = {"seed": cfg.train.seed, "git_commit": git_commit(), "versions": package_versions()}
         write_text_atomic(run_dir / "provenance.json", json.dumps(provenance, indent=2) + "\n", hint=hint)
-        result = _train(cfg, run_dir, restart, address, storage_path, max_failures, verbose)
+        result = _train(cfg, run_dir, provenance, restart, address, storage_path, max_failures, verbose)
+        if "data" not in provenance:  # Ray Train prepared it in the driver: the cache is known now
+            _record_data(run_dir, cfg, provenance)
     if verbose:
         summary = {
             "best_epoch": result["best_epoch"],
@@ -89,6 +93,7 @@ def run_training(
 def _train(
     cfg: ExperimentConfig,
     run_dir: Path,
+    provenance: dict[str, Any],
     restart: bool,
     address: str | None,
     storage_path: str | None,
@@ -109,6 +114,7 @@ def _train(
     from unigrf.training.loop import TrainContext, fit, resolve_device
 
     data = load_data(cfg)
+    _record_data(run_dir, cfg, provenance, data)
     ctx = TrainContext(
         run_dir=run_dir,
         device=resolve_device(cfg.train.device),
@@ -116,3 +122,27 @@ def _train(
         verbose=verbose,
     )
     return fit(cfg, data, ctx)
+
+
+def _record_data(run_dir: Path, cfg: ExperimentConfig, provenance: dict[str, Any], data: Any = None) -> None:
+    """Add to the run's provenance.json the values of its data-derived defaults
+    (`like_threshold`, `max_len`: config.yaml may hold null for them) and the windows it trained
+    on: from the loaded sequences `data`, or (Ray Train, which loads them in its workers) from
+    the prepared dataset's meta.json, with where they came from."""
+    if data is not None:
+        info = {"like_threshold": data.like_threshold, "max_len": data.max_len}
+    else:
+        from unigrf.data.prepare import load_meta
+
+        prepared = load_data_dir(cfg, verbose=False)  # prepared by the Ray Train driver by now
+        meta = load_meta(prepared)
+        info = {
+            "prepared_dir": str(prepared),
+            "like_threshold": meta["like_threshold"],
+            "max_len": meta["max_len"],
+            "defaults": meta.get("defaults", {}),
+        }
+    provenance["data"] = {**info, "train_windows": cfg.data.train_windows}
+    write_text_atomic(
+        run_dir / "provenance.json", json.dumps(provenance, indent=2) + "\n", hint=PROVENANCE_HINT
+    )
