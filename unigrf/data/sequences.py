@@ -187,6 +187,24 @@ class SequenceData:
         return {"items": items, "feedback": levels, "likes": likes, "timestamps": times, "valid": valid}
 
     @property
+    def like_levels(self) -> torch.Tensor:
+        """[num_levels + 1] bool: which feedback levels (1..L; 0 = padding) are likes."""
+        return torch.from_numpy(np.concatenate([[False], self.rating_values >= self.like_threshold]))
+
+    @property
+    def train_like_rate(self) -> float:
+        """The share of likes among the training part's ratings (before every user's validation
+        and test targets), kept inside (0, 1) for a logit."""
+        likes = self.ratings[self._train_mask()] >= self.like_threshold
+        rate = float(likes.mean()) if len(likes) else 0.5
+        return min(max(rate, 1e-3), 1.0 - 1e-3)
+
+    def _train_mask(self) -> np.ndarray:
+        """[total] bool: the interactions of every user's training part."""
+        pos = np.arange(len(self.items)) - np.repeat(self.offsets[:-1], self.lengths)
+        return pos < np.repeat(self.lengths - 2, self.lengths)
+
+    @property
     def num_train_interactions(self) -> int:
         """Interactions before every user's validation and test targets: the data's scale, which
         `model.size: auto` reads."""

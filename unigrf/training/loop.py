@@ -583,7 +583,9 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
 
     check_memory(cfg, data.num_items, data.max_len)  # a config that cannot fit fails before the first step
     counts = torch.as_tensor(data.item_counts("val"))  # training interactions per item
-    model = build_model(cfg, data.num_items, data.num_levels, data.max_len, counts).to(device)
+    model = build_model(
+        cfg, data.num_items, data.num_levels, data.max_len, counts, data.like_levels, data.train_like_rate
+    ).to(device)
     amp = autocast_dtype(cfg.train.precision, device)
     objective = resolved_objective(cfg)
     selection = resolved_selection(cfg, objective)
