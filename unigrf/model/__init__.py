@@ -7,6 +7,7 @@ from torch import Tensor
 
 from unigrf.config import ExperimentConfig, variant_spec
 from unigrf.model.enhancer import RankingDrivenEnhancer
+from unigrf.model.ranking_prior import PriorStats
 from unigrf.model.two_stage import TwoStage
 from unigrf.model.unified import UniGRF
 from unigrf.model.weighter import build_weighter
@@ -18,15 +19,13 @@ def build_model(
     num_levels: int,
     max_len: int,
     item_counts: Tensor | None = None,
-    like_levels: Tensor | None = None,
-    like_rate: float | None = None,
+    prior_stats: PriorStats | None = None,
 ) -> UniGRF | TwoStage:
     """UniGRF (items only for the `item_only` variant), or TwoStage for `two_stage`; the
     retrieval loss is `cfg.loss` (item_counts [num_items + 1]: training counts, for popularity
-    negatives and log-Q); hard negatives use `enhancer.scope`; `like_levels` [num_levels + 1]
-    bool and `like_rate` set the ranking prior (`model.ranking_prior`; `SequenceData.like_levels`
-    and `.train_like_rate` give them)."""
-    prior = {"like_levels": like_levels, "like_rate": like_rate}
+    negatives and log-Q); hard negatives use `enhancer.scope`; `prior_stats` feed the ranking
+    prior (`model.ranking_prior`; `PriorStats.of(SequenceData.like_statistics())`)."""
+    prior = {"prior_stats": prior_stats}
     if cfg.train.variant == "two_stage":
         model: UniGRF | TwoStage = TwoStage(
             cfg.model, num_items, num_levels, max_len, cfg.loss, item_counts, **prior

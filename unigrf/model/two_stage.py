@@ -13,6 +13,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from unigrf.config import LossConfig, ModelConfig
+from unigrf.model.ranking_prior import PriorStats
 from unigrf.model.unified import Prefix, UniGRF
 
 
@@ -29,15 +30,15 @@ class TwoStage(nn.Module):
         max_len: int,
         loss: LossConfig | None = None,
         item_counts: Tensor | None = None,
-        like_levels: Tensor | None = None,
-        like_rate: float | None = None,
+        prior_stats: PriorStats | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
         self.num_items, self.num_levels, self.max_len = num_items, num_levels, max_len
-        prior = {"like_levels": like_levels, "like_rate": like_rate}
-        self.retriever = UniGRF(cfg, num_items, num_levels, max_len, loss, item_counts, **prior)
-        self.ranker = UniGRF(cfg, num_items, num_levels, max_len, loss, item_counts, **prior)
+        self.retriever = UniGRF(
+            cfg, num_items, num_levels, max_len, loss, item_counts, prior_stats=prior_stats
+        )
+        self.ranker = UniGRF(cfg, num_items, num_levels, max_len, loss, item_counts, prior_stats=prior_stats)
 
     @classmethod
     def of(cls, retriever: UniGRF, ranker: UniGRF) -> TwoStage:

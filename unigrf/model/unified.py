@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from unigrf.config import LossConfig, ModelConfig
 from unigrf.model.backbones import BackboneContext, build_backbone
 from unigrf.model.dropout import Dropout
-from unigrf.model.ranking_prior import RankingPrior
+from unigrf.model.ranking_prior import PriorStats, RankingPrior
 from unigrf.model.retrieval_losses import RetrievalLoss, rows_of
 
 HardNegativeScope = Literal["all", "anchor"]
@@ -106,13 +106,11 @@ class UniGRF(nn.Module):
         loss: LossConfig | None = None,
         item_counts: Tensor | None = None,
         feedback_tokens: bool = True,
-        like_levels: Tensor | None = None,
-        like_rate: float | None = None,
+        prior_stats: PriorStats | None = None,
     ) -> None:
         """`loss` (default `LossConfig()`) and `item_counts` [num_items + 1] (training counts,
-        for popularity negatives / log-Q) configure the retrieval loss; `like_levels`
-        [num_levels + 1] bool (which feedback levels are likes) and `like_rate` (the training
-        like rate) the ranking prior (`model.ranking_prior`, `unigrf.model.ranking_prior`)."""
+        for popularity negatives / log-Q) configure the retrieval loss; `prior_stats` the
+        ranking prior (`model.ranking_prior`, `unigrf.model.ranking_prior`)."""
         super().__init__()
         _, _, dim = cfg.resolved_shape()
         self.cfg = cfg
@@ -139,10 +137,13 @@ class UniGRF(nn.Module):
             else None
         )
         self.ranking_prior = (
-            RankingPrior(num_items, num_levels, like_levels, like_rate)
+            RankingPrior(num_items, num_levels, prior_stats)
             if feedback_tokens and cfg.ranking_prior
             else None
         )
+        if self.ranking_prior is not None:  # start as the count model: f_phi adds from zero
+            nn.init.zeros_(self.rank_head[-1].weight)
+            nn.init.zeros_(self.rank_head[-1].bias)
         self.retrieval_loss = RetrievalLoss(loss or LossConfig(), num_items, item_counts)
 
     @property
@@ -209,10 +210,17 @@ class UniGRF(nn.Module):
         # real token; lets the backbone use fused causal kernels, see backbones/base.py)
         return self.backbone(self._tokens(items, feedback), None, positions, self._token_times(timestamps))
 
-    def rank_logits(self, h: Tensor, items: Tensor | None = None, user_term: Tensor | None = None) -> Tensor:
+    def rank_logits(
+        self,
+        h: Tensor,
+        items: Tensor | None = None,
+        user_term: Tensor | None = None,
+        labels: Tensor | None = None,
+    ) -> Tensor:
         """h [..., D] -> like logits [...]: the ranking head f_φ, plus with `model.ranking_prior`
         the count-model terms of `items` [...] and the user term [...] (broadcastable;
-        `unigrf.model.ranking_prior`), which the prior then needs."""
+        `unigrf.model.ranking_prior`), which the prior then needs; `labels` [...]: training
+        positions' own labels, left out of their items' counts."""
         if self.rank_head is None:
             raise ValueError("this model has no ranking head (item-only retriever)")
         logits = self.rank_head(h).squeeze(-1)
@@ -220,7 +228,7 @@ class UniGRF(nn.Module):
             return logits
         if items is None or user_term is None:
             raise ValueError("rank_logits: the ranking prior needs the items and the user term")
-        return logits + self.ranking_prior(items, user_term)
+        return logits + self.ranking_prior(items, user_term, labels)
 
     def target_logit(self, h_target: Tensor, batch: dict[str, Tensor]) -> Tensor:
         """The like logit [B] of each row's appended item (at index `lengths` of an eval batch's
@@ -280,8 +288,12 @@ class UniGRF(nn.Module):
                     if self.ranking_prior is not None
                     else None
                 )
+                labels = batch["likes"][valid]
                 logits = self.rank_logits(
-                    h[:, 0::2][valid], items[valid], user_terms[valid] if user_terms is not None else None
+                    h[:, 0::2][valid],
+                    items[valid],
+                    user_terms[valid] if user_terms is not None else None,
+                    labels,
                 )
                 out["ranking"] = F.binary_cross_entropy_with_logits(
                     logits.float(), batch["likes"][valid].float()

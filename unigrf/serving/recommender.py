@@ -48,6 +48,7 @@ from unigrf.evaluation.cascade_score import combined_scores, retrieval_log_probs
 from unigrf.evaluation.evaluate import cascade_candidates
 from unigrf.evaluation.metrics import history_mask
 from unigrf.model import TwoStage, build_model
+from unigrf.model.ranking_prior import PriorStats
 
 Mode = Literal["cached", "no_cache"]
 # Attention scores held at once when the history is recomputed per candidate (no_cache):
@@ -247,7 +248,7 @@ def load_run(
     cfg = resolve_model_size(cfg, data.num_train_interactions)
     counts = torch.as_tensor(data.item_counts("val"))  # as training built it (loss buffers)
     model = build_model(
-        cfg, data.num_items, data.num_levels, data.max_len, counts, data.like_levels, data.train_like_rate
+        cfg, data.num_items, data.num_levels, data.max_len, counts, PriorStats.of(data.like_statistics())
     )
     try:
         model = load_selected_model(model, checkpoint)
