@@ -236,6 +236,10 @@ class ModelConfig:
     # (several times slower on CPU, benchmarks/RESULTS.md "Throughput").
     attention_dropout: float = 0.0
     ranking_hidden: int = 64  # hidden width of the ranking MLP head f_phi
+    # The ranking logit starts from the count model's form — the user's smoothed like rate over
+    # the feedback it has seen, a learned per-item bias, the global rate — and the head f_phi
+    # adds to it (unigrf/model/ranking_prior.py says why; reports/recipe/README.md the evidence).
+    ranking_prior: bool = False
     # Retrieval score of item i for query h: "cosine" = <h/|h|, e_i/|e_i|> (then divided by
     # loss.temperature in training), "dot" = <h, e_i>. The item table is shared with the input.
     similarity: Literal["cosine", "dot"] = "dot"

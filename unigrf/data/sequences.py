@@ -186,6 +186,27 @@ class SequenceData:
         times = np.where(valid, self.timestamps[safe], 0)
         return {"items": items, "feedback": levels, "likes": likes, "timestamps": times, "valid": valid}
 
+    def like_statistics(self) -> dict[str, np.ndarray | float]:
+        """Like counts of the training part (before every user's validation and test targets):
+        `like_levels` [L + 1] bool (which feedback levels are likes; 0, padding, never),
+        `like_rate` (kept inside (0, 1)), `item_likes` / `item_ratings` [num_items + 1] (each
+        item's likes and ratings). What the ranking prior reads (`unigrf.model.ranking_prior`)."""
+        train = self._train_mask()
+        likes = self.ratings[train] >= self.like_threshold
+        rate = float(likes.mean()) if len(likes) else 0.5
+        size = self.num_items + 1
+        return {
+            "like_levels": np.concatenate([[False], self.rating_values >= self.like_threshold]),
+            "like_rate": min(max(rate, 1e-3), 1.0 - 1e-3),
+            "item_likes": np.bincount(self.items[train], weights=likes, minlength=size),
+            "item_ratings": np.bincount(self.items[train], minlength=size).astype(np.float64),
+        }
+
+    def _train_mask(self) -> np.ndarray:
+        """[total] bool: the interactions of every user's training part."""
+        pos = np.arange(len(self.items)) - np.repeat(self.offsets[:-1], self.lengths)
+        return pos < np.repeat(self.lengths - 2, self.lengths)
+
     @property
     def num_train_interactions(self) -> int:
         """Interactions before every user's validation and test targets: the data's scale, which

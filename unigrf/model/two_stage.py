@@ -13,6 +13,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from unigrf.config import LossConfig, ModelConfig
+from unigrf.model.ranking_prior import PriorStats
 from unigrf.model.unified import Prefix, UniGRF
 
 
@@ -29,12 +30,15 @@ class TwoStage(nn.Module):
         max_len: int,
         loss: LossConfig | None = None,
         item_counts: Tensor | None = None,
+        prior_stats: PriorStats | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
         self.num_items, self.num_levels, self.max_len = num_items, num_levels, max_len
-        self.retriever = UniGRF(cfg, num_items, num_levels, max_len, loss, item_counts)
-        self.ranker = UniGRF(cfg, num_items, num_levels, max_len, loss, item_counts)
+        self.retriever = UniGRF(
+            cfg, num_items, num_levels, max_len, loss, item_counts, prior_stats=prior_stats
+        )
+        self.ranker = UniGRF(cfg, num_items, num_levels, max_len, loss, item_counts, prior_stats=prior_stats)
 
     @classmethod
     def of(cls, retriever: UniGRF, ranker: UniGRF) -> TwoStage:
@@ -69,7 +73,7 @@ class TwoStage(nn.Module):
         h_query, _ = self.retriever.eval_states(batch)
         _, h_target = self.ranker.eval_states(batch)
         scores = self.retriever.queries(h_query) @ self.retriever.item_table().T
-        return scores, self.ranker.rank_logits(h_target)
+        return scores, self.ranker.target_logit(h_target, batch)
 
     def eval_prefix(self, batch: dict[str, Tensor]) -> tuple[Tensor, Prefix]:
         """(the retriever's scores [B, num_items + 1], the ranker's encoded history)."""

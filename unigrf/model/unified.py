@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from unigrf.config import LossConfig, ModelConfig
 from unigrf.model.backbones import BackboneContext, build_backbone
 from unigrf.model.dropout import Dropout
+from unigrf.model.ranking_prior import PriorStats, RankingPrior
 from unigrf.model.retrieval_losses import RetrievalLoss, rows_of
 
 HardNegativeScope = Literal["all", "anchor"]
@@ -49,7 +50,8 @@ class Prefix(NamedTuple):
     next_position [B] long: the backbone position of a token placed after the prefix (index
     stride·length, see `UniGRF._positions`);
     next_time [B] long | None: its timestamp; query [B, D]: the retrieval query at the
-    prefix's last query token (zeros where the prefix is empty).
+    prefix's last query token (zeros where the prefix is empty); user_term [B] | None: the
+    ranking prior's user term over the prefix (`RankingPrior.next_user_term`), None without it.
     """
 
     context: BackboneContext
@@ -57,6 +59,7 @@ class Prefix(NamedTuple):
     next_position: Tensor
     next_time: Tensor | None
     query: Tensor
+    user_term: Tensor | None = None
 
     def select(self, rows: Tensor) -> Prefix:
         """The prefix of batch rows `rows` [R] alone, its keys cut to the longest of them.
@@ -74,7 +77,8 @@ class Prefix(NamedTuple):
             ctx.timestamps[rows, :s] if ctx.timestamps is not None else None,
         )
         next_time = self.next_time[rows] if self.next_time is not None else None
-        return Prefix(context, valid[:, :s], self.next_position[rows], next_time, self.query[rows])
+        user_term = self.user_term[rows] if self.user_term is not None else None
+        return Prefix(context, valid[:, :s], self.next_position[rows], next_time, self.query[rows], user_term)
 
 
 def causal_mask(valid: Tensor) -> Tensor:
@@ -102,9 +106,11 @@ class UniGRF(nn.Module):
         loss: LossConfig | None = None,
         item_counts: Tensor | None = None,
         feedback_tokens: bool = True,
+        prior_stats: PriorStats | None = None,
     ) -> None:
         """`loss` (default `LossConfig()`) and `item_counts` [num_items + 1] (training counts,
-        for popularity negatives / log-Q) configure the retrieval loss."""
+        for popularity negatives / log-Q) configure the retrieval loss; `prior_stats` the
+        ranking prior (`model.ranking_prior`, `unigrf.model.ranking_prior`)."""
         super().__init__()
         _, _, dim = cfg.resolved_shape()
         self.cfg = cfg
@@ -130,6 +136,14 @@ class UniGRF(nn.Module):
             if feedback_tokens
             else None
         )
+        self.ranking_prior = (
+            RankingPrior(num_items, num_levels, prior_stats)
+            if feedback_tokens and cfg.ranking_prior
+            else None
+        )
+        if self.ranking_prior is not None:  # start as the count model: f_phi adds from zero
+            nn.init.zeros_(self.rank_head[-1].weight)
+            nn.init.zeros_(self.rank_head[-1].bias)
         self.retrieval_loss = RetrievalLoss(loss or LossConfig(), num_items, item_counts)
 
     @property
@@ -196,11 +210,35 @@ class UniGRF(nn.Module):
         # real token; lets the backbone use fused causal kernels, see backbones/base.py)
         return self.backbone(self._tokens(items, feedback), None, positions, self._token_times(timestamps))
 
-    def rank_logits(self, h: Tensor) -> Tensor:
-        """h [..., D] -> like logits [...] (the ranking head f_φ)."""
+    def rank_logits(
+        self,
+        h: Tensor,
+        items: Tensor | None = None,
+        user_term: Tensor | None = None,
+        labels: Tensor | None = None,
+    ) -> Tensor:
+        """h [..., D] -> like logits [...]: the ranking head f_φ, plus with `model.ranking_prior`
+        the count-model terms of `items` [...] and the user term [...] (broadcastable;
+        `unigrf.model.ranking_prior`), which the prior then needs; `labels` [...]: training
+        positions' own labels, left out of their items' counts."""
         if self.rank_head is None:
             raise ValueError("this model has no ranking head (item-only retriever)")
-        return self.rank_head(h).squeeze(-1)
+        logits = self.rank_head(h).squeeze(-1)
+        if self.ranking_prior is None:
+            return logits
+        if items is None or user_term is None:
+            raise ValueError("rank_logits: the ranking prior needs the items and the user term")
+        return logits + self.ranking_prior(items, user_term, labels)
+
+    def target_logit(self, h_target: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """The like logit [B] of each row's appended item (at index `lengths` of an eval batch's
+        items) from its hidden state h_target [B, D]."""
+        lengths = batch["lengths"]
+        user_term = target = None
+        if self.ranking_prior is not None:
+            target = batch["items"][torch.arange(len(lengths), device=lengths.device), lengths]
+            user_term = self.ranking_prior.next_user_term(batch["feedback"], lengths)
+        return self.rank_logits(h_target, target, user_term)
 
     def queries(self, h: Tensor) -> Tensor:
         """h [..., D] -> retrieval queries [..., D] (L2-normalised for cosine similarity)."""
@@ -245,7 +283,18 @@ class UniGRF(nn.Module):
         if ranking and self.has_ranking:
             valid = items != 0
             if valid.any():
-                logits = self.rank_logits(h[:, 0::2][valid])
+                user_terms = (
+                    self.ranking_prior.user_terms(batch["feedback"])
+                    if self.ranking_prior is not None
+                    else None
+                )
+                labels = batch["likes"][valid]
+                logits = self.rank_logits(
+                    h[:, 0::2][valid],
+                    items[valid],
+                    user_terms[valid] if user_terms is not None else None,
+                    labels,
+                )
                 out["ranking"] = F.binary_cross_entropy_with_logits(
                     logits.float(), batch["likes"][valid].float()
                 )
@@ -306,7 +355,9 @@ class UniGRF(nn.Module):
         zeros without a ranking head)."""
         h_query, h_target = self.eval_states(batch)
         scores = self.queries(h_query) @ self.item_table().T
-        logit = self.rank_logits(h_target) if self.has_ranking else h_target.new_zeros(h_target.shape[0])
+        logit = (
+            self.target_logit(h_target, batch) if self.has_ranking else h_target.new_zeros(h_target.shape[0])
+        )
         return scores, logit
 
     def eval_prefix(self, batch: dict[str, Tensor]) -> tuple[Tensor, Prefix]:
@@ -353,7 +404,11 @@ class UniGRF(nn.Module):
             follows = (lengths < width_in) & (items[rows, follow] != 0)
             previous = timestamps[rows, (lengths - 1).clamp(min=0)]
             next_time = torch.where(follows, timestamps[rows, follow], previous)
-        return Prefix(context, key_valid, self._positions(slot[:, None], slot)[:, 0], next_time, query)
+        user_term = None
+        if self.ranking_prior is not None and fb is not None:
+            user_term = self.ranking_prior.next_user_term(fb, lengths)
+        next_position = self._positions(slot[:, None], slot)[:, 0]
+        return Prefix(context, key_valid, next_position, next_time, query, user_term)
 
     def score_candidates(
         self,
@@ -381,4 +436,5 @@ class UniGRF(nn.Module):
         h = self.backbone.forward_packed(
             x, prefix.context, prefix.key_valid, prefix.next_position, prefix.next_time
         )
-        return self.rank_logits(h)
+        user_term = prefix.user_term[:, None] if prefix.user_term is not None else None
+        return self.rank_logits(h, candidates, user_term)

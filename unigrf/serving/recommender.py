@@ -48,6 +48,7 @@ from unigrf.evaluation.cascade_score import combined_scores, retrieval_log_probs
 from unigrf.evaluation.evaluate import cascade_candidates
 from unigrf.evaluation.metrics import history_mask
 from unigrf.model import TwoStage, build_model
+from unigrf.model.ranking_prior import PriorStats
 
 Mode = Literal["cached", "no_cache"]
 # Attention scores held at once when the history is recomputed per candidate (no_cache):
@@ -243,10 +244,12 @@ def load_run(
     prepared = Path(prepared_dir).resolve() if prepared_dir is not None else find_prepared_dir(run_dir)
     for name in ("meta.json", "sequences.parquet", "item_map.parquet"):
         _require(prepared / name, "a prepared dataset file")
-    data = SequenceData.load(prepared, max_len=cfg.data.resolved_max_len())
+    data = SequenceData.load(prepared, max_len=cfg.data.max_len)  # None: the prepared data's own
     cfg = resolve_model_size(cfg, data.num_train_interactions)
     counts = torch.as_tensor(data.item_counts("val"))  # as training built it (loss buffers)
-    model = build_model(cfg, data.num_items, data.num_levels, data.max_len, counts)
+    model = build_model(
+        cfg, data.num_items, data.num_levels, data.max_len, counts, PriorStats.of(data.like_statistics())
+    )
     try:
         model = load_selected_model(model, checkpoint)
     except RuntimeError as err:  # shapes: another dataset, or another config
@@ -474,7 +477,7 @@ class Recommender:
                 "lengths": slot[part],
             }
             _, h_candidate = ranker.eval_states(sub)
-            logits.append(ranker.rank_logits(h_candidate))
+            logits.append(ranker.target_logit(h_candidate, sub))
         return torch.cat(logits).view(b, c)
 
     # -- answers -----------------------------------------------------------------------------

@@ -79,6 +79,7 @@ from unigrf.config import (
 from unigrf.data.sequences import SequenceData
 from unigrf.evaluation.evaluate import evaluate
 from unigrf.model import RankingDrivenEnhancer, TwoStage, build_model, build_weighter
+from unigrf.model.ranking_prior import PriorStats
 from unigrf.names import remove_tree
 from unigrf.training.allocator import keep_freed_memory
 from unigrf.training.checkpoint_io import (
@@ -583,7 +584,9 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
 
     check_memory(cfg, data.num_items, data.max_len)  # a config that cannot fit fails before the first step
     counts = torch.as_tensor(data.item_counts("val"))  # training interactions per item
-    model = build_model(cfg, data.num_items, data.num_levels, data.max_len, counts).to(device)
+    model = build_model(
+        cfg, data.num_items, data.num_levels, data.max_len, counts, PriorStats.of(data.like_statistics())
+    ).to(device)
     amp = autocast_dtype(cfg.train.precision, device)
     objective = resolved_objective(cfg)
     selection = resolved_selection(cfg, objective)
