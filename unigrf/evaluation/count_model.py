@@ -69,7 +69,7 @@ def fit_count_model(data: SequenceData, pseudo_counts: float = PSEUDO_COUNTS) ->
     total = int(train.sum())
     if total == 0:
         raise ValueError(f"{data.name}: no training interactions to count")
-    rate = float(liked.sum()) / total
+    rate = float(liked.sum()) / total  # exact: like_statistics keeps its rate inside (0, 1)
     if not 0.0 < rate < 1.0:
         raise ValueError(
             f"{data.name}: the training part's like rate is {rate:g}; a count model needs both "
@@ -77,13 +77,10 @@ def fit_count_model(data: SequenceData, pseudo_counts: float = PSEUDO_COUNTS) ->
         )
     user_of = np.repeat(np.arange(data.num_users), data.lengths)
     user_likes = np.bincount(user_of, weights=liked, minlength=data.num_users)
-    item_counts = np.bincount(data.items[train], minlength=data.num_items + 1)
-    item_likes = np.bincount(data.items[liked], minlength=data.num_items + 1)
+    stats = data.like_statistics()  # the items' counts, as the model's ranking prior reads them
     return CountModel(
         user=_smoothed_logodds(user_likes, n_train.astype(np.float64), rate, pseudo_counts),
-        item=_smoothed_logodds(
-            item_likes.astype(np.float64), item_counts.astype(np.float64), rate, pseudo_counts
-        ),
+        item=_smoothed_logodds(stats["item_likes"], stats["item_ratings"], rate, pseudo_counts),
         prior=float(logit(rate)),
         global_rate=rate,
         pseudo_counts=float(pseudo_counts),

@@ -33,7 +33,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-PSEUDO_COUNTS = 5.0  # the count model's smoothing (SPEC §3, "ranking floor")
+from unigrf.evaluation.count_model import PSEUDO_COUNTS  # the count model's smoothing (SPEC §3)
+
+__all__ = ["PSEUDO_COUNTS", "PriorStats", "RankingPrior"]
 
 
 @dataclass(frozen=True)
