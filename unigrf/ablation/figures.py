@@ -38,10 +38,17 @@ def metric_label(metric: str) -> str:
     }.get(base)
     if pretty is None:
         name, _, k = base.partition("@")
-        name = {"hr": "HR", "ndcg": "NDCG", "cascade_hr": "cascade HR", "cascade_ndcg": "cascade NDCG"}.get(
-            name, name
-        )
+        name = {
+            "hr": "HR",
+            "ndcg": "NDCG",
+            "cascade_hr": "cascade HR",
+            "cascade_ndcg": "cascade NDCG",
+            "cascade0_hr": "cascade HR",
+            "cascade0_ndcg": "cascade NDCG",
+        }.get(name, name)
         pretty = f"{name}@{k}" if k else name
+        if base.startswith("cascade0_"):  # the cascade re-ranked by retrieval alone
+            pretty += ", λ=0"
     arrow = " ↓" if lower_is_better(metric) else ""
     return f"{pretty} ({split}){arrow}"
 

@@ -62,7 +62,7 @@ BACKBONES = ("hstu", "llama", "sasrec")
 DEFAULT_METRICS = ("test/hr@10", "test/ndcg@10", "test/mrr", "test/auc", "test/logloss")
 # Metric names a report may ask for: split/name. @k values are checked against eval.ks.
 METRIC_PATTERN = re.compile(
-    r"^(?:(?:val|test)/(?:hr@\d+|ndcg@\d+|mrr|auc|gauc|logloss|cascade_hr@\d+|cascade_ndcg@\d+)"
+    r"^(?:(?:val|test)/(?:hr@\d+|ndcg@\d+|mrr|auc|gauc|logloss|cascade0?_hr@\d+|cascade0?_ndcg@\d+)"
     r"|train/loss_(?:retrieval|ranking))$"
 )
 # a curves figure may also plot the per-epoch loss weights (weights/<task>, the epoch's last;
