@@ -6,6 +6,7 @@ files and errors."""
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pandas as pd
@@ -338,3 +339,20 @@ def test_bad_roots_are_named(tmp_path, capsys):
 def _one_grid(tmp_path):
     write_grid(tmp_path / "one", "paper", PAPER, paper_value)
     return tmp_path / "one"
+
+
+def test_several_roots_make_one_claim_by_dataset_table(tmp_path, monkeypatch, capsys):
+    first, second, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    write_grid(first, "paper", PAPER, paper_value)
+    monkeypatch.setattr(
+        sys.modules[__name__], "DATASET", {"name": "toy2", "overrides": {"data.dataset": "synthetic"}}
+    )
+    write_grid(second, "paper", PAPER, paper_value)
+    assert main(["claims", str(first), str(second)]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert main(["claims", str(first), str(second), "--out", str(out)]) == 0
+    md = (out / "claims.md").read_text()
+    assert "| claim | toy | toy2 |" in md
+    assert set(pd.read_csv(out / "claims.csv")["dataset"]) == {"toy", "toy2"}
+    assert main(["claims", str(first), str(first), "--out", str(out)]) == 2
+    assert "toy found under more than one ROOT" in capsys.readouterr().err

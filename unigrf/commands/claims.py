@@ -1,10 +1,11 @@
-"""`unigrf claims ROOT`: the paper's six claims, answered from the claim grids' reports.
+"""`unigrf claims ROOT [ROOT ...]`: the paper's six claims, answered from the claim grids' reports.
 
-ROOT holds the report directories of ablations/{paper,m_sweep,sync,scaling}.yaml as `unigrf
+Each ROOT holds the report directories of ablations/{paper,m_sweep,sync,scaling}.yaml as `unigrf
 ablate` wrote them (copied or renamed to `paper/`, `m_sweep/`, `sync/`, `scaling/`; e.g.
-reports/amazon-mi). Writes ROOT/claims.md (verdict per claim and dataset — holds, contradicted or
+reports/amazon-mi), for one or more datasets; several ROOTs (one per dataset) give one table,
+claim × dataset. Writes OUT/claims.md (OUT: `--out`, or the one ROOT) (verdict per claim and dataset — holds, contradicted or
 inconclusive — every comparison with its effect, its interval over test users and seeds
-Bonferroni-corrected over the claim, and p; claim 5 by an equivalence test) and ROOT/claims.csv,
+Bonferroni-corrected over the claim, and p; claim 5 by an equivalence test) and OUT/claims.csv,
 and prints claims.md.
 """
 
@@ -15,7 +16,17 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("root", help="a directory holding paper/, m_sweep/, sync/, scaling/ reports")
+    parser.add_argument(
+        "roots",
+        nargs="+",
+        metavar="ROOT",
+        help="a directory holding paper/, m_sweep/, sync/, scaling/ reports (one per dataset, or several)",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="where claims.md / claims.csv go (default: the one ROOT; needed with several)",
+    )
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
 
 
@@ -28,13 +39,22 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 < args.alpha < 1.0:
         print(f"unigrf claims: --alpha must lie in (0, 1), got {args.alpha}", file=sys.stderr)
         return 2
+    if args.out is None and len(args.roots) > 1:
+        print("unigrf claims: several ROOTs need --out DIR (where claims.md goes)", file=sys.stderr)
+        return 2
     try:
-        answers = claims.answer(args.root, args.alpha)
+        answers = [a for root in args.roots for a in claims.answer(root, args.alpha)]
     except ReportError as err:
         print(f"unigrf claims: {err}", file=sys.stderr)
         return 2
+    datasets = [a.dataset for a in answers]
+    twice = sorted({d for d in datasets if datasets.count(d) > len(claims.CLAIMS)})
+    if twice:
+        print(f"unigrf claims: dataset(s) {', '.join(twice)} found under more than one ROOT", file=sys.stderr)
+        return 2
     text = claims.markdown(answers, args.alpha)
-    root = Path(args.root)
+    root = Path(args.out if args.out is not None else args.roots[0])
+    root.mkdir(parents=True, exist_ok=True)
     write_atomic(root / "claims.md", "# The paper's claims (`unigrf claims`)\n\n" + text)
     write_atomic(root / "claims.csv", claims.frame(answers).to_csv(index=False))
     print(text, flush=True)
