@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unigrf.config import LossConfig, ModelConfig
+from unigrf.kernels import Dropout
 from unigrf.model.backbones import BackboneContext, build_backbone
-from unigrf.model.dropout import Dropout
 from unigrf.model.ranking_prior import PriorStats, RankingPrior
 from unigrf.model.retrieval_losses import RetrievalLoss, rows_of
 

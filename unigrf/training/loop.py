@@ -81,7 +81,7 @@ from unigrf.evaluation.evaluate import evaluate
 from unigrf.model import RankingDrivenEnhancer, TwoStage, build_model, build_weighter
 from unigrf.model.ranking_prior import PriorStats
 from unigrf.names import remove_tree
-from unigrf.training.allocator import keep_freed_memory
+from unigrf.kernels import keep_freed_memory
 from unigrf.training.checkpoint_io import (
     CheckedWriter,
     CheckpointError,
