@@ -152,7 +152,7 @@ def user_error_types() -> tuple[type[Exception], ...]:
     for module, name in (
         ("unigrf.data.readers", "DataError"),
         ("unigrf.training.checkpoint_io", "CheckpointError"),
-        ("unigrf.training.loop", "TrainingError"),
+        ("unigrf.training.selection", "TrainingError"),
         ("unigrf.atomic", "WriteError"),
         ("unigrf.run_lock", "RunInUseError"),
         ("unigrf.ablation.report", "ReportError"),

@@ -411,7 +411,7 @@ def _probe(spec: SweepSpec, cfg: ExperimentConfig, first_only: bool = False) -> 
 
 
 def _check_objective(spec: SweepSpec) -> None:
-    from unigrf.training.loop import parse_objective  # torch only; the loop never imports Ray
+    from unigrf.training.objective import parse_objective
 
     try:
         parse_objective(spec.objective)

@@ -36,13 +36,10 @@ import torch
 
 from unigrf.config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict
 from unigrf.data.sequences import SequenceData
-from unigrf.training.loop import (
-    TrainContext,
-    fit,
-    load_reported_checkpoint,
-    progress_line,
-    write_reported_checkpoint,
-)
+from unigrf.training.checkpoint_io import load_reported_checkpoint, write_reported_checkpoint
+from unigrf.training.context import TrainContext
+from unigrf.training.logs import progress_line
+from unigrf.training.loop import fit
 
 if TYPE_CHECKING:  # importing Ray is deferred to the functions that need it
     from ray.train.torch import TorchTrainer
