@@ -59,7 +59,9 @@ class ChunkedLogSumExp(torch.autograd.Function):
     def forward(ctx, q: Tensor, table: Tensor, tau: float, chunk: int) -> Tensor:
         lse = torch.full((q.shape[0],), -math.inf, dtype=_wide(q).dtype, device=q.device)
         for start in range(0, table.shape[0], chunk):
-            logits = _wide(q @ table[start : start + chunk].T).div_(tau)  # in place: a fresh [P, c] per step is what costs
+            logits = _wide(q @ table[start : start + chunk].T).div_(
+                tau
+            )  # in place: a fresh [P, c] per step is what costs
             peak = logits.amax(dim=1, keepdim=True)
             chunk_lse = logits.sub_(peak).exp_().sum(dim=1).log_().add_(peak.squeeze(1))
             lse = torch.logaddexp(lse, chunk_lse)

@@ -143,7 +143,10 @@ def _stored_objective(file: Path, warned: set[Path]) -> float | None:
         if file not in warned:
             warned.add(file)
             reason = getattr(err, "strerror", None) or str(err).splitlines()[0] or type(err).__name__
-            print(f"warning: {file}: unreadable ({reason}); this checkpoint is kept, not ranked", file=sys.stderr)
+            print(
+                f"warning: {file}: unreadable ({reason}); this checkpoint is kept, not ranked",
+                file=sys.stderr,
+            )
         return None
 
 

@@ -50,7 +50,9 @@ class RunLog:
         writers = []
         for log_dir, purge in ((root, start_epoch), (root / "steps", start_step)):
             try:
-                writers.append(CheckedWriter(SummaryWriter(log_dir=str(log_dir), purge_step=purge or None), log_dir))
+                writers.append(
+                    CheckedWriter(SummaryWriter(log_dir=str(log_dir), purge_step=purge or None), log_dir)
+                )
             except OSError as err:
                 raise tensorboard_error(log_dir, err) from err
         self.epochs, self.steps = writers

@@ -88,7 +88,9 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
     """
     if cfg.model.size == "auto":
         cfg = resolve_model_size(cfg, data.num_train_interactions)
-        ctx.log(f"model: size auto -> {cfg.model.size} ({data.num_train_interactions:,} training interactions)")
+        ctx.log(
+            f"model: size auto -> {cfg.model.size} ({data.num_train_interactions:,} training interactions)"
+        )
     keep_freed_memory(ctx.device)  # a step's freed tensors are reused by the next, not faulted in again
     check_memory(cfg, data.num_items, data.max_len)  # a config that cannot fit fails before the first step
     trainer = build_trainer(cfg, data, ctx.device, ctx.world_size)
@@ -112,11 +114,15 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         metrics.update({"time/train_s": train_s, "time/epoch_s": time.perf_counter() - t0})
         history.append(metrics)
         log.epoch(epoch, metrics)
-        ctx.report(metrics, checkpoint_state(cfg, trainer, selection, epoch, history) if ctx.is_main else None)
+        ctx.report(
+            metrics, checkpoint_state(cfg, trainer, selection, epoch, history) if ctx.is_main else None
+        )
 
     final = selection.final_model(trainer.model, history)  # test: the selected weights, once
     val, test, cascade_lambda, outcomes = final_evaluation(final, data, cfg.eval, ctx, trainer.amp)
-    best_val = {f"val/{k}": float(v) for k, v in val.items()} if selection.best_epoch >= 0 else selection.best_val
+    best_val = (
+        {f"val/{k}": float(v) for k, v in val.items()} if selection.best_epoch >= 0 else selection.best_val
+    )
     epoch_times = [h["time/epoch_s"] for h in history]
     result = {
         "best_epoch": selection.best_epoch,
@@ -187,7 +193,9 @@ def train_epoch(
     return metrics
 
 
-def resume(ctx: TrainContext, trainer: Trainer, selection: RunSelection) -> tuple[int, list[dict[str, float]]]:
+def resume(
+    ctx: TrainContext, trainer: Trainer, selection: RunSelection
+) -> tuple[int, list[dict[str, float]]]:
     """The latest checkpoint restored into `trainer` and `selection` -> (first epoch to run,
     the history so far); (0, []) for a fresh run."""
     state = ctx.load_checkpoint()

@@ -211,7 +211,9 @@ class RunSelection:
         per-stage selection); a checkpoint of the other selection kind is refused."""
         sel_states = state.get("selections")
         if sel_states is None:
-            sel_states = [dict(zip(Selection.STATE_KEYS, (state[k] for k in _FLAT_SELECTION_KEYS), strict=True))]
+            sel_states = [
+                dict(zip(Selection.STATE_KEYS, (state[k] for k in _FLAT_SELECTION_KEYS), strict=True))
+            ]
         if len(sel_states) != len(self.selected):  # e.g. a per_stage run resumed under the joint default
             written = "train.selection=per_stage" if len(sel_states) == 2 else "train.selection=joint"
             raise ValueError(

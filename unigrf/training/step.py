@@ -71,7 +71,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_trainer(cfg: ExperimentConfig, data: SequenceData, device: torch.device, world_size: int = 1) -> Trainer:
+def build_trainer(
+    cfg: ExperimentConfig, data: SequenceData, device: torch.device, world_size: int = 1
+) -> Trainer:
     """`cfg`'s model on `data` (initialised from `train.seed`, identical on every rank), its
     optimizer, weighter and enhancer. `cfg.model.size` must be resolved (`resolve_model_size`)."""
     spec = variant_spec(cfg)
@@ -89,7 +91,9 @@ def build_trainer(cfg: ExperimentConfig, data: SequenceData, device: torch.devic
             find_unused_parameters=len(tasks) < 2 or isinstance(model, TwoStage),
         )
     t = cfg.train
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=t.adam_betas)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=t.adam_betas
+    )
     return Trainer(
         model=model,
         forward=forward,
@@ -105,7 +109,9 @@ def build_trainer(cfg: ExperimentConfig, data: SequenceData, device: torch.devic
     )
 
 
-def train_step(trainer: Trainer, batch: dict[str, Tensor], lr: float, mine: bool) -> tuple[Tensor, dict[str, Tensor]]:
+def train_step(
+    trainer: Trainer, batch: dict[str, Tensor], lr: float, mine: bool
+) -> tuple[Tensor, dict[str, Tensor]]:
     """One optimizer step on `batch` (a `SequenceData.train_batch`, on the trainer's device) at
     learning rate `lr`, mining hard negatives when `mine` -> (combined loss, {task: loss}),
     detached device tensors. No host sync."""

@@ -57,7 +57,9 @@ def evaluate_on_main(
     return (result, frame) if outcomes else result
 
 
-def epoch_validation(model: nn.Module, data: SequenceData, cfg: EvalConfig, ctx: Any, amp, cascade: bool) -> dict:
+def epoch_validation(
+    model: nn.Module, data: SequenceData, cfg: EvalConfig, ctx: Any, amp, cascade: bool
+) -> dict:
     """An epoch's validation metrics as `val/<name>`. The cascade is evaluated only when
     `cascade` (the objective reads it); otherwise its keys (NaN) are left out of the history."""
     val = evaluate_on_main(model, data, "val", cfg, ctx, amp, cascade=cascade)
