@@ -27,7 +27,6 @@ from unigrf.compat import (  # noqa: F401 - autoscaler_nodes: part of this modul
     TRAIN_CLEANER_CLASS,
     alive_actors,
     autoscaler_nodes,
-    classic_tune_console,
     ended_jobs,
 )
 
@@ -48,52 +47,39 @@ def resolve_address(address: str | None) -> str | None:
     return None if chosen in ("", "local") else chosen
 
 
-# Ray's own loggers that print start-up banners, Data/Tune progress and their warnings.
-RAY_LOGGERS = ("ray", "ray.data", "ray.tune", "ray.train")
-
-
-def quiet_ray_logging() -> None:
-    """Ray, Ray Data, Tune and Train log errors only in this process (banners, token-auth
-    notices, progress and snapshot warnings off); what the commands print themselves stays.
-    Tune's newer console engine prints its experiment box even at verbose=0: the classic
-    reporter, silent at 0, is selected instead (`unigrf.compat.classic_tune_console`)."""
-    classic_tune_console()
-    for name in RAY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        import ray.data
-
-        ray.data.DataContext.get_current().enable_progress_bars = False
-    except ImportError:  # pragma: no cover - ray[data] is a dependency
-        pass
-
-
-def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = False) -> bool:
+def init_ray(
+    address: str | None = None, num_cpus: int | None = None, quiet: bool | None = None, announce: bool = True
+) -> bool:
     """Connect to `address` (or $RAY_ADDRESS), else start a local Ray. Returns True when this
     call started or connected Ray (so the caller may shut it down), False if already running.
 
     `address` may be `auto` (the cluster this machine is part of, e.g. on the head node or
     inside `ray job submit`), `host:6379` (the GCS) or `ray://host:10001` (Ray Client).
-    `num_cpus` only sizes a local Ray: a running cluster's resources are its own. `quiet`:
-    Ray's start-up banners and its workers' console output are not shown (errors still are;
-    the dashboard URL is printed as one line).
+    `num_cpus` only sizes a local Ray: a running cluster's resources are its own. `quiet`
+    (default: the console's, `unigrf.console`): Ray's start-up banners and its workers' console
+    output are not shown (errors still are); a local Ray's dashboard URL is then printed as one
+    line when `announce` (not for a Ray started only to prepare data).
     """
     import ray
 
+    from unigrf import console
+
     if ray.is_initialized():
         return False
+    if quiet is None:
+        quiet = not console.verbose()
     # Inherited by the local raylet and every worker it starts.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     target = resolve_address(address)
     quiet_kwargs: dict[str, Any] = {}
     if quiet:
-        quiet_ray_logging()
+        console.quiet_third_party()
         quiet_kwargs = {"logging_level": logging.ERROR, "log_to_driver": False}
     if target is None:
         # address="local": always a fresh local Ray, never a cluster some other process left
         # running on this machine (plain ray.init() would join it via /tmp/ray).
         context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=None, **quiet_kwargs)
-        if quiet and getattr(context, "dashboard_url", None):
+        if quiet and announce and getattr(context, "dashboard_url", None):
             print(f"Ray dashboard: http://{context.dashboard_url}", flush=True)
         return True
     # No runtime_env here: inside `ray job submit` the job's own runtime env (working_dir,

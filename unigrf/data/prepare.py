@@ -329,7 +329,7 @@ def _prepare(
     else:
         from unigrf.ray_utils import init_ray
 
-        started = init_ray()
+        started = init_ray(announce=False)
         try:
             table, used_blocks = build_sequences(frame, num_blocks)
         finally:
