@@ -23,7 +23,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from unigrf.ablation import claims
-    from unigrf.ablation.report import ReportError, write_atomic
+    from unigrf.ablation.report import ReportError
+    from unigrf.atomic import write_text_atomic
 
     if not 0.0 < args.alpha < 1.0:
         print(f"unigrf claims: --alpha must lie in (0, 1), got {args.alpha}", file=sys.stderr)
@@ -35,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     text = claims.markdown(answers, args.alpha)
     root = Path(args.root)
-    write_atomic(root / "claims.md", "# The paper's claims (`unigrf claims`)\n\n" + text)
-    write_atomic(root / "claims.csv", claims.frame(answers).to_csv(index=False))
+    write_text_atomic(root / "claims.md", "# The paper's claims (`unigrf claims`)\n\n" + text)
+    write_text_atomic(root / "claims.csv", claims.frame(answers).to_csv(index=False))
     print(text, flush=True)
     print(f"written to {root}/claims.md (+ claims.csv)", file=sys.stderr, flush=True)
     return 0

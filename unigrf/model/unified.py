@@ -81,13 +81,6 @@ class Prefix(NamedTuple):
         return Prefix(context, valid[:, :s], self.next_position[rows], next_time, self.query[rows], user_term)
 
 
-def causal_mask(valid: Tensor) -> Tensor:
-    """valid [B, T] bool (False = padding key) -> [B, T, T] bool: causal and key-padding."""
-    t = valid.shape[1]
-    causal = torch.ones(t, t, dtype=torch.bool, device=valid.device).tril()
-    return causal & valid[:, None, :]
-
-
 def anchor_columns(next_items: Tensor) -> Tensor:
     """[B, N] retrieval targets -> [B] the last column with a target (−1 where none)."""
     cols = torch.arange(next_items.shape[1], device=next_items.device)

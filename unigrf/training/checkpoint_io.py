@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from unigrf.atomic import (
     is_write_failure,
     make_dirs,
     write_atomic,
+    write_dir_atomic,
     write_text_atomic,
 )
 from unigrf.evaluation.outcomes import write_outcomes
@@ -91,17 +91,12 @@ def save_checkpoint(
     one. Then `prune_checkpoints(keep)`."""
     root = run_dir / "checkpoints"
     final = root / f"epoch_{int(metrics['epoch']):04d}"
-    tmp = root / f".tmp_{final.name}"
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        remove_tree(tmp, run_dir, ignore_errors=True)
-        tmp.mkdir()
-        write_checkpoint_dir(tmp, state, metrics)
-        remove_tree(final, run_dir)  # the same epoch again (a crash after its rename)
-        os.replace(tmp, final)
-    except BaseException as err:
-        remove_tree(tmp, run_dir, ignore_errors=True)  # free what was written
-        if not (isinstance(err, WriteError) or (isinstance(err, Exception) and is_write_failure(err))):
+        make_dirs(root)
+        # the same epoch again (a crash after its rename) is replaced
+        write_dir_atomic(final, lambda tmp: write_checkpoint_dir(tmp, state, metrics), inside=run_dir)
+    except Exception as err:
+        if not (isinstance(err, WriteError) or is_write_failure(err)):
             raise
         cause = err.cause if isinstance(err, WriteError) else failure_reason(err)
         kept = sorted(p.name for p in root.glob("epoch_*")) if root.is_dir() else []
