@@ -62,8 +62,8 @@ from step_time_bench import DEFAULT_DATA, load_ml100k  # noqa: E402
 from unigrf.config import ExperimentConfig, load_config  # noqa: E402
 from unigrf.data.sequences import SequenceData  # noqa: E402
 from unigrf.evaluation import evaluate  # noqa: E402
+from unigrf.kernels import keep_freed_memory  # noqa: E402
 from unigrf.model import RankingDrivenEnhancer, UniGRF, build_model, build_weighter  # noqa: E402
-from unigrf.training.allocator import keep_freed_memory  # noqa: E402
 from unigrf.training.loop import epoch_batches, epoch_users  # noqa: E402
 from unigrf.training.precision import autocast, autocast_dtype, native_bf16  # noqa: E402
 
@@ -318,7 +318,7 @@ def bench_trials(args: argparse.Namespace) -> tuple[list[list[str]], float, floa
     import ray
 
     from unigrf.ray_utils import init_ray
-    from unigrf.sweep import run_fixed_configs
+    from unigrf.ablation.cells import run_fixed_configs
 
     with tempfile.TemporaryDirectory(prefix="speed-trials-") as tmp:
         base = [

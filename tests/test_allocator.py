@@ -1,4 +1,4 @@
-"""keep_freed_memory (unigrf/training/allocator.py): glibc keeps a freed block for reuse."""
+"""keep_freed_memory (unigrf/kernels.py): glibc keeps a freed block for reuse."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from unigrf.training.allocator import keep_freed_memory
+from unigrf.kernels import keep_freed_memory
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -247,3 +247,31 @@ def test_cascade_lambdas_default_and_infinity_round_trip(tmp_path):
     path.write_text(config_to_yaml(cfg))  # YAML writes inf as .inf
     assert load_config(path).eval.cascade_lambdas == (0.0, 1.0, math.inf)
     assert config_hash(load_config(path)) == config_hash(cfg)
+
+
+def test_config_hashes_are_the_ones_the_runs_and_caches_were_keyed_by():
+    """Run identities and the prepared-data cache key are `config_hash`es: the schema layer must
+    build the same values (ints as ints, numbers as floats, lists as tuples), so the same
+    config hashes as it did when those runs and caches were written. Every field of these
+    sections is set, so a changed default cannot move them; the literals are the hashes the
+    previous parser (config._coerce) gave."""
+    cfg = load_config(
+        None,
+        [
+            "enhancer.m=8", "enhancer.top_k=20", "enhancer.warmup_epochs=2", "enhancer.scope=anchor",
+            "enhancer.alpha=0.5", "weighter.kind=grad_norm", "weighter.temperature=2", "weighter.interval=5",
+            "loss.retrieval=sampled_softmax", "loss.sampler=in_batch", "loss.num_negatives=64",
+            "loss.logq_correction=false", "loss.temperature=1", "loss.gbce_t=0.5", "loss.chunk_logits=1000",
+            "eval.ks=[5, 20]", "eval.cascade_top_c=50", "eval.cascade_k=5", "eval.batch_size=16",
+            "eval.ties=optimistic", "eval.cascade_lambdas=[0, 1, .inf]", "data.columns.user=0",
+            "data.columns.item=item_id", "data.columns.rating=2", "data.columns.timestamp=ts",
+            "data.columns.sep=::", "data.columns.header=false",
+        ],
+    )  # fmt: skip
+    assert config_hash(cfg.enhancer) == "195274636431c3ab"
+    assert config_hash(cfg.weighter) == "93459c80dcf3dbca"
+    assert config_hash(cfg.loss) == "3e0abdbaa7ed6526"
+    assert config_hash(cfg.eval) == "c0a7768b4febad73"
+    assert config_hash(cfg.data.columns) == "156883162c61128b"
+    assert isinstance(cfg.loss.temperature, float) and isinstance(cfg.eval.ks, tuple)
+    assert cfg.data.columns.user == 0 and cfg.data.columns.rating == 2  # positions stay ints

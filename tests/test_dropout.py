@@ -1,4 +1,4 @@
-"""Dropout (unigrf/model/dropout.py): nn.Dropout's behaviour with a cheaper mask."""
+"""Dropout (unigrf/kernels.py): nn.Dropout's behaviour with a cheaper mask on the CPU."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from unigrf.model.dropout import Dropout
+from unigrf.kernels import Dropout
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -638,16 +638,16 @@ def test_a_huge_learning_rate_is_caught(data, tmp_path):
 
 
 def test_an_objective_never_finite_is_refused(data, tmp_path, monkeypatch):
-    from unigrf.training import loop
+    from unigrf.training import loop, validation
 
-    real = loop.evaluate
+    real = validation.evaluate
 
     def no_auc(*args, **kwargs):
         out = real(*args, **kwargs)
         out["auc"] = float("nan")  # as when every validation target has one label
         return out
 
-    monkeypatch.setattr(loop, "evaluate", no_auc)
+    monkeypatch.setattr(validation, "evaluate", no_auc)
     cfg = tiny_config("train.objective=val/auc", "train.patience=2", "train.epochs=5")
     with pytest.raises(loop.TrainingError, match=r"val/auc.*not finite at any of the 2 epochs"):
         fit(cfg, data, local(tmp_path))

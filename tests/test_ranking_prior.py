@@ -39,7 +39,9 @@ def test_user_terms_count_the_likes_strictly_before_each_position():
 
 
 def test_item_terms_leave_a_training_label_out():
-    stats = PriorStats(torch.tensor([False, True]), 0.5, torch.tensor([0.0, 3.0, 0.0]), torch.tensor([0.0, 4.0, 0.0]))
+    stats = PriorStats(
+        torch.tensor([False, True]), 0.5, torch.tensor([0.0, 3.0, 0.0]), torch.tensor([0.0, 4.0, 0.0])
+    )
     prior = RankingPrior(num_items=2, num_levels=1, stats=stats)
     a = PSEUDO_COUNTS
     items = torch.tensor([1, 1, 2])

@@ -49,13 +49,6 @@ def test_storage_path_flag_then_env_then_results_dir(monkeypatch, tmp_path: Path
     assert ru.resolve_storage_path("", "results") == "gs://bucket/unigrf"  # URIs kept as given
 
 
-def test_storage_warning_only_for_local_paths_on_many_nodes() -> None:
-    assert ru.storage_warning("/tmp/x", [GPU_NODE]) is None
-    assert ru.storage_warning("s3://b/x", [HEAD_NO_CPU, GPU_NODE]) is None
-    message = ru.storage_warning("/home/me/results/ray", [HEAD_NO_CPU, GPU_NODE])
-    assert message and "/home/me/results/ray" in message and "2-node" in message
-
-
 def test_init_ray_fails_fast_and_names_the_address() -> None:
     # In a subprocess: this pytest process may already hold the session Ray.
     code = textwrap.dedent(
@@ -86,16 +79,9 @@ def test_init_ray_fails_fast_and_names_the_address() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def test_worker_resources_and_scaling_config() -> None:
-    from ray.train import ScalingConfig
-
+def test_worker_resources() -> None:
     assert ru.worker_resources(False) == {"CPU": 1.0}
     assert ru.worker_resources(True, cpus_per_worker=3) == {"CPU": 3.0, "GPU": 1.0}
-    scaling = ScalingConfig(**ru.scaling_config_kwargs(2, use_gpu=True))
-    assert scaling.use_gpu and scaling.num_workers == 2
-    assert scaling.num_gpus_per_worker == 1 and scaling.num_cpus_per_worker == 1
-    with pytest.raises(ValueError, match="num_workers"):
-        ru.scaling_config_kwargs(0, use_gpu=False)
 
 
 @pytest.mark.parametrize(

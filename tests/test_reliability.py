@@ -300,9 +300,9 @@ def test_sweep_summary_records_seed_commit_and_versions(tmp_path):
 @pytest.mark.ray
 @pytest.mark.timeout(600)
 def test_a_one_worker_sweep_trial_reproduces_the_plain_loop(ray_cluster, tmp_path):
+    from unigrf.ablation.cells import run_fixed_configs
     from unigrf.data.prepare import prepare_dataset
     from unigrf.data.sequences import SequenceData
-    from unigrf.sweep import run_fixed_configs
 
     cfg = tiny_config(
         "train.epochs=2",

@@ -223,8 +223,9 @@ def test_names_that_are_paths_are_refused_naming_the_key(name, why):
 
 
 def test_run_names_that_ray_storage_uses_for_sweeps_are_reserved():
+    from unigrf.ablation.cells import FIXED_SUBDIR
     from unigrf.sweep.trainable import TRAIN_STORAGE_SUBDIR
-    from unigrf.sweep.tuner import FIXED_SUBDIR, TUNE_SUBDIR
+    from unigrf.sweep.tuner import TUNE_SUBDIR
 
     assert set(RESERVED_RUN_NAMES) == {TUNE_SUBDIR, FIXED_SUBDIR, TRAIN_STORAGE_SUBDIR}
     for name in RESERVED_RUN_NAMES:  # `<storage>/tune` holds every sweep: not a run's storage
@@ -485,8 +486,9 @@ def test_the_ray_train_path_refuses_a_changed_config_before_training(tmp_path, m
 
 
 def test_an_ablation_cell_resumed_under_a_changed_override_is_refused(tmp_path):
+    from unigrf.ablation.cells import run_fixed_configs
     from unigrf.run_identity import record
-    from unigrf.sweep.tuner import SweepError, run_fixed_configs
+    from unigrf.sweep.tuner import SweepError
 
     cfg = load_config(None, [*TRAIN, "name=c"])
     experiment = tmp_path / "grid"
@@ -1004,8 +1006,9 @@ def test_a_corrupt_results_csv_is_named(tmp_path, capsys):
 
 
 def test_corrupt_trial_and_sweep_files_are_named(tmp_path, capsys):
+    from unigrf.ablation.cells import _read_history
     from unigrf.sweep.trainable import TRIAL_RESULT, read_trial_result
-    from unigrf.sweep.tuner import SweepError, _read_history, read_summary
+    from unigrf.sweep.tuner import SweepError, read_summary
 
     cfg = load_config()
     (tmp_path / TRIAL_RESULT).write_text('{"config_hash": ')

@@ -20,9 +20,10 @@ import pytest
 import yaml
 from tiny_configs import TINY_SWEEP
 
+from unigrf.ablation.cells import load_history, run_fixed_configs
 from unigrf.cli import main
 from unigrf.config import apply_overrides, load_config
-from unigrf.sweep import SweepError, SweepOptions, load_history, resolve, run_fixed_configs, run_sweep
+from unigrf.sweep import SweepError, SweepOptions, resolve, run_sweep
 from unigrf.sweep.results import pareto_mask
 from unigrf.sweep.trainable import TRIAL_RESULT
 

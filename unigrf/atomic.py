@@ -1,5 +1,6 @@
-"""Writes that either complete or leave nothing: a temporary file in the target's directory,
-renamed over the target only once fully written.
+"""Writes that either complete or leave nothing: a temporary file (or directory) in the
+target's directory, renamed over the target only once fully written — every file and directory
+the program writes for keeps goes through `write_atomic` / `write_dir_atomic`.
 
 A full disk, a read-only or vanished directory, a file-size limit: every such failure while
 writing ends in one `WriteError` naming the file and the cause (`<file>: cannot write (No
@@ -109,6 +110,41 @@ class _RecordingFile:
 def write_error(path: Path, err: BaseException, hint: str = "") -> WriteError:
     cause = failure_reason(err)
     return WriteError(f"{path}: cannot write ({cause})" + (f"; {hint}" if hint else ""), path, cause)
+
+
+def write_dir_atomic(
+    path: str | Path,
+    fill: Callable[[Path], Any],
+    *,
+    inside: str | Path,
+    keep_existing: bool = False,
+) -> Path:
+    """A directory that appears whole or not at all: `fill(tmp)` writes its files into a
+    temporary directory beside `path` (`temporary_name`), which is then renamed to `path`. An
+    existing `path` is replaced — removed first, strictly inside `inside`
+    (`unigrf.names.remove_tree`) — or, with `keep_existing`, kept (another writer finished the
+    same directory first: its copy stands). Any failure, or an interrupt, removes the temporary
+    directory and is raised as it came (`fill`'s own errors name what failed)."""
+    from unigrf.names import remove_tree  # here: unigrf.names imports the config, which is heavier
+
+    path = Path(path)
+    tmp = temporary_name(path)
+    try:
+        remove_tree(tmp, inside, ignore_errors=True)  # this process's leftover
+        tmp.mkdir()
+        fill(tmp)
+        if path.exists() and not keep_existing:
+            remove_tree(path, inside)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if not (keep_existing and path.is_dir()):
+                raise
+    except BaseException:
+        remove_tree(tmp, inside, ignore_errors=True)
+        raise
+    remove_tree(tmp, inside, ignore_errors=True)  # kept: the other writer's copy won
+    return path
 
 
 def write_bytes_atomic(path: str | Path, data: bytes, **kwargs: Any) -> Path:

@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 
+from unigrf import console
 from unigrf.config import ConfigError, ExperimentConfig, load_config
 
 # sub-command -> one-line help
@@ -73,13 +74,42 @@ def build_parser() -> argparse.ArgumentParser:
         description="UniGRF: one generative model for retrieval and ranking, trained, searched "
         "and ablated with Ray.",
     )
+    parser.add_argument("--verbose", dest="show_logs", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in COMMANDS.items():
         module = importlib.import_module(f"unigrf.commands.{name}")
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
+        _add_verbose(p)
         p.set_defaults(_run=module.run)
     return parser
+
+
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    """`--verbose` on a command (and its actions: `data prepare --verbose`) that has none of its
+    own (ablate's and tune's have their own meaning, see `shows_logs`). SUPPRESS: given before
+    the command, it is not reset by the command's default."""
+    if any("--verbose" in a.option_strings for a in parser._actions):
+        return
+    parser.add_argument(
+        "--verbose", dest="show_logs", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP
+    )
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _add_verbose(sub)
+
+
+VERBOSE_HELP = "show the libraries' own log lines (Ray, Ray Data, Tune, Optuna), which are off by default"
+
+
+def shows_logs(args: argparse.Namespace) -> bool:
+    """`--verbose` (before the command, or after one without a `--verbose` of its own);
+    `ablate --verbose`; `tune --verbose 2` or more (Tune's own console verbosity)."""
+    if getattr(args, "show_logs", False):
+        return True
+    own = getattr(args, "verbose", None)
+    return own is True or (type(own) is int and own >= 2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if late:
         args.overrides = [*(args.overrides or []), *late]
     _quiet_writer_threads()
+    console.set_verbose(shows_logs(args))
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt as err:
@@ -152,7 +183,7 @@ def user_error_types() -> tuple[type[Exception], ...]:
     for module, name in (
         ("unigrf.data.readers", "DataError"),
         ("unigrf.training.checkpoint_io", "CheckpointError"),
-        ("unigrf.training.loop", "TrainingError"),
+        ("unigrf.training.selection", "TrainingError"),
         ("unigrf.atomic", "WriteError"),
         ("unigrf.run_lock", "RunInUseError"),
         ("unigrf.ablation.report", "ReportError"),

@@ -3,12 +3,13 @@
 One `ExperimentConfig` (frozen dataclasses) describes everything a run does: data, model,
 training, enhancer, weighter and evaluation. It loads from YAML (`load_config`), takes dotted
 overrides (`model.num_layers=4`, values parsed as YAML scalars), and is what a Tune search space
-maps onto (`apply_overrides(cfg, {"enhancer.m": 8})`). Unknown keys, wrong types and values
-outside a field's choices are `ConfigError`s that name the key (and the file, when loaded from
-one). There are no hidden defaults: every default lives in the dataclasses below; the per-dataset defaults
-(`k_core`, `rating_scale`) and those derived by a documented rule (`like_threshold` from the
-rating scale, `max_len` from the data's history lengths: `derive_max_len`) are resolved by
-`DataConfig.resolved_*`.
+maps onto (`apply_overrides(cfg, {"enhancer.m": 8})`). Each field's annotation is its whole
+schema — type, choices, range (`unigrf.schema`, which checks them and words the errors: the key,
+and the file and line when loaded from one); `ExperimentConfig.validate` holds the rules between
+fields, checked once on a composed config. There are no hidden defaults: every default lives in
+the dataclasses below; the per-dataset defaults (`k_core`, `rating_scale`) and those derived by
+a documented rule (`like_threshold` from the rating scale, `max_len` from the data's history
+lengths: `derive_max_len`) are resolved by `DataConfig.resolved_*`.
 """
 
 from __future__ import annotations
@@ -17,17 +18,17 @@ import dataclasses
 import hashlib
 import json
 import math
-import re
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 
-from unigrf.yaml_input import check_keys, load_yaml_mapping
+from unigrf import schema
+from unigrf.schema import Bool, Check, Int, NonNegative, Number, Positive, Probability, Range, Str
+from unigrf.yaml_input import load_yaml_mapping
 
 
 class ConfigError(ValueError):
@@ -97,27 +98,43 @@ class SyntheticConfig:
     `unigrf.data.synthetic`'s docstring).
     """
 
-    num_users: int = 600
-    num_items: int = 200
-    mean_seq_len: int = 30
-    min_seq_len: int = 8
-    num_topics: int = 15
-    taste_scale: float = 2.5  # std of the initial topic logits: a few favourite topics per user
-    taste_drift: float = 0.1  # per-step random-walk scale of the user's topic logits
-    popularity_exponent: float = 0.8  # Zipf exponent of the item popularity long tail
+    num_users: Annotated[Int, Range(ge=1)] = 600
+    num_items: Int = 200
+    mean_seq_len: Int = 30
+    min_seq_len: Annotated[Int, Range(ge=3, why=" (leave-one-out needs train, val and test)")] = 8
+    num_topics: Annotated[Int, Range(ge=1)] = 15
+    taste_scale: NonNegative = 2.5  # std of the initial topic logits: a few favourite topics per user
+    taste_drift: NonNegative = 0.1  # per-step random-walk scale of the user's topic logits
+    popularity_exponent: Number = 0.8  # Zipf exponent of the item popularity long tail
     # the next item is one of the previous item's successors (the next items along its topic's
     # chain) with probability s / (1 + s): s = transition_strength after a liked previous item
     # (rating >= 4), transition_strength_disliked after a disliked one
-    transition_strength: float = 1.0
-    transition_strength_disliked: float = 0.3
-    num_successors: int = 3  # successors per item, weights halving along the chain
-    rating_base: float = 3.0  # latent rating at average taste, quality and user bias
-    rating_affinity: float = 0.8  # latent rating per std of the user's taste for the topic
-    quality_std: float = 0.8  # std of the per-item quality term of the latent rating
-    user_bias_std: float = 0.5  # std of the per-user term of the latent rating
-    rating_noise: float = 0.6  # std of the Gaussian noise on the latent rating
-    tie_probability: float = 0.2  # chance an interaction shares the previous timestamp
-    seed: int = 0
+    transition_strength: Annotated[Number, Range(ge=0, lt=math.inf)] = 1.0
+    transition_strength_disliked: Annotated[Number, Range(ge=0, lt=math.inf)] = 0.3
+    num_successors: Annotated[Int, Range(ge=1)] = 3  # successors per item, weights halving along the chain
+    rating_base: Number = 3.0  # latent rating at average taste, quality and user bias
+    rating_affinity: Number = 0.8  # latent rating per std of the user's taste for the topic
+    quality_std: NonNegative = 0.8  # std of the per-item quality term of the latent rating
+    user_bias_std: NonNegative = 0.5  # std of the per-user term of the latent rating
+    rating_noise: NonNegative = 0.6  # std of the Gaussian noise on the latent rating
+    # chance an interaction shares the previous timestamp
+    tie_probability: Annotated[Number, Range(ge=0, lt=1)] = 0.2
+    seed: Int = 0
+
+    def check(self) -> SyntheticConfig:
+        """This config's fields checked as parsing checks them (it may have been built directly),
+        then the rules between them; a ConfigError naming the key. Returns self."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        schema.parse(SyntheticConfig, values, ConfigError, section="data.synthetic")
+        rules = [
+            (self.num_items > self.num_topics, "num_items must exceed num_topics"),
+            (self.mean_seq_len >= self.min_seq_len, "mean_seq_len must be >= min_seq_len"),
+            (self.min_seq_len < self.num_items, "min_seq_len must be < num_items (no repeated items)"),
+        ]
+        for ok, message in rules:
+            if not ok:
+                raise ConfigError(f"data.synthetic: {message}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -127,31 +144,35 @@ class ColumnsConfig:
     name here takes its place in the order user, item, rating, timestamp (0-3).
     `sep` may be several characters (`::`); on the command line it needs no quoting."""
 
-    user: str | int = "user"
-    item: str | int = "item"
-    rating: str | int = "rating"
-    timestamp: str | int = "timestamp"
-    sep: str = ","
-    header: bool = True
+    user: Str | Int = "user"
+    item: Str | Int = "item"
+    rating: Str | Int = "rating"
+    timestamp: Str | Int = "timestamp"
+    sep: Annotated[Str, Check(lambda sep: len(sep) >= 1, "{key} must not be empty")] = ","
+    header: Bool = True
+
+
+_WINDOW = " (a training window needs an item and the next one)"
 
 
 @dataclass(frozen=True)
 class DataConfig:
     dataset: DatasetName = "synthetic"
-    data_dir: str | None = None  # directory holding the raw files of `dataset`
-    path: str | None = None  # an explicit raw file (required for csv / parquet)
+    data_dir: Str | None = None  # directory holding the raw files of `dataset`
+    path: Str | None = None  # an explicit raw file (required for csv / parquet)
     columns: ColumnsConfig = field(default_factory=ColumnsConfig)
-    k_core: int | None = None  # None: the dataset's default (5 for Amazon, 0 otherwise)
+    # None: the dataset's default (5 for Amazon, 0 otherwise)
+    k_core: Annotated[Int, Range(ge=0)] | None = None
     # items per training window and per evaluation history; None: derived from the data when
     # it is prepared (`derive_max_len`: the 95th percentile of the training lengths, rounded up
     # to a multiple of 10, within [50, 200]), recorded in meta.json and the prepare table
-    max_len: int | None = None
+    max_len: Annotated[Int, Range(ge=2, why=_WINDOW)] | None = None
     # like = rating >= like_threshold; None: 0.75 of the way up the rating scale, the place of
     # 4 on 1-5 (`resolved_like_threshold`)
-    like_threshold: float | None = None
+    like_threshold: Number | None = None
     # ratings outside are bad rows; None: the dataset's scale ((0.5, 5) for ml-20m, (0, 10) for
     # movietweetings, (1, 5) otherwise)
-    rating_scale: tuple[float, float] | None = None
+    rating_scale: tuple[Number, Number] | None = None
     on_bad_rows: Literal["error", "skip"] = "error"
     # Which windows of each user's training part an epoch trains on (unigrf.data.sequences):
     # "all" = every window, ending at the training part's end and every max_len - 1 items before
@@ -220,26 +241,30 @@ def auto_size(train_interactions: int) -> str:
     return "tiny" if train_interactions < AUTO_SIZE_TINY_BELOW else "small"
 
 
+# The backbones (unigrf.model.backbones.BACKBONES maps each name to its module).
+BackboneName = Literal["hstu", "llama", "sasrec"]
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: Literal["hstu", "llama", "sasrec"] = "hstu"
+    backbone: BackboneName = "hstu"
     size: Literal["auto", "tiny", "small", "base", "large"] = "auto"  # auto: `auto_size` above
-    num_layers: int | None = None  # set to override the preset
-    num_heads: int | None = None
-    dim: int | None = None
+    num_layers: Positive | None = None  # set to override the preset
+    num_heads: Positive | None = None
+    dim: Positive | None = None
     # The defaults below and in LossConfig / TrainConfig / EnhancerConfig / WeighterConfig are
     # the training recipe chosen by the project's own search (reports/recipe/README.md): a user
     # who sets only data.* keys trains with it.
-    dropout: float = 0.4
+    dropout: Probability = 0.4
     # dropout on softmax attention probabilities (sasrec, llama). SASRec's paper uses `dropout`
     # here too; off by default: it sends SDPA from its fused kernel to the unfused math path
     # (several times slower on CPU, benchmarks/RESULTS.md "Throughput").
-    attention_dropout: float = 0.0
-    ranking_hidden: int = 64  # hidden width of the ranking MLP head f_phi
+    attention_dropout: Probability = 0.0
+    ranking_hidden: Positive = 64  # hidden width of the ranking MLP head f_phi
     # The ranking logit starts from the count model's form — the user's smoothed like rate over
     # the feedback it has seen, a learned per-item bias, the global rate — and the head f_phi
     # adds to it (unigrf/model/ranking_prior.py says why; reports/recipe/README.md the evidence).
-    ranking_prior: bool = False
+    ranking_prior: Bool = False
     # Retrieval score of item i for query h: "cosine" = <h/|h|, e_i/|e_i|> (then divided by
     # loss.temperature in training), "dot" = <h, e_i>. The item table is shared with the input.
     similarity: Literal["cosine", "dot"] = "dot"
@@ -247,8 +272,9 @@ class ModelConfig:
     # = the rating level plus the item it rates, so the query token that predicts i_{k+1} holds
     # i_k itself instead of having to fetch it from the previous token by attention.
     feedback_token: Literal["rating", "item_rating"] = "item_rating"
-    embedding_init_std: float = 0.015  # N(0, std) init of the item / feedback embedding tables
-    time_bias: bool = False  # HSTU: add a bucketed time-difference bias
+    # N(0, std) init of the item / feedback embedding tables
+    embedding_init_std: Annotated[Number, Range(gt=0)] = 0.015
+    time_bias: Bool = False  # HSTU: add a bucketed time-difference bias
     sasrec_norm: Literal["pre", "post"] = "pre"
 
     def resolved_shape(self, size: str | None = None) -> tuple[int, int, int]:
@@ -285,11 +311,11 @@ class LossConfig:
 
     retrieval: Literal["full_softmax", "sampled_softmax", "bce", "gbce"] = "full_softmax"
     sampler: Literal["uniform", "popularity", "in_batch"] = "uniform"
-    num_negatives: int = 128
-    logq_correction: bool = True
-    temperature: float = 0.2
-    gbce_t: float = 0.75
-    chunk_logits: int = 1 << 24  # full softmax: most [positions x items] logits held at once
+    num_negatives: Positive = 128
+    logq_correction: Bool = True
+    temperature: Annotated[Number, Range(gt=0)] = 0.2
+    gbce_t: Annotated[Number, Range(gt=0, le=1)] = 0.75
+    chunk_logits: Positive = 1 << 24  # full softmax: most [positions x items] logits held at once
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,25 +342,26 @@ Variant = Literal[
 @dataclass(frozen=True)
 class TrainConfig:
     variant: Variant = "unigrf"
-    epochs: int = 200  # an upper bound: early stopping (patience) ends a run when it has converged
-    batch_size: int = 32
-    lr: float = 2e-3
+    epochs: Positive = 200  # an upper bound: early stopping (patience) ends a run when it has converged
+    batch_size: Positive = 32
+    lr: Annotated[Number, Range(gt=0)] = 2e-3
     # AdamW; the learning rate warms up linearly over `warmup_steps`, then follows `lr_schedule`
     # ("constant", or "cosine" / "linear" decay to lr * min_lr_ratio at the last epoch's end).
     # Decoupled weight decay on every parameter, strong by design: the main regulariser of the
     # recipe on sparse data (reports/recipe/README.md, "Regularisation": 1e-5 -> 1.0 lifted
     # validation NDCG@10 on Amazon MI and ML-100K alike).
-    weight_decay: float = 1.0
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 0
+    weight_decay: NonNegative = 1.0
+    adam_betas: tuple[Probability, Probability] = (0.9, 0.999)
+    warmup_steps: Annotated[Int, Range(ge=0)] = 0
     lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
-    min_lr_ratio: float = 0.0
-    grad_clip: float | None = 1.0
-    patience: int = 15  # epochs without validation improvement before early stopping
+    min_lr_ratio: Annotated[Number, Range(ge=0, le=1)] = 0.0
+    grad_clip: Annotated[Number, Range(gt=0, why=" (or null: no clipping)")] | None = 1.0
+    # >= 1: patience 0 would stop before the first epoch (and Ray keeps at least one checkpoint)
+    patience: Positive = 15  # epochs without validation improvement before early stopping
     # The validation objective (maximised): a metric name, or a weighted sum such as
     # "0.5*val/ndcg@10 + 0.5*val/auc"; "auto" = what judges the variant's model(s)
     # (`resolved_objective`). Model selection never reads test metrics.
-    objective: str = "auto"
+    objective: Str = "auto"
     # Which epoch(s) a model serving both stages is tested at. "joint" = one checkpoint, the
     # objective's best epoch, serving both stages: the unified model the paper describes (one
     # model, no extra serving cost). "per_stage" = two snapshots of the one run: retrieval at its
@@ -344,26 +371,31 @@ class TrainConfig:
     # two_stage variant (two separately trained models, each selected on its own terms)
     # (unigrf.training.loop.resolved_selection; docs/ARCHITECTURE.md "Training").
     selection: Literal["auto", "joint", "per_stage"] = "auto"
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
+    seed: Int = 0
+    device: Str = "auto"  # auto | cpu | cuda
     # "auto": bf16 autocast where the hardware computes bf16 natively (CUDA with bf16, CPUs with
     # AMX or AVX-512-BF16), else fp32; "fp32" / "bf16" force it (`unigrf.training.precision`).
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    num_workers: int = 1  # Ray Train workers (1 and no Ray address: plain loop)
-    use_gpu: bool = False
-    keep_checkpoints: int = 2  # best-k checkpoints kept by the objective
-    log_every: int = 50  # steps between console progress lines
+    num_workers: Positive = 1  # Ray Train workers (1 and no Ray address: plain loop)
+    use_gpu: Bool = False
+    keep_checkpoints: Positive = 2  # best-k checkpoints kept by the objective
+    log_every: Positive = 50  # steps between the per-step TensorBoard scalars (and loss checks)
 
 
 @dataclass(frozen=True)
 class EnhancerConfig:
     """Ranking-driven enhancer [SPEC §1.2]; m = 0 disables it."""
 
-    m: int = 26
-    top_k: int = 50
-    warmup_epochs: int = 1
+    m: Annotated[Int, Range(ge=0)] = 26
+    top_k: Positive = 50
+    warmup_epochs: Annotated[Int, Range(ge=0)] = 1
     scope: Literal["all", "anchor"] = "all"
-    alpha: float | None = None  # candidates with like-probability > alpha are not negatives
+    alpha: (
+        Annotated[
+            Number, Range(ge=0, le=1, says="{key} must be a probability in [0, 1] (or null), got {value!r}")
+        ]
+        | None
+    ) = None  # candidates with like-probability > alpha are not negatives
 
 
 @dataclass(frozen=True)
@@ -371,18 +403,18 @@ class WeighterConfig:
     """Gradient-guided adaptive weighter [SPEC §1.3]."""
 
     kind: Literal["loss_ratio", "fixed", "grad_norm"] = "loss_ratio"
-    temperature: float = 1.4
-    interval: int = 20  # steps per averaging window
+    temperature: Annotated[Number, Range(gt=0)] = 1.4
+    interval: Positive = 20  # steps per averaging window
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    ks: tuple[int, ...] = (10, 50, 200)
-    cascade_top_c: int = 100  # retrieval candidates re-ranked in the cascade metric
-    cascade_k: int = 10
+    ks: tuple[Positive, ...] = (10, 50, 200)
+    cascade_top_c: Positive = 100  # retrieval candidates re-ranked in the cascade metric
+    cascade_k: Positive = 10
     # users per evaluation batch: on CPU 64 beat 512 by 1.5-2.5x for every backbone
     # (benchmarks/RESULTS.md "Evaluation"); padded width grows with the longest user in a batch
-    batch_size: int = 64
+    batch_size: Positive = 64
     # How items scoring exactly equal to the target count (unigrf/evaluation/metrics.py):
     # "pessimistic" ranks them above it (a constant scorer gets 0, not 1); "optimistic" below.
     ties: Literal["pessimistic", "optimistic"] = "pessimistic"
@@ -390,13 +422,18 @@ class EvalConfig:
     # (unigrf.evaluation.cascade_score); every λ here is evaluated in one pass, λ is chosen on
     # validation (cascade NDCG@cascade_k, ties to the smaller λ) and applied to test. 0 = retrieval
     # alone, .inf = the ranking head alone (the cascade's former rule), 1 = the joint probability.
-    cascade_lambdas: tuple[float, ...] = CASCADE_LAMBDAS
+    cascade_lambdas: Annotated[
+        tuple[
+            Annotated[Number, Range(ge=0, why=" (0 = retrieval alone, .inf = the ranking head alone)")], ...
+        ],
+        Check(lambda lambdas: len(lambdas) >= 1, "{key} must hold at least one λ, got {value!r}"),
+    ] = CASCADE_LAMBDAS
 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    name: str = "default"
-    results_dir: str = "results"
+    name: Str = "default"
+    results_dir: Str = "results"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -406,73 +443,23 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> ExperimentConfig:
-        """Cross-field checks that types alone cannot express. Returns self."""
+        """The cross-field rules (one field against another; each field's own type and range is
+        its annotation, checked when the config is built: `unigrf.schema`). Returns self."""
         checks = [
-            (self.train.epochs >= 1, "train.epochs must be >= 1"),
-            (self.train.batch_size >= 1, "train.batch_size must be >= 1"),
-            (self.train.lr > 0, "train.lr must be > 0"),
-            (self.train.num_workers >= 1, "train.num_workers must be >= 1"),
-            # patience 0 would stop before the first epoch; Ray keeps >= 1 checkpoint
-            (self.train.patience >= 1, f"train.patience must be >= 1, got {self.train.patience}"),
-            (self.train.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
-            (self.train.log_every >= 1, "train.log_every must be >= 1"),
-            (self.train.weight_decay >= 0, "train.weight_decay must be >= 0"),
-            (
-                self.train.grad_clip is None or self.train.grad_clip > 0,
-                "train.grad_clip must be > 0 (or null: no clipping)",
-            ),
-            (
-                self.data.max_len is None or self.data.max_len >= 2,
-                f"data.max_len must be >= 2 (a training window needs an item and the next one), "
-                f"got {self.data.max_len}",
-            ),
-            (self.data.k_core is None or self.data.k_core >= 0, "data.k_core must be >= 0"),
-            (len(self.data.columns.sep) >= 1, "data.columns.sep must not be empty"),
-            (self.model.ranking_hidden >= 1, "model.ranking_hidden must be >= 1"),
-            (0.0 <= self.model.dropout < 1.0, "model.dropout must be in [0, 1)"),
-            (0.0 <= self.model.attention_dropout < 1.0, "model.attention_dropout must be in [0, 1)"),
-            (self.loss.num_negatives >= 1, "loss.num_negatives must be >= 1"),
-            (self.loss.temperature > 0, "loss.temperature must be > 0"),
-            (0.0 < self.loss.gbce_t <= 1.0, "loss.gbce_t must be in (0, 1]"),
-            (self.loss.chunk_logits >= 1, "loss.chunk_logits must be >= 1"),
-            (self.model.embedding_init_std > 0, "model.embedding_init_std must be > 0"),
-            (self.train.warmup_steps >= 0, "train.warmup_steps must be >= 0"),
-            (0.0 <= self.train.min_lr_ratio <= 1.0, "train.min_lr_ratio must be in [0, 1]"),
-            (all(0.0 <= b < 1.0 for b in self.train.adam_betas), "train.adam_betas must be in [0, 1)"),
-            (self.enhancer.m >= 0, "enhancer.m must be >= 0"),
             (
                 self.enhancer.top_k >= self.enhancer.m,
                 f"enhancer.m ({self.enhancer.m}) must be <= enhancer.top_k ({self.enhancer.top_k}): "
                 "the m hard negatives are drawn from the top-k retrieved items",
             ),
-            (self.enhancer.warmup_epochs >= 0, "enhancer.warmup_epochs must be >= 0"),
-            (
-                self.enhancer.alpha is None or 0.0 <= self.enhancer.alpha <= 1.0,
-                "enhancer.alpha must be a probability in [0, 1] (or null)",
-            ),
-            (self.weighter.temperature > 0, "weighter.temperature must be > 0"),
-            (self.weighter.interval >= 1, "weighter.interval must be >= 1"),
-            (all(k >= 1 for k in self.eval.ks), "eval.ks must be positive"),
-            (self.eval.batch_size >= 1, "eval.batch_size must be >= 1"),
-            (self.eval.cascade_k >= 1, "eval.cascade_k must be >= 1"),
             (self.eval.cascade_top_c >= self.eval.cascade_k, "eval.cascade_top_c must be >= eval.cascade_k"),
-            (len(self.eval.cascade_lambdas) >= 1, "eval.cascade_lambdas must hold at least one λ"),
-            (
-                all(lam >= 0 for lam in self.eval.cascade_lambdas),  # False for NaN too
-                f"eval.cascade_lambdas must be >= 0 (0 = retrieval alone, .inf = the ranking head alone), "
-                f"got {list(self.eval.cascade_lambdas)}",
-            ),
         ]
         # every preset `auto` may resolve to must give a valid shape with the direct overrides
         sizes = (
             sorted({auto_size(0), auto_size(AUTO_SIZE_TINY_BELOW)}) if self.model.size == "auto" else [None]
         )
         for size in sizes:
-            layers, heads, dim = self.model.resolved_shape(size)
+            _, heads, dim = self.model.resolved_shape(size)
             at = f" (at size {size}, which model.size auto may resolve to)" if size else ""
-            checks.append(
-                (layers >= 1 and heads >= 1, f"model.num_layers and model.num_heads must be >= 1{at}")
-            )
             checks.append(
                 (dim % heads == 0, f"model.dim ({dim}) must be divisible by model.num_heads ({heads}){at}")
             )
@@ -487,7 +474,6 @@ class ExperimentConfig:
             )
         )
         checks.extend(_columns_checks(self.data.columns))
-        checks.append((dim >= 1, f"model.dim must be >= 1, got {dim}"))
         from unigrf.names import run_name_problem  # here: unigrf.names imports this module
 
         problem = run_name_problem(self.name)  # a run's directories are named after it
@@ -496,6 +482,15 @@ class ExperimentConfig:
             if not ok:
                 raise ConfigError(message)
         return self
+
+
+def load_base_config(path: str | Path | None, where: str, error: type[ConfigError]) -> ExperimentConfig:
+    """The `base_config` a search-space or grid file names (None: the defaults); a problem in it
+    is `error` naming `where` (the file that names it) and `base_config`."""
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        raise error(f"{where}: base_config: {err}") from None
 
 
 def _columns_checks(columns: ColumnsConfig) -> list[tuple[bool, str]]:
@@ -591,85 +586,14 @@ def effective_weighter_kind(cfg: ExperimentConfig) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check `value` against the annotation `tp`, converting where lossless (int -> float,
-    list -> tuple); raise ConfigError naming `key` otherwise."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if value not in args:
-            choices = ", ".join(repr(a) for a in args)
-            raise ConfigError(f"{key}: {value!r} is not one of {choices}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return _from_mapping(tp, value, key)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        # YAML 1.1 reads `1e-3` (no dot) as a string; accept it as the number it means
-        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
-            return float(value)
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    raise ConfigError(f"{key}: unsupported field type {_type_name(tp)}")
-
-
-def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    check_keys(data, [f.name for f in dataclasses.fields(cls)], ConfigError, section=prefix)
-    kwargs = {}
-    for name, value in data.items():
-        key = f"{prefix}.{name}" if prefix else name
-        kwargs[name] = _coerce(value, hints[name], key)
-    return cls(**kwargs)
-
-
-def config_from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
-    return _from_mapping(ExperimentConfig, data).validate()
+def config_from_dict(
+    data: Mapping[str, Any], *, file: str | Path | None = None, validate: bool = True
+) -> ExperimentConfig:
+    """The config of a plain nested mapping (a YAML file's, `config_to_dict`'s): every key,
+    type and range checked (`unigrf.schema`; errors name the key, and with `file` the file and
+    line), then, with `validate`, the cross-field rules (`ExperimentConfig.validate`)."""
+    cfg = schema.parse(ExperimentConfig, data, ConfigError, file=file)
+    return cfg.validate() if validate else cfg
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -709,8 +633,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"override {text!r}: empty key")
-    annotation = _field_annotation(ExperimentConfig, key)
-    takes_text = annotation is not None and _accepts_str(annotation)
+    annotation = schema.field_annotation(ExperimentConfig, key)
+    takes_text = annotation is not None and schema.accepts_str(annotation)
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
@@ -722,27 +646,6 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def _field_annotation(cls: type, key: str) -> Any:
-    """The type annotation of the dotted `key` in the dataclass tree of `cls`; None if unknown."""
-    node: Any = cls
-    for part in key.split("."):
-        if not dataclasses.is_dataclass(node):
-            return None
-        hints = typing.get_type_hints(node)
-        if part not in hints:
-            return None
-        node = hints[part]
-    return node
-
-
-def _accepts_str(annotation: Any) -> bool:
-    if annotation is str:
-        return True
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return str in typing.get_args(annotation)
-    return False
-
-
 def _keeps_yaml_value(raw: str, value: Any, annotation: Any) -> bool:
     """For a field that takes text: whether YAML's reading of `raw` is what was meant (a quoted
     text, null for an optional field, or a value of one of the field's other types)."""
@@ -750,17 +653,13 @@ def _keeps_yaml_value(raw: str, value: Any, annotation: Any) -> bool:
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
         return True
     if value is None:
-        return type(None) in typing.get_args(annotation)
+        return type(None) in typing.get_args(schema.strip(annotation))
     if isinstance(value, str):
         return False  # the raw text itself (YAML may have changed it: `|` reads as "")
-    others = [a for a in typing.get_args(annotation) if a not in (str, type(None))]
-    for other in others:
-        try:
-            _coerce(value, other, "")
-            return True
-        except ConfigError:
-            pass
-    return False
+    others = [
+        a for a in typing.get_args(schema.strip(annotation)) if schema.strip(a) not in (str, type(None))
+    ]
+    return any(schema.fits(other, value) for other in others)
 
 
 def _raw_text(raw: str) -> str:
@@ -768,8 +667,11 @@ def _raw_text(raw: str) -> str:
     return raw.strip() or raw
 
 
-def apply_overrides(cfg: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
-    """Return a new config with dotted keys replaced, type-checked like YAML input."""
+def apply_overrides(
+    cfg: ExperimentConfig, overrides: Mapping[str, Any], *, validate: bool = True
+) -> ExperimentConfig:
+    """Return a new config with dotted keys replaced, checked like YAML input; `validate=False`
+    leaves the cross-field rules to whoever composes several layers of overrides."""
     data = config_to_dict(cfg)
     for key, value in overrides.items():
         node = data
@@ -781,35 +683,26 @@ def apply_overrides(cfg: ExperimentConfig, overrides: Mapping[str, Any]) -> Expe
         if parts[-1] not in node:
             raise ConfigError(f"unknown key {key} (in override {key}={value!r})")
         node[parts[-1]] = value
-    return config_from_dict(data)
+    return config_from_dict(data, validate=validate)
 
 
 def load_config(
     path: str | Path | None = None, overrides: list[str] | Mapping[str, Any] | None = None
 ) -> ExperimentConfig:
-    """Load a YAML config (or the defaults when `path` is None) and apply overrides.
+    """Load a YAML config (or the defaults when `path` is None) and apply overrides; the
+    cross-field rules are checked once, on the result.
 
-    Errors name the file; a YAML syntax error names its line.
+    Errors name the file; a key's error in the file names its line.
     """
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         data = load_yaml_mapping(path, "config", ConfigError, empty_ok=True)
-        _check_file_keys(ExperimentConfig, data, path)
+    cfg = config_from_dict(data, file=path, validate=False)
     try:
-        cfg = config_from_dict(data)
         if overrides:
             pairs = dict(parse_override(o) for o in overrides) if isinstance(overrides, list) else overrides
-            cfg = apply_overrides(cfg, pairs)
+            cfg = apply_overrides(cfg, pairs, validate=False)
+        return cfg.validate()
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}" if path is not None else str(err)) from None
-    return cfg
-
-
-def _check_file_keys(cls: type, data: Mapping[str, Any], path: Path, section: str = "") -> None:
-    """Unknown keys anywhere in a config file's tree, named with the file and the line."""
-    check_keys(data, [f.name for f in dataclasses.fields(cls)], ConfigError, file=path, section=section)
-    hints = typing.get_type_hints(cls)
-    for name, value in data.items():
-        if dataclasses.is_dataclass(hints[name]) and isinstance(value, Mapping):
-            _check_file_keys(hints[name], value, path, f"{section}.{name}" if section else name)

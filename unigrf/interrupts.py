@@ -5,10 +5,10 @@ convention for SIGINT), no traceback. Two places need more, because Ray installs
 handlers and then returns (or dies) as if nothing had happened:
 
 - Ray Tune (`tune`, `ablate`) catches the first SIGINT, stops every trial and returns normally
-  from `Tuner.fit()` — unfinished trials look finished or just resultless, and the command used
-  to exit 0 with a report calling them failed. `tune_interrupts()` wraps `Tuner.fit()`: it
-  keeps Tune's graceful stop (forwarded through Tune's SIGUSR1 handler, which Tune installs for
-  exactly this) but remembers that it happened (`state.interrupted`), so the caller can mark
+  from `Tuner.fit()` — unfinished trials would look finished or just resultless.
+  `tune_interrupts()` wraps `Tuner.fit()`: it keeps Tune's graceful stop (forwarded through
+  Tune's SIGUSR1 handler, which Tune installs for exactly this; `unigrf.compat` names the Tune
+  behaviour this relies on) but remembers that it happened (`state.interrupted`), so the caller can mark
   the unfinished runs "interrupted" and end with `Interrupted`. A second Ctrl-C stops at once.
 - Ray Train (`train --workers N`) aborts its controller on SIGINT, and `fit()` then fails with
   the controller's death. `call_interruptibly(fn)` runs `fn` in a helper thread (where Train
@@ -26,8 +26,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from unigrf.compat import TUNE_SIGINT_ENV, tune_stop_handler
+
 T = TypeVar("T")
-TUNE_SIGINT_ENV = "TUNE_DISABLE_SIGINT_HANDLER"
 
 
 class Interrupted(KeyboardInterrupt):
@@ -56,8 +57,8 @@ def tune_interrupts() -> Iterator[InterruptState]:
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
     def on_sigint(signum: int, frame: Any) -> None:
-        tune_stop = signal.getsignal(signal.SIGUSR1)
-        if state.interrupted or not callable(tune_stop):  # again, or Tune not running yet
+        tune_stop = tune_stop_handler()
+        if state.interrupted or tune_stop is None:  # again, or Tune not running yet
             raise KeyboardInterrupt
         state.interrupted = True
         tune_stop(signal.SIGUSR1, frame)

@@ -35,7 +35,7 @@ MAX_NAME_LENGTH = 200
 
 # Directories of a Ray storage root that are not training runs: a run (`unigrf train`, whose
 # Ray Train storage is `<storage>/<name>`) named like one would write into, and `--restart`
-# delete, every sweep's state (unigrf.sweep.tuner.TUNE_SUBDIR / FIXED_SUBDIR,
+# delete, every sweep's state (unigrf.sweep.tuner.TUNE_SUBDIR, unigrf.ablation.cells.FIXED_SUBDIR,
 # unigrf.sweep.trainable.TRAIN_STORAGE_SUBDIR).
 RESERVED_RUN_NAMES = ("tune", "fixed", "tune-train")
 

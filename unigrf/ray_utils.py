@@ -7,7 +7,7 @@ off. Results go to `resolve_storage_path`: `--storage-path`, else `$UNIGRF_STORA
 per cluster by cluster.yaml), else `<results_dir>/ray`.
 
 Resources are sized from what the cluster has (`node_resources`) plus what its autoscaler may
-still add (`cluster_capacity`), so that a sweep on a cluster whose GPU nodes are not started
+still add (`cluster_capacity`, `unigrf.compat.autoscaler_nodes`), so that a sweep on a cluster whose GPU nodes are not started
 yet still asks for as many concurrent trials as the cluster can grow to.
 
 Importing this module does not import Ray.
@@ -23,12 +23,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
+from unigrf.compat import (  # noqa: F401 - autoscaler_nodes: part of this module's sizing API
+    TRAIN_CLEANER_CLASS,
+    alive_actors,
+    autoscaler_nodes,
+    ended_jobs,
+)
 
 # The environment variable that sets the default --storage-path (cluster.yaml exports it).
 STORAGE_ENV_VAR = "UNIGRF_STORAGE"
-# Where `ray up` leaves the autoscaler's config on the head node (Tune looks there too).
-BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")
 
 Resources = dict[str, float]
 
@@ -44,52 +47,39 @@ def resolve_address(address: str | None) -> str | None:
     return None if chosen in ("", "local") else chosen
 
 
-# Ray's own loggers that print start-up banners, Data/Tune progress and their warnings.
-RAY_LOGGERS = ("ray", "ray.data", "ray.tune", "ray.train")
-
-
-def quiet_ray_logging() -> None:
-    """Ray, Ray Data, Tune and Train log errors only in this process (banners, token-auth
-    notices, progress and snapshot warnings off); what the commands print themselves stays.
-    Tune's newer console engine prints its experiment box even at verbose=0: the classic
-    reporter, silent at 0, is selected instead (RAY_AIR_NEW_OUTPUT=0)."""
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    for name in RAY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        import ray.data
-
-        ray.data.DataContext.get_current().enable_progress_bars = False
-    except ImportError:  # pragma: no cover - ray[data] is a dependency
-        pass
-
-
-def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = False) -> bool:
+def init_ray(
+    address: str | None = None, num_cpus: int | None = None, quiet: bool | None = None, announce: bool = True
+) -> bool:
     """Connect to `address` (or $RAY_ADDRESS), else start a local Ray. Returns True when this
     call started or connected Ray (so the caller may shut it down), False if already running.
 
     `address` may be `auto` (the cluster this machine is part of, e.g. on the head node or
     inside `ray job submit`), `host:6379` (the GCS) or `ray://host:10001` (Ray Client).
-    `num_cpus` only sizes a local Ray: a running cluster's resources are its own. `quiet`:
-    Ray's start-up banners and its workers' console output are not shown (errors still are;
-    the dashboard URL is printed as one line).
+    `num_cpus` only sizes a local Ray: a running cluster's resources are its own. `quiet`
+    (default: the console's, `unigrf.console`): Ray's start-up banners and its workers' console
+    output are not shown (errors still are); a local Ray's dashboard URL is then printed as one
+    line when `announce` (not for a Ray started only to prepare data).
     """
     import ray
 
+    from unigrf import console
+
     if ray.is_initialized():
         return False
+    if quiet is None:
+        quiet = not console.verbose()
     # Inherited by the local raylet and every worker it starts.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     target = resolve_address(address)
     quiet_kwargs: dict[str, Any] = {}
     if quiet:
-        quiet_ray_logging()
+        console.quiet_third_party()
         quiet_kwargs = {"logging_level": logging.ERROR, "log_to_driver": False}
     if target is None:
         # address="local": always a fresh local Ray, never a cluster some other process left
         # running on this machine (plain ray.init() would join it via /tmp/ray).
         context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=None, **quiet_kwargs)
-        if quiet and getattr(context, "dashboard_url", None):
+        if quiet and announce and getattr(context, "dashboard_url", None):
             print(f"Ray dashboard: http://{context.dashboard_url}", flush=True)
         return True
     # No runtime_env here: inside `ray job submit` the job's own runtime env (working_dir,
@@ -136,27 +126,9 @@ def resolve_storage_path(storage_path: str | None, results_dir: str | Path) -> s
     return str((Path(results_dir) / "ray").resolve())
 
 
-def storage_warning(storage: str, nodes: Sequence[Mapping[str, float]]) -> str | None:
-    """A warning when results would be scattered: a local `storage` path on a multi-node
-    cluster is only shared if it is a network mount (NFS) on every node, which Ray cannot
-    check. None when the storage is a URI or the cluster has one node."""
-    if is_uri(storage) or len(nodes) <= 1:
-        return None
-    return (
-        f"storage path {storage} is a local path on a {len(nodes)}-node cluster: every node "
-        f"must see it as the same shared mount (NFS), or trials' results are lost. Pass "
-        f"--storage-path s3://... (or set ${STORAGE_ENV_VAR}) unless it is a shared mount."
-    )
-
-
 # --------------------------------------------------------------------------------------------
 # Leftover processes
 # --------------------------------------------------------------------------------------------
-
-# Ray Train V2 starts one of these detached actors per training run to remove the run's
-# placement group if its controller dies. It polls the controller through the State API, which
-# needs the dashboard; on a cluster without one it never sees the controller die and lives on.
-TRAIN_CLEANER_CLASS = "PlacementGroupCleaner"
 
 
 def remove_stale_train_cleaners(include_own_job: bool) -> int:
@@ -166,20 +138,19 @@ def remove_stale_train_cleaners(include_own_job: bool) -> int:
     job's. Other live jobs' cleaners are left alone. Returns how many were killed.
 
     The actors are anonymous, so `ray.kill` cannot reach them; their process is ended by a
-    zero-CPU task pinned to their node (no State API, hence no dashboard, needed)."""
+    zero-CPU task pinned to their node (no State API, hence no dashboard, needed). Why they
+    linger: `unigrf.compat`."""
     import signal
 
     import ray
-    from ray._private import state
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     own_job = ray.get_runtime_context().get_job_id()
-    ended = {job["JobID"] for job in state.jobs() if job.get("IsDead")}
+    ended = ended_jobs()
     stale = [
         info
-        for info in state.actors(actor_state_name="ALIVE").values()
-        if info["ActorClassName"] == TRAIN_CLEANER_CLASS
-        and (info["JobID"] in ended or (include_own_job and info["JobID"] == own_job))
+        for info in alive_actors(TRAIN_CLEANER_CLASS)
+        if info["JobID"] in ended or (include_own_job and info["JobID"] == own_job)
     ]
 
     @ray.remote(num_cpus=0)
@@ -224,18 +195,6 @@ def worker_resources(use_gpu: bool, cpus_per_worker: int = 1) -> dict[str, float
     return res
 
 
-def scaling_config_kwargs(num_workers: int, use_gpu: bool, cpus_per_worker: int = 1) -> dict[str, Any]:
-    """Keyword arguments of `ray.train.ScalingConfig` for `num_workers` workers, each with
-    `worker_resources` (so Train and the sizing below can never disagree)."""
-    if num_workers < 1:
-        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
-    return {
-        "num_workers": num_workers,
-        "use_gpu": use_gpu,
-        "resources_per_worker": worker_resources(use_gpu, cpus_per_worker),
-    }
-
-
 def node_resources() -> list[Resources]:
     """The total resources of each alive node of the connected cluster (`ray.nodes()`)."""
     import ray
@@ -247,26 +206,6 @@ def _fits(bundle: Mapping[str, float], node: Mapping[str, float]) -> int:
     """How many copies of `bundle` fit in `node`."""
     counts = [math.floor(node.get(k, 0.0) / v + 1e-9) for k, v in bundle.items() if v > 0]
     return min(counts) if counts else 0
-
-
-def autoscaler_nodes(config_path: str | Path = BOOTSTRAP_CONFIG) -> list[Resources] | None:
-    """Every worker node the autoscaler may run at most, one resources dict per node, read
-    from the `ray up` config on the head node; None when there is no such file (a local Ray,
-    `ray start` by hand, or a driver not on the head)."""
-    path = Path(config_path).expanduser()
-    if not path.is_file():
-        return None
-    config = yaml.safe_load(path.read_text()) or {}
-    head_type = config.get("head_node_type")
-    budget = int(config.get("max_workers", 0))
-    nodes: list[Resources] = []
-    for name, node_type in (config.get("available_node_types") or {}).items():
-        if name == head_type:
-            continue
-        count = min(int(node_type.get("max_workers", budget)), budget - len(nodes))
-        res = {k: float(v) for k, v in (node_type.get("resources") or {}).items()}
-        nodes.extend(dict(res) for _ in range(max(0, count)))
-    return nodes
 
 
 def cluster_capacity(

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from unigrf.ablation.aggregate import OK_STATUS, applicable, lower_is_better, metric_base
+from unigrf.atomic import make_dirs, write_atomic
 
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn: a grid without figures
     from matplotlib.figure import Figure  # (the quick grid) never pays for its import
@@ -66,11 +67,8 @@ def _grid(n: int) -> tuple[Figure, list]:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=120, format="png")
-    tmp.replace(path)
-    return path
+    make_dirs(path.parent)
+    return write_atomic(path, lambda fh: fig.savefig(fh, dpi=120, format="png"))
 
 
 def axis_figure(

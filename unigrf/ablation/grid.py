@@ -43,22 +43,28 @@ that would collapse cells). Any error names the grid file and the offending key.
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from pydantic import BeforeValidator
+
+from unigrf import schema
 from unigrf.config import (
-    VARIANTS,
+    BackboneName,
     ConfigError,
     ExperimentConfig,
+    Variant,
     apply_overrides,
-    load_config,
+    load_base_config,
 )
 from unigrf.names import check_name, name_problem
-from unigrf.yaml_input import check_keys, load_yaml_mapping
+from unigrf.schema import Check, Label, NonEmpty, Number, Range, Str
+from unigrf.yaml_input import load_yaml_mapping
 
-BACKBONES = ("hstu", "llama", "sasrec")
+BACKBONES: tuple[str, ...] = typing.get_args(BackboneName)
 DEFAULT_METRICS = ("test/hr@10", "test/ndcg@10", "test/mrr", "test/auc", "test/logloss")
 # Metric names a report may ask for: split/name. @k values are checked against eval.ks.
 METRIC_PATTERN = re.compile(
@@ -68,26 +74,6 @@ METRIC_PATTERN = re.compile(
 # a curves figure may also plot the per-epoch loss weights (weights/<task>, the epoch's last;
 # weights/<task>_min / _max, its range over the epoch's steps)
 CURVE_PATTERN = re.compile(rf"{METRIC_PATTERN.pattern}|^weights/(?:retrieval|ranking)(?:_min|_max)?$")
-FIGURE_KINDS = ("axis", "curves")
-TOP_KEYS = (
-    "name",
-    "description",
-    "base_config",
-    "overrides",
-    "seeds",
-    "datasets",
-    "backbones",
-    "variants",
-    "rows",
-    "axis",
-    "reference",
-    "metrics",
-    "significance",
-    "alpha",
-    "peaks",
-    "equivalence_margin_epochs",
-    "figures",
-)
 # Keys that define a cell: a global override of one of them would collapse cells.
 CELL_KEYS = ("train.variant", "model.backbone", "train.seed")
 
@@ -234,44 +220,31 @@ class GridSpec:
                 raise GridError(
                     f"{where}: override {key} would collapse the grid's cells; edit the grid instead"
                 )
-        try:
-            base = load_config(self.base_config)
-        except ConfigError as err:
-            raise GridError(f"{where}: base_config: {err}") from None
+        base = load_base_config(self.base_config, where, GridError)
         cells: list[Cell] = []
         for row in self.rows:
             for value in axis_values(self.axis):
-                # The axis value goes in with every stage, so a cross-field check (enhancer.m <=
-                # enhancer.top_k) sees this cell's value, not the default, whichever stage sets
-                # the other field.
-                axis = {} if self.axis is None else {self.axis.key: value}
                 at = "" if self.axis is None else f" (at axis {self.axis.key}={value!r})"
-                value_base = _apply(base, {**self.overrides, **axis}, where, f"overrides{at}")
+                value_base = _apply(base, self.overrides, where, f"overrides{at}")
                 name = row_name(row, self.axis, value)
                 for ds in self.datasets:
                     cfg = _apply(
-                        value_base,
-                        {**_dataset_overrides(ds), **axis},
-                        where,
-                        f"datasets[{ds.name}].overrides{at}",
+                        value_base, _dataset_overrides(ds), where, f"datasets[{ds.name}].overrides{at}"
                     )
-                    cfg = _apply(
-                        cfg, {**row.overrides, **axis}, where, f"rows[{row.base_name}].overrides{at}"
-                    )
+                    cfg = _apply(cfg, row.overrides, where, f"rows[{row.base_name}].overrides{at}")
+                    if self.axis is not None:
+                        cfg = _apply(cfg, {self.axis.key: value}, where, f"axis{at}")
                     cfg = _apply(cfg, cli_overrides, where, "command-line overrides")
                     for seed in self.seeds:
                         cell_name = f"{name}/{ds.name}/seed{seed}"
-                        cell_cfg = _apply(
-                            cfg,
-                            {
-                                "model.backbone": row.backbone,
-                                "train.variant": row.variant,
-                                "train.seed": seed,
-                                "name": f"ablate-{self.name}-{cell_name.replace('/', '-')}",
-                            },
-                            where,
-                            f"rows[{row.base_name}]",
-                        )
+                        cell = {
+                            "model.backbone": row.backbone,
+                            "train.variant": row.variant,
+                            "train.seed": seed,
+                            "name": f"ablate-{self.name}-{cell_name.replace('/', '-')}",
+                        }
+                        # the rules between fields hold for the whole cell, whichever layer set them
+                        cell_cfg = _apply(cfg, cell, where, f"rows[{row.base_name}]{at}", validate=True)
                         _check_metrics(self, cell_cfg, where)
                         cells.append(
                             Cell(
@@ -303,11 +276,15 @@ def _replace(spec: GridSpec, **changes: Any) -> GridSpec:
     return dataclasses.replace(spec, **changes)
 
 
-def _apply(cfg: ExperimentConfig, overrides: Mapping[str, Any], where: str, key: str) -> ExperimentConfig:
-    if not overrides:
+def _apply(
+    cfg: ExperimentConfig, overrides: Mapping[str, Any], where: str, key: str, validate: bool = False
+) -> ExperimentConfig:
+    """`overrides` (one layer of a cell's settings) applied to `cfg`: its keys, types and
+    ranges; with `validate` the rules between fields, on the composed config."""
+    if not overrides and not validate:
         return cfg
     try:
-        return apply_overrides(cfg, overrides)
+        return apply_overrides(cfg, overrides, validate=validate)
     except ConfigError as err:
         raise GridError(f"{where}: {key}: {err}") from None
 
@@ -337,6 +314,109 @@ def _check_metrics(spec: GridSpec, cfg: ExperimentConfig, where: str) -> None:
 # parsing
 # --------------------------------------------------------------------------------------------
 
+_METRIC_EXAMPLES = (
+    "e.g. test/hr@10, val/ndcg@10, test/auc, test/logloss, test/cascade_hr@10, train/loss_retrieval"
+)
+Metric = Annotated[
+    Str,
+    Check(
+        lambda m: METRIC_PATTERN.match(m) is not None,
+        "{key}: {value!r} is not a metric (" + _METRIC_EXAMPLES + ")",
+    ),
+]
+ValMetric = Annotated[
+    Str,
+    Check(
+        lambda m: METRIC_PATTERN.match(m) is not None and m.startswith("val/"),
+        "{key}: expected a per-epoch validation metric such as val/ndcg@10, got {value!r}",
+    ),
+]
+Overrides = dict[Str, Any] | None  # dotted config keys -> values
+
+
+def _seeds(value: Any) -> Any:
+    """A count N (seeds 0..N-1) or a non-empty list of distinct integers, as a tuple."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return tuple(range(value))
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(s, int) and not isinstance(s, bool) for s in value)
+    ):
+        return tuple(value)
+    return None  # refused below, naming the value as given
+
+
+Seeds = Annotated[
+    tuple[int, ...] | None,
+    BeforeValidator(lambda v: _seeds(v) or ("bad", v)),
+    Check(
+        lambda v: v is not None and len(set(v)) == len(v),
+        "{key}: expected a count or a non-empty list of distinct integers, got {value!r}",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: Label
+    overrides: Overrides = None
+
+
+@dataclass(frozen=True)
+class RowEntry:
+    variant: Variant
+    backbone: BackboneName = "hstu"
+    label: Label | None = None  # replaces the variant in the row name
+    overrides: Overrides = None
+
+
+@dataclass(frozen=True)
+class AxisEntry:
+    key: Annotated[
+        Str,
+        Check(lambda k: "." in k, "{key}: expected a dotted config key such as enhancer.m, got {value!r}"),
+    ]
+    values: Annotated[list[Any], NonEmpty]
+    label: Label | None = None  # default: the key's last part
+
+
+@dataclass(frozen=True)
+class FigureEntry:
+    kind: Literal["axis", "curves"]
+    metrics: Annotated[list[Str], NonEmpty]
+
+
+@dataclass(frozen=True)
+class PeakEntry:
+    retrieval: ValMetric  # the validation metric whose argmax epoch is the retrieval peak
+    ranking: ValMetric
+
+
+@dataclass(frozen=True)
+class GridFile:
+    """What a grid file may hold, key by key (the module docstring shows one); what
+    `parse_grid` turns into a `GridSpec`."""
+
+    name: Str | None = None
+    description: Str = ""
+    base_config: Str | None = None
+    overrides: Overrides = None
+    seeds: Seeds = (0, 1, 2)
+    datasets: Annotated[list[Label | DatasetEntry], NonEmpty] = field(default_factory=lambda: ["synthetic"])
+    backbones: Annotated[list[BackboneName], NonEmpty] | None = None
+    variants: Annotated[list[Variant], NonEmpty] | None = None
+    rows: list[RowEntry] | None = None
+    axis: AxisEntry | None = None
+    reference: Str | None = None
+    metrics: Annotated[list[Metric], NonEmpty] = field(default_factory=lambda: list(DEFAULT_METRICS))
+    significance: Literal["auto", "welch", "paired"] = "auto"
+    alpha: Annotated[Number, Range(gt=0, lt=1)] = 0.05
+    peaks: PeakEntry | None = None
+    # the margin of the test that both stages peak at the same epoch (TOST), declared before the runs
+    equivalence_margin_epochs: Annotated[Number, Range(gt=0)] | None = None
+    figures: list[FigureEntry] = field(default_factory=list)
+
 
 def load_grid(path: str | Path, check_cells: bool = True) -> GridSpec:
     """Read and validate a grid file; `GridError` names the file and the key on any problem."""
@@ -353,31 +433,41 @@ def parse_grid(
     where = str(path) if path is not None else (name or "<grid>")
     if not isinstance(data, Mapping):
         raise GridError(f"{where}: a grid must be a YAML mapping, got {type(data).__name__}")
-    check_keys(data, TOP_KEYS, GridError, file=where)
+    grid = schema.parse(GridFile, data, GridError, file=where)
 
-    fail = _Fail(where)
-    grid_name = data.get("name", name or (path.stem if path is not None else None))
+    def fail(key: str, what: str) -> GridError:
+        return GridError(f"{where}: {key}: {what}")
+
+    grid_name = grid.name if grid.name is not None else (name or (path.stem if path is not None else None))
     problem = name_problem(grid_name)  # the report directory: `..` or a path would escape it
     if problem is not None:
         raise fail("name", problem)
-    description = data.get("description", "")
-    if not isinstance(description, str):
-        raise fail("description", f"expected a string, got {description!r}")
-
     base_config = None
-    if data.get("base_config") is not None:
-        raw = data["base_config"]
-        if not isinstance(raw, str):
-            raise fail("base_config", f"expected a path, got {raw!r}")
-        base_config = _resolve_path(raw, path) or (None if check_cells else Path(raw))
+    if grid.base_config is not None:
+        base_config = _resolve_path(grid.base_config, path) or (
+            None if check_cells else Path(grid.base_config)
+        )
         if base_config is None:
-            raise fail("base_config", f"file {raw!r} not found (relative to the grid file or the cwd)")
-
-    overrides = _overrides(data.get("overrides"), "overrides", fail)
-    seeds = _seeds(data.get("seeds", 3), fail)
-    datasets = _datasets(data.get("datasets", ["synthetic"]), fail)
-    rows = _rows(data, fail)
-    axis = _axis(data.get("axis"), fail)
+            raise fail(
+                "base_config", f"file {grid.base_config!r} not found (relative to the grid file or the cwd)"
+            )
+    datasets = tuple(
+        DatasetSpec(d, {}) if isinstance(d, str) else DatasetSpec(d.name, dict(d.overrides or {}))
+        for d in grid.datasets
+    )
+    names = [d.name for d in datasets]
+    if len(set(names)) != len(names):
+        raise fail("datasets", f"duplicate dataset names in {names}")
+    rows = _rows(grid, fail)
+    axis = None
+    if grid.axis is not None:
+        if grid.axis.key in CELL_KEYS:
+            raise fail("axis.key", f"{grid.axis.key} is set per row; list the values as rows instead")
+        if len({repr(v) for v in grid.axis.values}) != len(grid.axis.values):
+            raise fail("axis.values", f"duplicate values in {grid.axis.values}")
+        label = grid.axis.label or grid.axis.key.rsplit(".", 1)[-1]
+        axis = AxisSpec(grid.axis.key, tuple(grid.axis.values), label)
+    overrides = dict(grid.overrides or {})
 
     fixed = set(CELL_KEYS) | ({axis.key} if axis is not None else set())
     scoped = [("overrides", overrides)]
@@ -392,58 +482,35 @@ def parse_grid(
     dupes = sorted({n for n in row_names if row_names.count(n) > 1})
     if dupes:
         raise fail("rows", f"duplicate row {dupes[0]!r} (give one a distinct `label`)")
-    reference = data.get("reference", row_names[0])
+    reference = grid.reference if grid.reference is not None else row_names[0]
     if reference not in row_names:
         raise fail("reference", f"{reference!r} is not a row of this grid (rows: {', '.join(row_names)})")
-
-    metrics = _metric_list(data.get("metrics", list(DEFAULT_METRICS)), "metrics", fail)
-    significance = data.get("significance", "auto")
-    if significance not in ("auto", "welch", "paired"):
-        raise fail("significance", f"{significance!r} is not one of 'auto', 'welch', 'paired'")
-    alpha = data.get("alpha", 0.05)
-    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0 < alpha < 1:
-        raise fail("alpha", f"expected a number in (0, 1), got {alpha!r}")
-    peaks = _peaks(data.get("peaks"), fail)
-    margin = data.get("equivalence_margin_epochs")
-    if margin is not None:
-        if not isinstance(margin, (int, float)) or isinstance(margin, bool) or not margin > 0:
-            raise fail("equivalence_margin_epochs", f"expected a number of epochs > 0, got {margin!r}")
-        if peaks is None:
-            raise fail("equivalence_margin_epochs", "needs `peaks` (the per-stage peak epochs it tests)")
-    figures = _figures(data.get("figures", []), axis, fail)
+    peaks = PeakSpec(grid.peaks.retrieval, grid.peaks.ranking) if grid.peaks is not None else None
+    if grid.equivalence_margin_epochs is not None and peaks is None:
+        raise fail("equivalence_margin_epochs", "needs `peaks` (the per-stage peak epochs it tests)")
 
     spec = GridSpec(
         name=grid_name,
         path=path,
-        description=description,
+        description=grid.description,
         base_config=base_config,
         overrides=overrides,
-        seeds=seeds,
+        seeds=grid.seeds,
         datasets=datasets,
         rows=rows,
         axis=axis,
         reference=reference,
-        metrics=metrics,
-        significance=significance,
-        alpha=float(alpha),
+        metrics=tuple(grid.metrics),
+        significance=grid.significance,
+        alpha=float(grid.alpha),
         peaks=peaks,
-        figures=figures,
+        figures=_figures(grid.figures, axis, fail),
         raw=dict(data),
-        equivalence_margin_epochs=float(margin) if margin is not None else None,
+        equivalence_margin_epochs=grid.equivalence_margin_epochs,
     )
     if check_cells:
         spec.expand()  # every cell must build: bad override keys/values fail here, named
     return spec
-
-
-class _Fail:
-    """Builds the GridError of one grid file: `fail(key, what)` -> "<file>: <key>: <what>"."""
-
-    def __init__(self, where: str) -> None:
-        self.where = where
-
-    def __call__(self, key: str, what: str) -> GridError:
-        return GridError(f"{self.where}: {key}: {what}")
 
 
 def _resolve_path(raw: str, grid_path: Path | None) -> Path | None:
@@ -453,164 +520,35 @@ def _resolve_path(raw: str, grid_path: Path | None) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def _overrides(value: Any, key: str, fail) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-        raise fail(key, f"expected a mapping of dotted keys to values, got {value!r}")
-    return dict(value)
-
-
-def _seeds(value: Any, fail) -> tuple[int, ...]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            raise fail("seeds", f"expected at least 1 seed, got {value}")
-        return tuple(range(value))
-    if (
-        isinstance(value, list)
-        and value
-        and all(isinstance(s, int) and not isinstance(s, bool) for s in value)
-    ):
-        if len(set(value)) != len(value):
-            raise fail("seeds", f"duplicate seeds in {value}")
-        return tuple(value)
-    raise fail("seeds", f"expected a count or a non-empty list of integers, got {value!r}")
-
-
-def _datasets(value: Any, fail) -> tuple[DatasetSpec, ...]:
-    if not isinstance(value, list) or not value:
-        raise fail("datasets", f"expected a non-empty list, got {value!r}")
-    out = []
-    for i, entry in enumerate(value):
-        key = f"datasets[{i}]"
-        if isinstance(entry, str):
-            out.append(DatasetSpec(entry, {}))
-            continue
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
-            raise fail(key, f"expected a dataset name or {{name: ..., overrides: {{...}}}}, got {entry!r}")
-        check_keys(entry, ("name", "overrides"), GridError, file=fail.where, section=key)
-        out.append(DatasetSpec(entry["name"], _overrides(entry.get("overrides"), f"{key}.overrides", fail)))
-    names = [d.name for d in out]
-    for n in names:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", n):
-            raise fail("datasets", f"dataset name {n!r} may only hold letters, digits, '_', '-', '.'")
-    if len(set(names)) != len(names):
-        raise fail("datasets", f"duplicate dataset names in {names}")
-    return tuple(out)
-
-
-def _choice(value: Any, choices: Sequence[str], key: str, fail) -> str:
-    if value not in choices:
-        raise fail(key, f"{value!r} is not one of {', '.join(choices)}")
-    return value
-
-
-def _rows(data: Mapping[str, Any], fail) -> tuple[RowSpec, ...]:
+def _rows(grid: GridFile, fail) -> tuple[RowSpec, ...]:
+    """The product of `backbones` (default hstu) and `variants`, then the explicit `rows`."""
     rows: list[RowSpec] = []
-    if "variants" in data or "backbones" in data:
-        variants = data.get("variants")
-        backbones = data.get("backbones", ["hstu"])
-        if not isinstance(variants, list) or not variants:
-            raise fail("variants", f"expected a non-empty list of variants, got {variants!r}")
-        if not isinstance(backbones, list) or not backbones:
-            raise fail("backbones", f"expected a non-empty list of backbones, got {backbones!r}")
-        for i, v in enumerate(variants):
-            _choice(v, list(VARIANTS), f"variants[{i}]", fail)
-        for i, b in enumerate(backbones):
-            _choice(b, BACKBONES, f"backbones[{i}]", fail)
-        rows += [RowSpec(b, v) for b in backbones for v in variants]
-    explicit = data.get("rows", [])
-    if not isinstance(explicit, list):
-        raise fail("rows", f"expected a list of rows, got {explicit!r}")
-    for i, entry in enumerate(explicit):
-        key = f"rows[{i}]"
-        if not isinstance(entry, Mapping):
-            raise fail(key, f"expected a mapping {{backbone, variant, label?, overrides?}}, got {entry!r}")
-        check_keys(
-            entry, ("backbone", "variant", "label", "overrides"), GridError, file=fail.where, section=key
-        )
-        label = entry.get("label")
-        if label is not None and (not isinstance(label, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", label)):
-            raise fail(f"{key}.label", f"expected letters, digits, '_', '-', '.', got {label!r}")
-        rows.append(
-            RowSpec(
-                backbone=_choice(entry.get("backbone", "hstu"), BACKBONES, f"{key}.backbone", fail),
-                variant=_choice(entry.get("variant"), list(VARIANTS), f"{key}.variant", fail),
-                label=label,
-                overrides=_overrides(entry.get("overrides"), f"{key}.overrides", fail),
-            )
-        )
+    if grid.variants is not None or grid.backbones is not None:
+        if grid.variants is None:
+            raise fail("variants", "expected a non-empty list of variants, got None")
+        rows += [RowSpec(b, v) for b in grid.backbones or ["hstu"] for v in grid.variants]
+    for entry in grid.rows or []:
+        rows.append(RowSpec(entry.backbone, entry.variant, entry.label, dict(entry.overrides or {})))
     if not rows:
         raise fail("rows", "the grid has no rows (give `variants` [+ `backbones`] or `rows`)")
     return tuple(rows)
 
 
-def _axis(value: Any, fail) -> AxisSpec | None:
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise fail("axis", f"expected {{key, values, label?}}, got {value!r}")
-    check_keys(value, ("key", "values", "label"), GridError, file=fail.where, section="axis")
-    key = value.get("key")
-    if not isinstance(key, str) or "." not in key:
-        raise fail("axis.key", f"expected a dotted config key such as enhancer.m, got {key!r}")
-    if key in CELL_KEYS:
-        raise fail("axis.key", f"{key} is set per row; list the values as rows instead")
-    values = value.get("values")
-    if not isinstance(values, list) or not values:
-        raise fail("axis.values", f"expected a non-empty list, got {values!r}")
-    if len({repr(v) for v in values}) != len(values):
-        raise fail("axis.values", f"duplicate values in {values}")
-    label = value.get("label", key.rsplit(".", 1)[-1])
-    if not isinstance(label, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", label):
-        raise fail("axis.label", f"expected letters, digits, '_', '-', '.', got {label!r}")
-    return AxisSpec(key, tuple(values), label)
-
-
-def _metric_list(value: Any, key: str, fail, pattern: re.Pattern = METRIC_PATTERN) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value:
-        raise fail(key, f"expected a non-empty list of metric names, got {value!r}")
-    for i, m in enumerate(value):
-        if not isinstance(m, str) or not pattern.match(m):
-            raise fail(
-                f"{key}[{i}]",
-                f"{m!r} is not a metric (e.g. test/hr@10, val/ndcg@10, test/auc, test/logloss, "
-                "test/cascade_hr@10, train/loss_retrieval)",
-            )
-    return tuple(value)
-
-
-def _peaks(value: Any, fail) -> PeakSpec | None:
-    if value is None:
-        return None
-    if not isinstance(value, Mapping) or set(value) != {"retrieval", "ranking"}:
-        raise fail("peaks", f"expected {{retrieval: val/..., ranking: val/...}}, got {value!r}")
-    for k in ("retrieval", "ranking"):
-        m = value[k]
-        if not isinstance(m, str) or not METRIC_PATTERN.match(m) or not m.startswith("val/"):
-            raise fail(f"peaks.{k}", f"expected a per-epoch validation metric such as val/ndcg@10, got {m!r}")
-    return PeakSpec(value["retrieval"], value["ranking"])
-
-
-def _figures(value: Any, axis: AxisSpec | None, fail) -> tuple[FigureSpec, ...]:
-    if not isinstance(value, list):
-        raise fail("figures", f"expected a list, got {value!r}")
+def _figures(entries: list[FigureEntry], axis: AxisSpec | None, fail) -> tuple[FigureSpec, ...]:
     out = []
-    for i, entry in enumerate(value):
+    for i, entry in enumerate(entries):
         key = f"figures[{i}]"
-        if not isinstance(entry, Mapping):
-            raise fail(key, f"expected {{kind, metrics}}, got {entry!r}")
-        check_keys(entry, ("kind", "metrics"), GridError, file=fail.where, section=key)
-        kind = _choice(entry.get("kind"), FIGURE_KINDS, f"{key}.kind", fail)
-        if kind == "axis" and axis is None:
+        if entry.kind == "axis" and axis is None:
             raise fail(f"{key}.kind", "an axis figure needs the grid's `axis`")
-        pattern = CURVE_PATTERN if kind == "curves" else METRIC_PATTERN
-        metrics = _metric_list(entry.get("metrics"), f"{key}.metrics", fail, pattern)
-        if kind == "curves":
-            bad = [m for m in metrics if m.startswith("test/")]
+        pattern = CURVE_PATTERN if entry.kind == "curves" else METRIC_PATTERN
+        for j, m in enumerate(entry.metrics):
+            if not pattern.match(m):
+                raise fail(f"{key}.metrics[{j}]", f"{m!r} is not a metric ({_METRIC_EXAMPLES})")
+        if entry.kind == "curves":
+            bad = [m for m in entry.metrics if m.startswith("test/")]
             if bad:
                 raise fail(
                     f"{key}.metrics", f"{bad[0]} is read once per run; curves need val/ or train/ metrics"
                 )
-        out.append(FigureSpec(kind, metrics))
+        out.append(FigureSpec(entry.kind, tuple(entry.metrics)))
     return tuple(out)

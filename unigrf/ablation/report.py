@@ -108,10 +108,6 @@ class ReportInputs:
 # --------------------------------------------------------------------------------------------
 
 
-def write_atomic(path: Path, text: str) -> None:
-    write_text_atomic(path, text)  # a full disk: one WriteError naming the file, nothing partial
-
-
 def store_inputs(
     report_dir: Path,
     spec: GridSpec,
@@ -124,13 +120,13 @@ def store_inputs(
     report_dir.mkdir(parents=True, exist_ok=True)
     raw = dict(spec.raw)
     raw["seeds"] = list(spec.seeds)
-    write_atomic(report_dir / "grid.yaml", yaml.safe_dump(raw, sort_keys=False))
-    write_atomic(report_dir / "meta.json", json.dumps(dict(meta), indent=2, default=str))
-    write_atomic(report_dir / "datasets.json", json.dumps(dict(datasets), indent=2))
-    write_atomic(report_dir / "results.csv", results.to_csv(index=False))
-    write_atomic(report_dir / "histories.csv", histories.to_csv(index=False))
+    write_text_atomic(report_dir / "grid.yaml", yaml.safe_dump(raw, sort_keys=False))
+    write_text_atomic(report_dir / "meta.json", json.dumps(dict(meta), indent=2, default=str))
+    write_text_atomic(report_dir / "datasets.json", json.dumps(dict(datasets), indent=2))
+    write_text_atomic(report_dir / "results.csv", results.to_csv(index=False))
+    write_text_atomic(report_dir / "histories.csv", histories.to_csv(index=False))
     if configs is not None:
-        write_atomic(report_dir / "configs.yaml", yaml.safe_dump(dict(configs), sort_keys=False))
+        write_text_atomic(report_dir / "configs.yaml", yaml.safe_dump(dict(configs), sort_keys=False))
 
 
 def load_inputs(report_dir: str | Path) -> ReportInputs:
@@ -405,9 +401,9 @@ def write_report(report_dir: str | Path) -> Rendered:
     """Rebuild report.md, report.tex and the figures from the stored inputs."""
     report_dir = Path(report_dir)
     rendered = render(load_inputs(report_dir), report_dir)
-    write_atomic(report_dir / "report.md", rendered.markdown)
-    write_atomic(report_dir / "report.tex", rendered.latex)
-    write_atomic(report_dir / "summary.csv", rendered.summary.to_csv(index=False))
+    write_text_atomic(report_dir / "report.md", rendered.markdown)
+    write_text_atomic(report_dir / "report.tex", rendered.latex)
+    write_text_atomic(report_dir / "summary.csv", rendered.summary.to_csv(index=False))
     return rendered
 
 

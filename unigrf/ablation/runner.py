@@ -8,7 +8,7 @@
    the count model (the ranking floor, val and test, with its per-user outcomes) and on
    synthetic data the generator's oracle (the Bayes ceiling);
 3. runs every cell as one Tune trial of the Ray Train training through
-   `unigrf.sweep.run_fixed_configs` (as many at once as the cluster holds; with `resume`, the
+   `unigrf.ablation.cells.run_fixed_configs` (as many at once as the cluster holds; with `resume`, the
    grid's experiment is restored and finished cells are skipped);
 4. stores results.csv / histories.csv / meta.json / … and every finished run's per-user
    outcomes (`outcomes/<run name>/`, `unigrf.ablation.outcome_store`) under
@@ -357,9 +357,9 @@ def _run_ablation(
 ) -> tuple[Path, Rendered]:
     import ray
 
+    from unigrf.ablation.cells import run_fixed_configs
     from unigrf.ablation.progress import GridProgress
     from unigrf.ray_utils import init_ray, node_capacity, require_workers_fit
-    from unigrf.sweep import run_fixed_configs
 
     cells = [_with_config(c, absolute_paths(c.config)) for c in spec.expand(overrides)]
     names = [run_name(c.name) for c in cells]

@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from unigrf.ablation import claims
-    from unigrf.ablation.report import ReportError, write_atomic
+    from unigrf.ablation.report import ReportError
+    from unigrf.atomic import write_text_atomic
 
     if not 0.0 < args.alpha < 1.0:
         print(f"unigrf claims: --alpha must lie in (0, 1), got {args.alpha}", file=sys.stderr)
@@ -55,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     text = claims.markdown(answers, args.alpha)
     root = Path(args.out if args.out is not None else args.roots[0])
     root.mkdir(parents=True, exist_ok=True)
-    write_atomic(root / "claims.md", "# The paper's claims (`unigrf claims`)\n\n" + text)
-    write_atomic(root / "claims.csv", claims.frame(answers).to_csv(index=False))
+    write_text_atomic(root / "claims.md", "# The paper's claims (`unigrf claims`)\n\n" + text)
+    write_text_atomic(root / "claims.csv", claims.frame(answers).to_csv(index=False))
     print(text, flush=True)
     print(f"written to {root}/claims.md (+ claims.csv)", file=sys.stderr, flush=True)
     return 0

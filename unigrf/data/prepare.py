@@ -25,7 +25,7 @@ config (`config_hash`; `data_dir`/`path` are left out, the md5 already identifie
 so is `train_windows`, which only the training loop reads; the synthetic generator's settings
 count only for the synthetic dataset). A hit is reused and
 said so; any change of a source file or of the config gives a new key. The directory is written
-under a temporary name in the same parent and renamed into place (`os.replace`), so a crash
+under a temporary name in the same parent and renamed into place (`unigrf.atomic.write_dir_atomic`), so a crash
 never leaves a half-written cache that a later run would trust; and a file lock per entry
 (`<results_dir>/.locks/`, outside `data/`) makes a second process preparing the same entry at
 the same time wait for the first and reuse its result.
@@ -37,9 +37,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -49,6 +46,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from unigrf.atomic import make_dirs, write_dir_atomic
 from unigrf.config import (
     LIKE_THRESHOLD_POSITION,
     MAX_LEN_BOUNDS,
@@ -329,7 +327,7 @@ def _prepare(
     else:
         from unigrf.ray_utils import init_ray
 
-        started = init_ray()
+        started = init_ray(announce=False)
         try:
             table, used_blocks = build_sequences(frame, num_blocks)
         finally:
@@ -439,22 +437,17 @@ def describe_defaults(meta: dict[str, Any]) -> str:
 def _write_atomically(
     final: Path, table: pa.Table, user_map: pa.Table, item_map: pa.Table, meta: dict[str, Any]
 ) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the cache is as readable as its parent
-    try:
+    """The prepared dataset, whole or not at all (`unigrf.atomic.write_dir_atomic`); a copy
+    another process finished first stands."""
+
+    def fill(tmp: Path) -> None:
         pq.write_table(table, tmp / "sequences.parquet")
         pq.write_table(user_map, tmp / "user_map.parquet")
         pq.write_table(item_map, tmp / "item_map.parquet")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not _is_complete(final):  # not a concurrent writer winning the race: a real error
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    make_dirs(final.parent)
+    write_dir_atomic(final, fill, inside=final.parent, keep_existing=True)
 
 
 # --------------------------------------------------------------------------------------------

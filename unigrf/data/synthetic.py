@@ -176,31 +176,6 @@ def _sequence_lengths(rng: np.random.Generator, cfg: SyntheticConfig) -> np.ndar
     return np.minimum(cfg.min_seq_len + extra, cap).astype(np.int64)
 
 
-def _check(cfg: SyntheticConfig) -> None:
-    problems = [
-        (cfg.num_users >= 1, "num_users must be >= 1"),
-        (cfg.num_topics >= 1, "num_topics must be >= 1"),
-        (cfg.num_items > cfg.num_topics, "num_items must exceed num_topics"),
-        (cfg.min_seq_len >= 3, "min_seq_len must be >= 3 (leave-one-out needs train, val and test)"),
-        (cfg.mean_seq_len >= cfg.min_seq_len, "mean_seq_len must be >= min_seq_len"),
-        (cfg.min_seq_len < cfg.num_items, "min_seq_len must be < num_items (no repeated items)"),
-        (0.0 <= cfg.tie_probability < 1.0, "tie_probability must be in [0, 1)"),
-        (
-            0.0 <= cfg.transition_strength < math.inf and 0.0 <= cfg.transition_strength_disliked < math.inf,
-            "transition_strength and transition_strength_disliked must be finite and >= 0",
-        ),
-        (cfg.num_successors >= 1, "num_successors must be >= 1"),
-        (
-            min(cfg.taste_scale, cfg.taste_drift, cfg.quality_std, cfg.user_bias_std, cfg.rating_noise)
-            >= 0.0,
-            "taste_scale, taste_drift, quality_std, user_bias_std and rating_noise must be >= 0",
-        ),
-    ]
-    for ok, message in problems:
-        if not ok:
-            raise ConfigError(f"data.synthetic: {message}")
-
-
 @dataclass
 class _Record:
     """The held-out events of one split, collected step by step."""
@@ -220,7 +195,7 @@ def _simulate(cfg: SyntheticConfig, record: bool) -> tuple[pd.DataFrame, dict[st
     is drawn by inverse CDF from its explicitly computed distribution [A, N]; recording only
     copies rows of it, so the log is the same with and without `record`.
     """
-    _check(cfg)
+    cfg.check()
     rng = np.random.default_rng(cfg.seed)
     cat = _Catalogue(rng, cfg)
     n_users, n_items = cfg.num_users, cfg.num_items

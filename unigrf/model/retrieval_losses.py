@@ -10,8 +10,8 @@ decides what the vectors are (L2-normalised for cosine similarity, raw for dot p
 
 - `full_softmax` — cross-entropy over all I items (what RecBole's SASRec and eSASRec-style
   recipes train with; cheap on catalogues of thousands of items). Exact. Up to
-  `loss.chunk_logits` logits it is one log-sum-exp whose element-wise steps run in place
-  (`InPlaceLogSumExp`: autograd's result, its gradients to fp32 rounding); past that it is computed over item
+  `loss.chunk_logits` logits it is one log-sum-exp (on the CPU its element-wise steps run in
+  place: `unigrf.kernels.logsumexp_over_logits`); past that it is computed over item
   chunks by `ChunkedLogSumExp`, whose backward recomputes each chunk's softmax instead of
   storing P x I activations, so memory stays O(P x chunk) on any catalogue.
 - `sampled_softmax` — the positive against sampled negatives, by `loss.sampler`:
@@ -45,11 +45,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unigrf.config import LossConfig
-
-
-def _wide(x: Tensor) -> Tensor:
-    """x in at least fp32 (bf16/fp16 logits from autocast are widened before log-sum-exp)."""
-    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+from unigrf.kernels import InPlaceLogSumExp, logsumexp_over_logits  # noqa: F401 (InPlaceLogSumExp: its home's name)
+from unigrf.kernels import wide as _wide
 
 
 class ChunkedLogSumExp(torch.autograd.Function):
@@ -62,7 +59,9 @@ class ChunkedLogSumExp(torch.autograd.Function):
     def forward(ctx, q: Tensor, table: Tensor, tau: float, chunk: int) -> Tensor:
         lse = torch.full((q.shape[0],), -math.inf, dtype=_wide(q).dtype, device=q.device)
         for start in range(0, table.shape[0], chunk):
-            logits = _wide(q @ table[start : start + chunk].T).div_(tau)  # in place: see InPlaceLogSumExp
+            logits = _wide(q @ table[start : start + chunk].T).div_(
+                tau
+            )  # in place: a fresh [P, c] per step is what costs
             peak = logits.amax(dim=1, keepdim=True)
             chunk_lse = logits.sub_(peak).exp_().sum(dim=1).log_().add_(peak.squeeze(1))
             lse = torch.logaddexp(lse, chunk_lse)
@@ -86,47 +85,12 @@ class ChunkedLogSumExp(torch.autograd.Function):
         return grad_q.to(q.dtype), grad_table.to(table.dtype), None, None
 
 
-class InPlaceLogSumExp(torch.autograd.Function):
-    """logsumexp over items of (q @ table.T) / tau, [P, D], [I, D] -> [P], with every [P, I]
-    step after the matmul done in place. On the CPU a fresh [P, I] result is what costs: at
-    ML-100K's P x I (9,353 x 1,682) an out-of-place exp took 9x as long as the same exp in place,
-    and the loss's element-wise work outweighed its matmuls (benchmarks/RESULTS.md, "Session 8").
-
-    Forward turns the logits into e = exp(logit − row max) in place and keeps e and its row sums
-    s: the log-sum-exp is log s + max, bitwise autograd's `torch.logsumexp`. Backward's softmax
-    is then e / s — one [P, I] product, no second exp — where autograd recomputes
-    exp(logit − lse); the gradients agree with autograd's to fp32 rounding
-    (tests/test_retrieval_losses.py). One saved [P, I] tensor and one temporary per pass."""
-
-    @staticmethod
-    def forward(ctx, q: Tensor, table: Tensor, tau: float) -> Tensor:
-        raw = q @ table.T  # under autocast in its dtype (bf16), widened below as autograd's path is
-        logits = _wide(raw).div_(tau)  # `raw` itself when it is fp32: nothing else reads it
-        peak = logits.amax(dim=1, keepdim=True)
-        e = logits.sub_(peak).exp_()  # [P, I], in place
-        sums = e.sum(dim=1)
-        lse = sums.log().add_(peak.squeeze(1))
-        ctx.save_for_backward(q, table, e, sums)
-        ctx.tau, ctx.mm_dtype = tau, raw.dtype
-        return lse
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        q, table, e, sums = ctx.saved_tensors
-        # softmax x upstream gradient / tau; out of place: a retained graph may run it again
-        weights = e.mul((grad.to(e.dtype) / ctx.tau / sums)[:, None])
-        weights = weights.to(ctx.mm_dtype)  # the matmul's backward in its forward's dtype
-        grad_q = weights @ table.to(ctx.mm_dtype)
-        grad_table = (q.to(ctx.mm_dtype).t() @ weights).t()
-        return grad_q.to(q.dtype), grad_table.to(table.dtype), None
-
-
 def logsumexp_over_items(q: Tensor, items: Tensor, tau: float, max_elements: int) -> Tensor:
     """log Σ_i exp(<q, items[i]> / tau) for q [P, D], items [I, D] -> [P]: up to `max_elements`
-    logits at once (`InPlaceLogSumExp`), past that in item chunks of about max_elements / P
-    (`ChunkedLogSumExp`)."""
+    logits at once (`unigrf.kernels.logsumexp_over_logits`), past that in item chunks of about
+    max_elements / P (`ChunkedLogSumExp`)."""
     if q.shape[0] * items.shape[0] <= max_elements:
-        return InPlaceLogSumExp.apply(q, items, tau)
+        return logsumexp_over_logits(q, items, tau)
     chunk = max(1, max_elements // max(q.shape[0], 1))
     return ChunkedLogSumExp.apply(q, items, tau, chunk)
 

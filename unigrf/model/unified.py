@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unigrf.config import LossConfig, ModelConfig
+from unigrf.kernels import Dropout
 from unigrf.model.backbones import BackboneContext, build_backbone
-from unigrf.model.dropout import Dropout
 from unigrf.model.ranking_prior import PriorStats, RankingPrior
 from unigrf.model.retrieval_losses import RetrievalLoss, rows_of
 
@@ -79,13 +79,6 @@ class Prefix(NamedTuple):
         next_time = self.next_time[rows] if self.next_time is not None else None
         user_term = self.user_term[rows] if self.user_term is not None else None
         return Prefix(context, valid[:, :s], self.next_position[rows], next_time, self.query[rows], user_term)
-
-
-def causal_mask(valid: Tensor) -> Tensor:
-    """valid [B, T] bool (False = padding key) -> [B, T, T] bool: causal and key-padding."""
-    t = valid.shape[1]
-    causal = torch.ones(t, t, dtype=torch.bool, device=valid.device).tril()
-    return causal & valid[:, None, :]
 
 
 def anchor_columns(next_items: Tensor) -> Tensor:

@@ -236,7 +236,7 @@ def load_run(
 ) -> ServedRun:
     """Load a run directory (config.yaml, best_model.pt, metrics.json, provenance.json) and its
     prepared dataset (`find_prepared_dir` when not given) onto `device`, in eval mode."""
-    from unigrf.training.loop import load_selected_model
+    from unigrf.training.selection import load_selected_model
 
     run_dir = Path(run_dir).resolve()
     cfg = run_config(run_dir)

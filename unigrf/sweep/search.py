@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import re
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from unigrf.compat import PicklableLocks, mark_completed, optuna_trial, optuna_trial_finished
 from unigrf.sweep.space import SweepSpec
 from unigrf.sweep.trainable import CELL_KEY, PLACEMENT_GROUP_FILE
 
@@ -31,11 +31,12 @@ TUNE_METRIC = "objective"  # reported every epoch (that epoch's value) and at th
 
 class TrackedOptunaSearch(OptunaSearch):
     """`OptunaSearch` that tags each Optuna trial with its Tune trial id (user attribute
-    `tune_trial_id`), so the study and Tune's trials can be matched (dashboard, resume checks)."""
+    `tune_trial_id`), so the study and Tune's trials can be matched (dashboard, resume checks).
+    Its trial table is OptunaSearch's private one (`unigrf.compat`)."""
 
     def suggest(self, trial_id: str) -> dict | None:
         params = super().suggest(trial_id)
-        self._ot_trials[trial_id].set_user_attr("tune_trial_id", trial_id)
+        optuna_trial(self, trial_id).set_user_attr("tune_trial_id", trial_id)
         return params
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -43,40 +44,15 @@ class TrackedOptunaSearch(OptunaSearch):
         was killed between a trial's end (told to the study) and Tune's next snapshot, the
         resumed trial re-reports its stored result, and Optuna refuses intermediate values for
         a finished trial."""
-        ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is not None and trial_id not in self._completed_trials:
-            state = self._ot_study._storage.get_trial(ot_trial._trial_id).state
-            if state.is_finished():
-                self._completed_trials.add(trial_id)
-                return
+        if optuna_trial_finished(self, trial_id):
+            mark_completed(self, trial_id)
+            return
         super().on_trial_result(trial_id, result)
 
 
-class NSGAIISampler(optuna.samplers.NSGAIISampler):
-    """Optuna's NSGA-II sampler, picklable: since Optuna 5.1 it holds a `threading.Lock`
-    (`_thread_lock`), which pickle cannot copy, and Tune pickles the searcher with its sampler
-    when the Tuner starts and with every experiment snapshot. The lock guards a per-process
-    cache, so a copy gets a new one."""
-
-    _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        locks = {
-            k: isinstance(v, type(threading.RLock()))
-            for k, v in state.items()
-            if isinstance(v, self._LOCK_TYPES)
-        }
-        for k in locks:
-            del state[k]
-        state["_unpickled_locks"] = locks  # name -> whether it was re-entrant
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        for k, reentrant in state.pop("_unpickled_locks", {}).items():
-            state[k] = threading.RLock() if reentrant else threading.Lock()
-        self.__dict__.update(state)
+class NSGAIISampler(PicklableLocks, optuna.samplers.NSGAIISampler):
+    """Optuna's NSGA-II sampler, picklable: Tune pickles the searcher with its sampler, and the
+    sampler holds a lock (`unigrf.compat.PicklableLocks` says why)."""
 
 
 def make_sampler(

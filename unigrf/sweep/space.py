@@ -32,17 +32,20 @@ empty or reversed range, a non-positive log-uniform bound, an unknown distributi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
 
-from unigrf.config import ConfigError, ExperimentConfig, apply_overrides, load_config, parse_override
+from unigrf import schema
+from unigrf.config import ConfigError, ExperimentConfig, apply_overrides, load_base_config, parse_override
 from unigrf.names import check_name
-from unigrf.yaml_input import check_keys, load_yaml_mapping
+from unigrf.schema import Check, Int, Number, PositiveInt, Range, Str
+from unigrf.yaml_input import load_yaml_mapping
 
 
 class SpaceError(ConfigError):
@@ -50,21 +53,6 @@ class SpaceError(ConfigError):
 
 
 DISTRIBUTIONS = ("int", "float", "loguniform", "choice")
-SAMPLERS = ("tpe", "random")
-MO_SAMPLERS = ("nsga2", "tpe", "random")
-SCHEDULERS = ("asha", "fifo")
-_TOP_KEYS = {
-    "name",
-    "base_config",
-    "fixed",
-    "objective",
-    "multi_objective",
-    "num_samples",
-    "max_concurrent",
-    "sampler",
-    "scheduler",
-    "space",
-}
 
 
 @dataclass(frozen=True)
@@ -109,41 +97,57 @@ class SchedulerSpec:
     epochs), the next at grace_period * reduction_factor, ..., none at the last epoch. Trials
     that pass every rung run to the end (`max_epochs`), so their test metrics are measured."""
 
-    kind: str = "asha"
-    grace_period: int = 1
-    reduction_factor: int = 2
-    max_epochs: int | None = None  # every trial's train.epochs (ASHA's max_t); None: the base's
+    kind: Literal["asha", "fifo"] = "asha"
+    grace_period: PositiveInt = 1
+    reduction_factor: Annotated[Int, Range(ge=2)] = 2
+    max_epochs: PositiveInt | None = None  # every trial's train.epochs (ASHA's max_t); None: the base's
 
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    kind: str = "tpe"
-    seed: int = 0
-    n_startup_trials: int = 5  # TPE: random trials before the model is used
+    kind: Literal["tpe", "random"] = "tpe"
+    seed: Int = 0
+    n_startup_trials: PositiveInt = 5  # TPE: random trials before the model is used
+
+
+ValMetric = Annotated[
+    Str, Check(lambda m: m.startswith("val/"), "{key} = {value!r}: search may only read val/ metrics")
+]
 
 
 @dataclass(frozen=True)
 class MultiObjectiveSpec:
-    metrics: tuple[str, ...] = ("val/ndcg@10", "val/auc")
-    modes: tuple[str, ...] = ("max", "max")
-    sampler: str = "nsga2"
+    metrics: tuple[ValMetric, ...] = ("val/ndcg@10", "val/auc")
+    modes: tuple[Literal["max", "min"], ...] = ("max", "max")
+    sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
 
 
 @dataclass(frozen=True)
-class SweepSpec:
-    """A parsed search-space file (see the module docstring for the YAML schema)."""
+class SpaceFile:
+    """What a search-space file may hold, key by key (the module docstring shows one); what
+    `parse_space_dict` turns into a `SweepSpec`."""
 
-    path: Path
-    name: str
-    params: dict[str, Param]
-    base_config: Path | None = None
-    fixed: dict[str, Any] = field(default_factory=dict)
-    objective: str = "val/ndcg@10"
+    name: Str | None = None
+    base_config: Str | None = None
+    fixed: dict[Str, Any] | None = None
+    objective: Str = "val/ndcg@10"
     multi_objective: MultiObjectiveSpec = field(default_factory=MultiObjectiveSpec)
-    num_samples: int = 8
-    max_concurrent: int | None = None
+    num_samples: PositiveInt = 8
+    max_concurrent: PositiveInt | None = None
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    space: dict[Str, Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepSpec(SpaceFile):
+    """A parsed search-space file: its settings (`SpaceFile`; `name` checked, `fixed` a
+    mapping), the file's `path`, its base config found (`base_path`) and its space parsed
+    (`params`)."""
+
+    path: Path
+    params: dict[str, Param]
+    base_path: Path | None = None
 
     def optuna_space(self) -> dict[str, Any]:
         """{dotted key: Optuna distribution}: what OptunaSearch samples (names = config keys)."""
@@ -155,27 +159,18 @@ class SweepSpec:
 # ---------------------------------------------------------------------------------------------
 
 
+# A range bound: integer bounds are YAML integers; float bounds any finite number (also the
+# numeric text PyYAML leaves `1e-4` as).
+_INT_BOUND = "{key}: bounds of an int range must be integers, got {value!r}"
+_FLOAT_BOUND = Annotated[
+    Number, Range(gt=-math.inf, lt=math.inf, says="{key}: bounds must be finite, got {value!r}")
+]
+
+
 def _number(value: Any, where: str, integer: bool) -> float | int:
-    """A range bound. PyYAML reads `1e-4` (no dot) as a string, so numeric strings are accepted
-    for float bounds; integer bounds must be YAML integers."""
-    if isinstance(value, bool):
-        raise SpaceError(f"{where}: expected a number, got {value!r}")
     if integer:
-        if isinstance(value, int):
-            return value
-        raise SpaceError(f"{where}: bounds of an int range must be integers, got {value!r}")
-    if isinstance(value, (int, float)):
-        result = float(value)
-    elif isinstance(value, str):
-        try:
-            result = float(value)
-        except ValueError:
-            raise SpaceError(f"{where}: expected a number, got {value!r}") from None
-    else:
-        raise SpaceError(f"{where}: expected a number, got {value!r}")
-    if not math.isfinite(result):
-        raise SpaceError(f"{where}: bounds must be finite, got {value!r}")
-    return result
+        return schema.check_value(Int, value, where, SpaceError, says=_INT_BOUND)
+    return schema.check_value(_FLOAT_BOUND, value, where, SpaceError)
 
 
 def parse_param(key: str, spec: Any, where: str) -> Param:
@@ -230,114 +225,43 @@ def parse_param(key: str, spec: Any, where: str) -> Param:
     return Param(key, kind, low=low, high=high, step=step)
 
 
-def _mapping(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise SpaceError(f"{where}: expected a mapping, got {value!r}")
-    return value if isinstance(value, dict) else dict(value)  # a LineMapping keeps its key lines
-
-
-def _positive_int(value: Any, where: str, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SpaceError(f"{where}: expected a positive integer, got {value!r}")
-    return value
-
-
-def _choose(value: Any, options: tuple[str, ...], where: str) -> str:
-    if value not in options:
-        raise SpaceError(f"{where}: {value!r} is not one of {', '.join(options)}")
-    return value
-
-
-def _sub_spec(cls: type, data: dict[str, Any], path: Path, section: str) -> dict[str, Any]:
-    check_keys(data, cls.__dataclass_fields__, SpaceError, file=path, section=section)
-    return data
-
-
 def parse_space_dict(data: Mapping[str, Any], path: Path) -> SweepSpec:
     """Parse a loaded YAML mapping; `path` names the file in errors and anchors base_config."""
     where = str(path)
-    check_keys(data, _TOP_KEYS, SpaceError, file=path)
-    space = _mapping(data.get("space"), f"{where}: space")
+    file = schema.parse(SpaceFile, data, SpaceError, file=path)
+    space = file.space or {}
     if not space:
         raise SpaceError(f"{where}: `space` is empty: nothing to search")
     params = {str(k): parse_param(str(k), v, where) for k, v in space.items()}
 
-    base = data.get("base_config")
     base_path = None
-    if base is not None:
-        if not isinstance(base, str):
-            raise SpaceError(f"{where}: base_config must be a path, got {base!r}")
-        base_path = (path.parent / base).resolve()
+    if file.base_config is not None:
+        base_path = (path.parent / file.base_config).resolve()
         if not base_path.exists():
-            raise SpaceError(f"{where}: base_config {base} not found (looked at {base_path})")
+            raise SpaceError(f"{where}: base_config {file.base_config} not found (looked at {base_path})")
 
-    objective = data.get("objective", "val/ndcg@10")
-    if not isinstance(objective, str):
-        raise SpaceError(f"{where}: objective must be a string, got {objective!r}")
-
-    mo = _sub_spec(
-        MultiObjectiveSpec,
-        _mapping(data.get("multi_objective"), f"{where}: multi_objective"),
-        path,
-        "multi_objective",
-    )
-    mo_spec = MultiObjectiveSpec(
-        metrics=tuple(mo.get("metrics", MultiObjectiveSpec.metrics)),
-        modes=tuple(mo.get("modes", MultiObjectiveSpec.modes)),
-        sampler=_choose(mo.get("sampler", "nsga2"), MO_SAMPLERS, f"{where}: multi_objective.sampler"),
-    )
-    if len(mo_spec.metrics) < 2 or len(mo_spec.modes) != len(mo_spec.metrics):
+    mo = file.multi_objective
+    if len(mo.metrics) < 2 or len(mo.modes) != len(mo.metrics):
         raise SpaceError(
             f"{where}: multi_objective needs >= 2 metrics and one mode per metric, got "
-            f"{list(mo_spec.metrics)} / {list(mo_spec.modes)}"
+            f"{list(mo.metrics)} / {list(mo.modes)}"
         )
-    for i, (metric, mode) in enumerate(zip(mo_spec.metrics, mo_spec.modes)):
-        if not isinstance(metric, str) or not metric.startswith("val/"):
-            raise SpaceError(
-                f"{where}: multi_objective.metrics[{i}] = {metric!r}: search may only read val/ metrics"
-            )
-        _choose(mode, ("max", "min"), f"{where}: multi_objective.modes[{i}]")
-
-    sampler = _sub_spec(SamplerSpec, _mapping(data.get("sampler"), f"{where}: sampler"), path, "sampler")
-    sampler_spec = SamplerSpec(
-        kind=_choose(sampler.get("kind", "tpe"), SAMPLERS, f"{where}: sampler.kind"),
-        seed=int(sampler.get("seed", 0)),
-        n_startup_trials=_positive_int(
-            sampler.get("n_startup_trials", 5), f"{where}: sampler.n_startup_trials"
-        ),
-    )
-    sched = _sub_spec(
-        SchedulerSpec, _mapping(data.get("scheduler"), f"{where}: scheduler"), path, "scheduler"
-    )
-    sched_spec = SchedulerSpec(
-        kind=_choose(sched.get("kind", "asha"), SCHEDULERS, f"{where}: scheduler.kind"),
-        grace_period=_positive_int(sched.get("grace_period", 1), f"{where}: scheduler.grace_period"),
-        reduction_factor=_positive_int(
-            sched.get("reduction_factor", 2), f"{where}: scheduler.reduction_factor"
-        ),
-        max_epochs=_positive_int(sched.get("max_epochs"), f"{where}: scheduler.max_epochs", allow_none=True),
-    )
-    if sched_spec.reduction_factor < 2:
-        raise SpaceError(f"{where}: scheduler.reduction_factor must be >= 2")
-
-    name = check_name(data.get("name", path.stem), f"{where}: name", SpaceError)  # a directory
-    return SweepSpec(
+    name = check_name(file.name if file.name is not None else path.stem, f"{where}: name", SpaceError)
+    return replace_fields(
+        file,
+        SweepSpec,
         path=path,
         name=name,
         params=params,
-        base_config=base_path,
-        fixed={str(k): v for k, v in _mapping(data.get("fixed"), f"{where}: fixed").items()},
-        objective=objective,
-        multi_objective=mo_spec,
-        num_samples=_positive_int(data.get("num_samples", 8), f"{where}: num_samples"),
-        max_concurrent=_positive_int(data.get("max_concurrent"), f"{where}: max_concurrent", allow_none=True),
-        sampler=sampler_spec,
-        scheduler=sched_spec,
+        base_path=base_path,
+        fixed=dict(file.fixed or {}),
     )
+
+
+def replace_fields(source: Any, cls: type, **changes: Any) -> Any:
+    """An instance of `cls` with `source`'s fields, `changes` replacing some and adding others."""
+    values = {f.name: getattr(source, f.name) for f in dataclasses.fields(source)}
+    return cls(**{**values, **changes})
 
 
 def load_space(path: str | Path) -> SweepSpec:
@@ -362,32 +286,33 @@ def base_config(spec: SweepSpec, overrides: list[str] | None = None) -> Experime
             raise SpaceError(
                 f"{where}: space.{key} is searched but also fixed (in `fixed` or on the command line)"
             )
-    try:
-        cfg = load_config(spec.base_config)
-    except ConfigError as err:
-        raise SpaceError(f"{where}: base_config: {err}") from None
-    # A searched key holds its first probe value in the base (every trial replaces it), so the
-    # config's cross-field checks see a value from the space, not the default: fixing
-    # enhancer.top_k = 20 while searching enhancer.m in [0, 16] must not trip on the default m.
-    searched = {key: clean_value(param.probe_values()[0]) for key, param in spec.params.items()}
-    for source, values in (("fixed", spec.fixed), ("command line", cli)):
-        try:
-            cfg = apply_overrides(cfg, {**values, **searched})
-        except ConfigError as err:
-            # a searched value the config rejects on its own (a float for an int field, an
-            # unknown key) is the error to report, not `fixed`
-            _probe(spec, cfg, first_only=True)
-            raise SpaceError(f"{where}: {source}: {err}") from None
-    _check_objective(spec)
+    cfg = load_base_config(spec.base_path, where, SpaceError)
     sweep_keys: dict[str, Any] = {"train.objective": spec.objective}
     if spec.scheduler.max_epochs is not None:
         if "train.epochs" in {**spec.fixed, **cli}:
             raise SpaceError(f"{where}: scheduler.max_epochs and a fixed train.epochs both set the epochs")
         sweep_keys["train.epochs"] = spec.scheduler.max_epochs
+    # Each layer's keys and values are checked as it is applied; the rules between fields once,
+    # on the whole: a fixed enhancer.top_k = 12 while enhancer.m is searched in [2, 12] holds for
+    # every trial, though not for the default m the base config had.
+    for source, values in (("fixed", spec.fixed), ("command line", cli)):
+        try:
+            cfg = apply_overrides(cfg, values, validate=False)
+        except ConfigError as err:
+            raise SpaceError(f"{where}: {source}: {err}") from None
+    _probe(spec, cfg, first_only=True, validate=False)  # a searched value no config could hold
+    _check_objective(spec)
     try:
-        cfg = apply_overrides(cfg, sweep_keys)
+        cfg = apply_overrides(cfg, sweep_keys, validate=False)
     except ConfigError as err:
         raise SpaceError(f"{where}: objective: {err}") from None
+    # A searched key holds its first value in the base (every trial replaces it).
+    searched = {key: clean_value(param.probe_values()[0]) for key, param in spec.params.items()}
+    try:
+        cfg = apply_overrides(cfg, searched)
+    except ConfigError as err:
+        source = "fixed" if spec.fixed else "command line" if cli else "base_config"
+        raise SpaceError(f"{where}: {source}: {err}") from None
     if spec.scheduler.kind == "asha" and spec.scheduler.grace_period > cfg.train.epochs - 2:
         raise SpaceError(
             f"{where}: scheduler.grace_period ({spec.scheduler.grace_period}) must be <= the trials' "
@@ -396,14 +321,15 @@ def base_config(spec: SweepSpec, overrides: list[str] | None = None) -> Experime
     return cfg
 
 
-def _probe(spec: SweepSpec, cfg: ExperimentConfig, first_only: bool = False) -> None:
+def _probe(spec: SweepSpec, cfg: ExperimentConfig, first_only: bool = False, validate: bool = True) -> None:
     """Apply each searched value (each key's first, or all its probe values) to `cfg` alone;
-    the first one the config rejects is a SpaceError naming the file, the key and the value."""
+    the first one the config rejects (its key, type and range; with `validate` the rules between
+    fields too) is a SpaceError naming the file, the key and the value."""
     for key, param in spec.params.items():
         for value in param.probe_values()[:1] if first_only else param.probe_values():
             value = clean_value(value)
             try:
-                apply_overrides(cfg, {key: value})
+                apply_overrides(cfg, {key: value}, validate=validate)
             except ConfigError as err:
                 raise SpaceError(
                     f"{spec.path}: space.{key} ({param.describe()}): value {value!r}: {err}"
@@ -411,7 +337,7 @@ def _probe(spec: SweepSpec, cfg: ExperimentConfig, first_only: bool = False) -> 
 
 
 def _check_objective(spec: SweepSpec) -> None:
-    from unigrf.training.loop import parse_objective  # torch only; the loop never imports Ray
+    from unigrf.training.objective import parse_objective
 
     try:
         parse_objective(spec.objective)
@@ -459,7 +385,7 @@ def dump_spec(spec: SweepSpec) -> str:
     return yaml.safe_dump(
         {
             "name": spec.name,
-            "base_config": str(spec.base_config) if spec.base_config else None,
+            "base_config": str(spec.base_path) if spec.base_path else None,
             "fixed": spec.fixed,
             "objective": spec.objective,
             "num_samples": spec.num_samples,

@@ -56,13 +56,10 @@ from unigrf.data.sequences import SequenceData
 from unigrf.names import check_name
 from unigrf.run_identity import record
 from unigrf.sweep.space import trial_config
-from unigrf.training.loop import (
-    TrainContext,
-    fit,
-    load_reported_checkpoint,
-    progress_line,
-    write_reported_checkpoint,
-)
+from unigrf.training.checkpoint_io import load_reported_checkpoint, write_reported_checkpoint
+from unigrf.training.context import TrainContext
+from unigrf.training.logs import progress_line
+from unigrf.training.loop import fit
 
 TRIAL_RESULT = "trial_result.json"
 PLACEMENT_GROUP_FILE = ".placement_group.json"  # the Train workers' placement group (see sweep_worker)

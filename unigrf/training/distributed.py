@@ -34,15 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from unigrf.compat import dashboard_url, quiet_train_report_log
 from unigrf.config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict
 from unigrf.data.sequences import SequenceData
-from unigrf.training.loop import (
-    TrainContext,
-    fit,
-    load_reported_checkpoint,
-    progress_line,
-    write_reported_checkpoint,
-)
+from unigrf.training.checkpoint_io import load_reported_checkpoint, write_reported_checkpoint
+from unigrf.training.context import TrainContext
+from unigrf.training.logs import progress_line
+from unigrf.training.loop import fit
 
 if TYPE_CHECKING:  # importing Ray is deferred to the functions that need it
     from ray.train.torch import TorchTrainer
@@ -128,7 +126,7 @@ def run_worker(
     import ray.train.torch
 
     cfg = config_from_dict(config["cfg"])
-    _quiet_report_log()
+    quiet_train_report_log()  # rank 0's progress line says the same in one line
     session = ray.train.get_context()
     rank, world_size = session.get_world_rank(), session.get_world_size()
     device = ray.train.torch.get_device() if cfg.train.use_gpu else torch.device("cpu")
@@ -154,18 +152,6 @@ def run_worker(
     result = fit(cfg, data, ctx)
     ray.train.report(final_metrics(result), checkpoint=None, checkpoint_dir_name="final")
     return result
-
-
-def _quiet_report_log() -> None:
-    """Train V2 logs every rank's whole metrics dict at INFO on each report, under a logger
-    named after its source file (so `LoggingConfig(log_level)` does not reach it); rank 0's
-    progress line says the same in one line."""
-    try:
-        from ray.train.v2._internal.execution import context
-
-        logging.getLogger(context.__file__).setLevel(logging.WARNING)
-    except (ImportError, AttributeError):  # internal layout changed: keep Ray's logging
-        pass
 
 
 def train_worker(config: dict[str, Any]) -> dict[str, Any]:
@@ -272,12 +258,7 @@ def delete_storage(storage_path: str, name: str) -> None:
 
 
 def _print_dashboard_url() -> None:
-    try:  # Ray has no public accessor for it; the URL is only a convenience
-        from ray._private.worker import get_dashboard_url
-
-        url = get_dashboard_url()
-    except Exception:  # noqa: BLE001 - never fail a run over a log line
-        url = None
+    url = dashboard_url()  # the URL is only a convenience: no line where Ray cannot say
     if url:
         print(f"Ray dashboard: http://{url}" if "://" not in url else f"Ray dashboard: {url}", flush=True)
 

@@ -111,7 +111,8 @@ def _train(
             restart=restart,
             max_failures=max_failures,
         )
-    from unigrf.training.loop import TrainContext, fit, resolve_device
+    from unigrf.training.context import TrainContext, resolve_device
+    from unigrf.training.loop import fit
 
     data = load_data(cfg)
     _record_data(run_dir, cfg, provenance, data)

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unigrf.config import ModelConfig
-from unigrf.model.backbones.base import Backbone, Block, merge_heads, silu_fresh, split_heads
-from unigrf.model.dropout import Dropout
+from unigrf.kernels import Dropout, silu_fresh
+from unigrf.model.backbones.base import Backbone, Block, merge_heads, split_heads
 
 POSITION_BUCKETS_PER_SIDE = 32  # buckets for distances >= 0 (past and self); as many for < 0
 POSITION_EXACT = 16  # distances below this get their own bucket

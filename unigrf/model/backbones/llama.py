@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from unigrf.config import ModelConfig
+from unigrf.kernels import Dropout, silu_fresh
 from unigrf.model.backbones.base import (
     Backbone,
     Block,
@@ -22,11 +23,9 @@ from unigrf.model.backbones.base import (
     masked_sdpa,
     merge_heads,
     packed_softmax_mask,
-    silu_fresh,
     softmax_mask,
     split_heads,
 )
-from unigrf.model.dropout import Dropout
 
 ROPE_BASE = 10000.0
 MLP_MULTIPLE = 16  # SwiGLU width = 8/3 · D rounded up to this multiple (the Llama recipe)

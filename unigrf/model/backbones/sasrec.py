@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from unigrf.config import ModelConfig
+from unigrf.kernels import Dropout
 from unigrf.model.backbones.base import (
     Backbone,
     Block,
@@ -31,7 +32,6 @@ from unigrf.model.backbones.base import (
     softmax_mask,
     split_heads,
 )
-from unigrf.model.dropout import Dropout
 
 POSITION_INIT_STD = 0.02
 
