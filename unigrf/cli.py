@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "tune": "hyper-parameter search with Ray Tune + Optuna over a search space YAML",
     "ablate": "run an ablation grid through Tune and write its report (tables, figures)",
     "report": "rebuild an ablation report from stored results without re-running",
+    "archive": "copy a grid's report and finished cells without checkpoints (to commit, or to resume from)",
     "claims": "answer the paper's six claims from the claim grids' reports (verdicts, effects, CIs)",
     "serve": "serve a trained run over HTTP on Ray Serve (retrieval and ranking in one pass)",
 }

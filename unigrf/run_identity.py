@@ -41,6 +41,12 @@ SAFE_TO_CHANGE = (
 )
 
 
+# Keys that say where files are, not what they hold: a finished result is the same result when
+# the results directory or the raw data moved (another clone, another machine), provided the
+# data's content is the same (`unigrf.data.prepare.data_fingerprint` checks that).
+LOCATION_KEYS = ("results_dir", "data.data_dir", "data.path")
+
+
 class RunConfigChanged(ConfigError):
     """A run holding checkpoints was started again under another config."""
 
@@ -66,6 +72,14 @@ def identity(config: ExperimentConfig | Mapping[str, Any]) -> dict[str, Any]:
 def identity_hash(config: ExperimentConfig | Mapping[str, Any]) -> str:
     blob = json.dumps(identity(config), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def portable_hash(config: ExperimentConfig | Mapping[str, Any]) -> str:
+    """The hash of everything a finished run computed from — every key but `LOCATION_KEYS`
+    (unlike `identity_hash`, train.epochs and the like count: they change the result)."""
+    data = config_to_dict(config) if isinstance(config, ExperimentConfig) else config
+    kept = {k: v for k, v in flatten(data).items() if k not in LOCATION_KEYS}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:

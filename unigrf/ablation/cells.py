@@ -159,6 +159,8 @@ def _refuse_changed_cells(runs_dir: Path, cfgs: Mapping[str, ExperimentConfig]) 
     directory holding the old one's curves: refused, naming the cells and keys."""
     changed = []
     for name, cfg in cfgs.items():
+        if read_trial_result(runs_dir / name, cfg) is not None:
+            continue  # finished under this config (perhaps in another clone): kept, not continued
         old, _ = stored_config(runs_dir / name)
         diff = differences(old, config_to_dict(cfg)) if old is not None else []
         if diff:

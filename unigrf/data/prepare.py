@@ -34,6 +34,7 @@ the same time wait for the first and reuse its result.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -91,6 +92,24 @@ def _key_config(cfg: DataConfig) -> DataConfig:
     synthetic = cfg.synthetic if cfg.dataset == "synthetic" else SyntheticConfig()
     windows = DataConfig.train_windows
     return dataclasses.replace(cfg, data_dir=None, path=None, synthetic=synthetic, train_windows=windows)
+
+
+def data_fingerprint(cfg: DataConfig) -> str:
+    """What the prepared dataset of `cfg` is, wherever its raw files lie: the name of its cache
+    directory (the dataset, the data config without locations, the source files' md5)."""
+    return f"{cfg.dataset}-{cache_key(cfg, [_md5(p) for p in source_files(cfg)])}"
+
+
+def _md5(path: Path) -> str:
+    stat = path.stat()
+    return _md5_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _md5_of(path: str, size: int, mtime_ns: int) -> str:
+    """A file's md5, read once per process while the file is unchanged (a resumed grid asks
+    for every cell's data fingerprint)."""
+    return file_md5(path)
 
 
 def cache_key(cfg: DataConfig, source_md5s: list[str]) -> str:
@@ -244,7 +263,7 @@ def prepare_dataset(
     """
     check_writable(results_dir)  # before reading: an unwritable cache fails at once
     sources = source_files(cfg)
-    md5s = [file_md5(p) for p in sources]
+    md5s = [_md5(p) for p in sources]
     final = Path(results_dir) / "data" / f"{cfg.dataset}-{cache_key(cfg, md5s)}"
     if _is_complete(final):
         _log(verbose, f"reusing cached {final} (same source md5 and data config)")

@@ -52,9 +52,11 @@ import torch
 
 from unigrf.atomic import write_text_atomic
 from unigrf.config import ExperimentConfig, config_from_dict, config_hash, config_to_yaml
+from unigrf.data.prepare import data_fingerprint
+from unigrf.data.readers import DataError
 from unigrf.data.sequences import SequenceData
 from unigrf.names import check_name
-from unigrf.run_identity import record
+from unigrf.run_identity import portable_hash, record
 from unigrf.sweep.space import trial_config
 from unigrf.training.checkpoint_io import load_reported_checkpoint, write_reported_checkpoint
 from unigrf.training.context import TrainContext
@@ -141,7 +143,19 @@ def read_trial_result(run_dir: Path, cfg: ExperimentConfig) -> dict[str, Any] | 
             reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
             print(f"warning: {path}: unreadable ({reason}); the run counts as unfinished", file=sys.stderr)
         return None
-    return stored if stored.get("config_hash") == config_hash(cfg) else None
+    if stored.get("config_hash") == config_hash(cfg):
+        return stored
+    # the same cell elsewhere (another clone or results directory: an archive resumed)
+    if stored.get("portable_hash") == portable_hash(cfg) and stored.get("data") == _fingerprint(cfg):
+        return stored
+    return None
+
+
+def _fingerprint(cfg: ExperimentConfig) -> str | None:
+    try:
+        return data_fingerprint(cfg.data)
+    except (DataError, OSError):  # the data is not here: nothing to compare, the cell reruns
+        return None
 
 
 _WARNED: set[Path] = set()  # files already named (the driver reads each several times)
@@ -293,6 +307,8 @@ def run_trial(config: dict[str, Any], setup: TrialSetup, data: TrialData | None 
         run_dir / TRIAL_RESULT,
         {
             "config_hash": config_hash(cfg),
+            "portable_hash": portable_hash(cfg),  # what it computed, wherever the files lie
+            "data": _fingerprint(cfg),  # the prepared data's content (source md5s)
             "final": final_metrics(result),  # exactly the training's last report
             "history_file": HISTORY_FILE,
             "time_s": time.perf_counter() - start,  # this session's training (Train startup included)
