@@ -12,14 +12,17 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import load_dataset  # noqa: E402
 
 from unigrf.config import EvalConfig, ModelConfig
 from unigrf.data.sequences import SequenceData
@@ -30,31 +33,6 @@ from unigrf.evaluation import (
     retrieval_metrics,
     target_ranks,
 )
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "ml-100k" / "u.data"
-
-
-def load_ml100k(path: Path, max_len: int = 200) -> SequenceData:
-    """u.data (tab-separated user, item, rating, timestamp) -> SequenceData, per-user
-    chronological with ties in file order (two stable sorts), items remapped to 1..N."""
-    frame = pd.read_csv(
-        path,
-        sep="\t",
-        names=["user", "item", "rating", "timestamp"],
-        dtype={"user": np.int64, "item": np.int64, "rating": np.float64, "timestamp": np.int64},
-    )
-    frame = frame.sort_values("timestamp", kind="stable").sort_values("user", kind="stable")
-    codes, uniques = pd.factorize(frame["item"], sort=True)
-    cuts = np.flatnonzero(np.diff(frame["user"].to_numpy())) + 1
-    return SequenceData.from_arrays(
-        np.split(codes + 1, cuts),
-        np.split(frame["rating"].to_numpy(), cuts),
-        np.split(frame["timestamp"].to_numpy(), cuts),
-        num_items=len(uniques),
-        max_len=max_len,
-        name="ml-100k",
-    )
 
 
 class Timed(nn.Module):
@@ -123,7 +101,7 @@ def time_evaluate(timed: Timed, data: SequenceData, cfg: EvalConfig, repeats: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data-root", type=Path, default=None, help="default: ../shared/data")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
@@ -138,11 +116,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    data = load_ml100k(args.data, args.max_len)
+    data = load_dataset("ml-100k", args.max_len, args.data_root)
     print(
         f"## Evaluation\n\n`{data.name}`: {data.num_users} users, {data.num_items} items, {len(data.items)} ratings"
     )
-    print(f"(`{args.data.name}`, stable sort by user then timestamp, leave-one-out, history masked)\n")
+    print(
+        "(`u.data` as `unigrf train` prepares it: per user by timestamp, ties in file order; leave-one-out, history masked)\n"
+    )
 
     rows = {}
     for split in ("val", "test"):

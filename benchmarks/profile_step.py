@@ -1,6 +1,7 @@
-"""Where a training step's time goes: torch.profiler over speed_bench's step (mining, losses,
-weighter, backward, clip, AdamW) on ML-100K batches as `epoch_batches` cuts them (last 200
-items), printed as the operator table and the largest operators by input shape.
+"""Where a training step's time goes: torch.profiler over the library's `train_step` (mining,
+losses, weighter, backward, clip, AdamW; `benchmarks/common.py`) on ML-100K batches as
+`epoch_batches` cuts them (last 200 items), printed as the operator table and the largest
+operators by input shape.
 
     python benchmarks/profile_step.py --backbone hstu --size small --variant unigrf --batch-size 128
     python benchmarks/profile_step.py --backbone sasrec --variant item_only --batch-size 32 --threads 2
@@ -19,9 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed_bench import DEFAULT_DATA, Step, epoch_batches, epoch_users, load_ml100k  # noqa: E402
-
-from unigrf.config import load_config  # noqa: E402
+from common import Stepper, bench_config, first_epoch_batches, load_dataset  # noqa: E402
 
 
 def main() -> None:
@@ -36,23 +35,21 @@ def main() -> None:
     parser.add_argument("--from-end", action="store_true", help="profile the epoch's last (longest) batches")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rows", type=int, default=30)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data-root", type=Path, default=None, help="default: ../shared/data")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data = load_ml100k(args.data, 200)
-    users = epoch_users(data.num_users, 0, 0, 0, 1)
-    batches = epoch_batches(users, data.train_lengths, args.batch_size, 0, 0, 0)
-    cfg = load_config(
-        None,
+    data = load_dataset("ml-100k", 200, args.data_root)
+    batches = first_epoch_batches(data, args.batch_size)
+    cfg = bench_config(
+        data,
         [
             f"model.backbone={args.backbone}",
             f"model.size={args.size}",
             f"train.variant={args.variant}",
             "enhancer.warmup_epochs=0",
-            f"data.max_len={data.max_len}",
         ],
     )
-    step = Step(cfg, data)
+    step = Stepper(cfg, data)
     chosen = batches[-(args.steps + 1) :] if args.from_end else batches[: args.steps + 1]
     step(data.train_batch(chosen[0]))  # warm-up
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:

@@ -70,6 +70,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import anchor  # noqa: E402
 
 from unigrf.ablation.aggregate import Comparator, Floor, holm  # noqa: E402
+from unigrf.ablation.grid import BACKBONES as GRID_BACKBONES  # noqa: E402
 from unigrf.ablation.headline import (  # noqa: E402
     Choice,
     ChosenTest,
@@ -87,7 +88,7 @@ CSV = REPO / "benchmarks" / "quality.csv"
 GRID = REPO / "ablations" / "quality.yaml"
 REPORTS = REPO / "reports" / "quality"
 DATASETS = ("ml-100k", "amazon-mi", "movietweetings")
-BACKBONES = ("hstu", "llama", "sasrec")
+BACKBONES = GRID_BACKBONES  # the one backbone list (unigrf.config.BackboneName)
 VARIANT_ORDER = ("item_only", "retrieval_only", "ranking_only", "two_stage", "unigrf")
 SINGLE_TASK = ("item_only", "retrieval_only", "two_stage")  # the headline's baselines
 # grid dataset name -> (SASRec.pytorch's dataset name, its maxlen; None: the project's max_len)

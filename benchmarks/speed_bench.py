@@ -2,7 +2,7 @@
 this one process (or its children) on the same machine, so ratios between its numbers hold
 even where the machine changes between sessions.
 
-Sections (each printed as Markdown, paste into benchmarks/RESULTS.md "Throughput"):
+Sections (each printed as Markdown, JSON with --out: benchmarks/tables.py --take DIR):
 1. **GEMM peaks**: a 2048 x 2048 fp32 (and bf16) matmul at `--threads`, before and after the
    other measurements (the best of the two is the peak).
 2. **Training step** per backbone x size, UniGRF (interleaved items + feedback, enhancer m = 8
@@ -28,6 +28,11 @@ Sections (each printed as Markdown, paste into benchmarks/RESULTS.md "Throughput
    attention) and the share of the fp32 GEMM peak the fastest repeat reached — of a model
    trained `--eval-train-epochs` epochs first, since the cascade's work depends on how often
    retrieval's top 100 holds a liked target (the share of such users is printed).
+
+Every step is the library's `train_step` on the trainer `fit` builds (benchmarks/common.py:
+`Stepper`), on ML-100K as `unigrf train` prepares it (`load_dataset`). The same sections run
+from the one entry point, `python -m benchmarks peak step epoch trial eval [--out DIR]`
+(`--out`: each table as DIR/<name>.json, what benchmarks/tables.py renders into RESULTS.md).
 
     .venv/bin/python benchmarks/speed_bench.py --threads 2            # all sections (~10 min)
     .venv/bin/python benchmarks/speed_bench.py --threads 2 --only step,eval
@@ -57,14 +62,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anchor import run_anchor  # noqa: E402
-from step_time_bench import DEFAULT_DATA, load_ml100k  # noqa: E402
+from common import Stepper, Table, first_epoch_batches, load_dataset, machine, sync, write_json  # noqa: E402
 
 from unigrf.config import ExperimentConfig, load_config  # noqa: E402
 from unigrf.data.sequences import SequenceData  # noqa: E402
 from unigrf.evaluation import evaluate  # noqa: E402
-from unigrf.kernels import keep_freed_memory  # noqa: E402
-from unigrf.model import RankingDrivenEnhancer, UniGRF, build_model, build_weighter  # noqa: E402
-from unigrf.training.loop import epoch_batches, epoch_users  # noqa: E402
+from unigrf.model import UniGRF  # noqa: E402
 from unigrf.training.precision import autocast, autocast_dtype, native_bf16  # noqa: E402
 
 SECTIONS = ("peak", "step", "epoch", "trial", "eval")
@@ -91,12 +94,6 @@ def _cpu_sdpa_backward_flops(
 # ------------------------------------------------------------------------------------------
 
 
-def sync(device: torch.device) -> None:
-    """Wait for the device's queued work (CUDA runs asynchronously): before reading a clock."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def gemm_gflops(dtype: torch.dtype, device: torch.device, n: int = 2048, seconds: float = 2.0) -> float:
     if device.type == "cuda":
         n = 8192  # a 2048² GEMM is too small to fill a GPU
@@ -116,51 +113,6 @@ def gemm_gflops(dtype: torch.dtype, device: torch.device, n: int = 2048, seconds
 # ------------------------------------------------------------------------------------------
 
 
-class Step:
-    """One training step of `cfg` as `fit` takes it (mining, losses, weighter, backward, clip,
-    AdamW), without the loop around it, on `device`; `compile`: the loss computation (mining
-    included) through `torch.compile`."""
-
-    def __init__(
-        self,
-        cfg: ExperimentConfig,
-        data: SequenceData,
-        device: torch.device | None = None,
-        compile: bool = False,
-    ) -> None:
-        from unigrf.config import effective_m, effective_weighter_kind, variant_spec
-
-        keep_freed_memory()  # as `fit` does
-        torch.manual_seed(0)
-        self.cfg, self.spec = cfg, variant_spec(cfg)
-        counts = torch.as_tensor(data.item_counts("val"))
-        self.device = device or torch.device("cpu")
-        self.model = (
-            build_model(cfg, data.num_items, data.num_levels, data.max_len, counts).to(self.device).train()
-        )
-        tasks = [t for t, on in (("retrieval", self.spec.retrieval), ("ranking", self.spec.ranking)) if on]
-        self.weighter = build_weighter(effective_weighter_kind(cfg), cfg.weighter, tasks)
-        self.enhancer = RankingDrivenEnhancer(cfg.enhancer, effective_m(cfg))
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, betas=cfg.train.adam_betas)
-        # the precision training would use here (`train.precision: auto`: bf16 only where native)
-        self.dtype = autocast_dtype(cfg.train.precision, self.device)
-        self.losses = torch.compile(self._losses, dynamic=True) if compile else self._losses
-
-    def _losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        hard = self.enhancer.mine(self.model, batch) if self.enhancer.m else None
-        return self.model.losses(batch, hard, self.spec.retrieval, self.spec.ranking)
-
-    def __call__(self, batch: dict[str, torch.Tensor]) -> None:
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        with autocast(self.device, self.dtype):
-            losses = self.losses(batch)
-        total = self.weighter.combine(losses, self.model.shared_parameters())
-        self.opt.zero_grad(set_to_none=True)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.opt.step()
-
-
 def flops_per_user(cfg: ExperimentConfig, data: SequenceData, lengths: list[int]) -> np.poly1d:
     """Useful FLOPs of one training step for one user with a training window of L items, as a
     quadratic in L fitted exactly through flop_counter counts at three lengths (linear layers
@@ -175,7 +127,7 @@ def flops_per_user(cfg: ExperimentConfig, data: SequenceData, lengths: list[int]
             num_items=data.num_items,
             max_len=data.max_len,
         )
-        step = Step(cfg, data)
+        step = Stepper(cfg, data)
         backbones = [m for m in step.model.modules() if hasattr(m, "prefill_chunks")]
         for b in backbones:  # count the dense computation, not the chunked causal shortcut
             b.prefill_chunks = 1
@@ -195,8 +147,7 @@ def flops_per_user(cfg: ExperimentConfig, data: SequenceData, lengths: list[int]
 
 def bench_steps(args: argparse.Namespace, data: SequenceData, peaks: dict[str, float]) -> list[list[str]]:
     rows = []
-    users = epoch_users(data.num_users, 0, 0, 0, 1)
-    batches = epoch_batches(users, data.train_lengths, 128, 0, 0, 0)
+    batches = first_epoch_batches(data, 128)
     for backbone in args.backbones:
         for size in args.sizes:
             for variant in ("unigrf", "item_only"):
@@ -210,7 +161,7 @@ def bench_steps(args: argparse.Namespace, data: SequenceData, peaks: dict[str, f
                         f"data.max_len={data.max_len}",
                     ],
                 )
-                step = Step(cfg, data, args.device, args.compile)
+                step = Stepper(cfg, data, args.device, args.compile)
                 timed = batches[: args.steps + 1]
                 times = []
                 for i, users_b in enumerate(timed):
@@ -272,13 +223,11 @@ ANCHOR_SETTINGS = [
 
 def our_epoch_s(cfg: ExperimentConfig, data: SequenceData, epochs: int) -> list[float]:
     """Training time of `epochs` epochs (each user once, the loop's batches), as `fit` trains."""
-    step = Step(cfg, data)
+    step = Stepper(cfg, data)
     out = []
     for epoch in range(epochs + 1):
-        users = epoch_users(data.num_users, 0, epoch, 0, 1)
         start = time.perf_counter()
-        for batch_users in epoch_batches(users, data.train_lengths, cfg.train.batch_size, 0, epoch, 0):
-            step(data.train_batch(batch_users))
+        step.epoch(epoch)
         if epoch:  # epoch 0 warms up
             out.append(time.perf_counter() - start)
     return out
@@ -359,11 +308,9 @@ def trained_for_eval(cfg: ExperimentConfig, data: SequenceData, epochs: int) -> 
     users whose target is liked and in retrieval's top C (`cascade_rows`), so its cost depends on
     how good retrieval is: a random-init model (target in the top 100 for ~6 % of users) would
     flatter it."""
-    step = Step(cfg, data)
+    step = Stepper(cfg, data)
     for epoch in range(epochs):
-        users = epoch_users(data.num_users, 0, epoch, 0, 1)
-        for batch_users in epoch_batches(users, data.train_lengths, cfg.train.batch_size, 0, epoch, 0):
-            step(data.train_batch(batch_users))
+        step.epoch(epoch)
     return step.model.eval()
 
 
@@ -444,17 +391,15 @@ def bench_eval(args: argparse.Namespace, data: SequenceData, peaks: dict[str, fl
 # ------------------------------------------------------------------------------------------
 
 
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+STEP_COLUMNS = ["backbone", "size", "model", "ms/step", "real tokens/s", "real/padded tokens",
+                "useful GFLOP/step", "useful GFLOP/s", "% fp32 peak", "% bf16 peak"]  # fmt: skip
+EVAL_COLUMNS = ["backbone", "model", "precision", "test ndcg@10", "cascade users", "min s", "median s",
+                "GFLOP", "GFLOP/s (min)", "% fp32 peak"]  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """This benchmark's options (also `python -m benchmarks`'s)."""
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
     parser.add_argument("--backbones", nargs="+", default=["hstu", "llama", "sasrec"])
     parser.add_argument("--sizes", nargs="+", default=["tiny", "small", "base"])
     parser.add_argument(
@@ -466,7 +411,7 @@ def main() -> None:
     parser.add_argument(
         "--eval-train-epochs", type=int, default=10, help="training epochs before the evaluation is timed"
     )
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data-root", type=Path, default=None, help="default: ../shared/data")
     parser.add_argument(
         "--device",
         default="cpu",
@@ -474,95 +419,88 @@ def main() -> None:
         help="where the GEMM peaks, steps and evaluation run",
     )
     parser.add_argument("--compile", action="store_true", help="the step's losses through torch.compile")
-    args = parser.parse_args()
-    args.device = device = torch.device(args.device)  # the sections read it from args
-    only = set(args.only.split(","))
+    parser.add_argument("--out", type=Path, default=None, help="write each table as DIR/<name>.json")
+
+
+def run(args: argparse.Namespace, only: set[str]) -> list[Table]:
+    """The sections in `only` (of SECTIONS) -> their tables (printed by the caller)."""
+    device = args.device = torch.device(args.device)  # the sections read it from args
     if device.type == "cuda" and only & {"epoch", "trial"}:
-        parser.error(
-            "--device cuda: the epoch (SASRec.pytorch) and trial sections run on the CPU; use --only peak,step,eval"
+        raise SystemExit(
+            "--device cuda: the epoch (SASRec.pytorch) and trial sections run on the CPU; use peak,step,eval"
         )
     torch.set_num_threads(args.threads)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    data = load_ml100k(args.data, 200)
-    out = [
-        f"Machine: {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
-        + (f"{torch.cuda.get_device_name(device)}, " if device.type == "cuda" else "")
-        + f"device {device}{', compiled losses' if args.compile else ''}, "
-        f"{args.threads} thread(s); command: `python benchmarks/speed_bench.py {' '.join(sys.argv[1:])}`",
-        "",
-    ]
+    data = load_dataset("ml-100k", 200, args.data_root)
+    where = machine(device, args.threads) + (", compiled losses" if args.compile else "")
     peaks = {"fp32": gemm_gflops(torch.float32, device), "bf16": gemm_gflops(torch.bfloat16, device)}
+    tables: list[Table] = []
     if "step" in only:
         rows = bench_steps(args, data, peaks)
+        tables.append(Table(
+            "throughput-step",
+            "Training step, ML-100K batches as `epoch_batches` cuts them (128 users, last 200 items)",
+            STEP_COLUMNS, rows, machine=where,
+        ))  # fmt: skip
     if "epoch" in only:
-        epoch_rows = bench_epoch(args, data)
+        tables.append(Table(
+            "throughput-epoch",
+            "Epoch training time at SASRec.pytorch's ML-100K settings (median of the timed epochs)",
+            ["system", "s/epoch", "steps/epoch", "s/step", "× SASRec.pytorch epoch"],
+            bench_epoch(args, data), machine=where,
+        ))  # fmt: skip
     if "trial" in only:
         trial_rows, ray_s, grid_s = bench_trials(args)
+        tables.append(Table(
+            "ray-trials",
+            f"Sweep trials (`run_fixed_configs`, {args.trials} tiny synthetic configs, 3 epochs each): "
+            f"Ray start {ray_s:.1f} s, grid wall time {grid_s:.1f} s",
+            ["trial", "trial s", "epochs s", "overhead s"], trial_rows, machine=where,
+        ))  # fmt: skip
     if "eval" in only:
-        eval_rows = bench_eval(args, data, peaks)
+        tables.append(Table(
+            "evaluation-time",
+            f"Evaluation of all {data.num_users} ML-100K users (test; 200 items; full ranking, AUC, cascade "
+            f"top-100; model `small` after {args.eval_train_epochs} training epochs of the default recipe; "
+            '"cascade users": the share of users whose top-100 candidates are scored — liked target in '
+            "retrieval's top 100; test ndcg@10 and GFLOP of the fp32 evaluation)",
+            EVAL_COLUMNS, bench_eval(args, data, peaks), machine=where,
+        ))  # fmt: skip
     after = {"fp32": gemm_gflops(torch.float32, device), "bf16": gemm_gflops(torch.bfloat16, device)}
-    out.append(
-        f"GEMM peak ({'8192² on the GPU' if device.type == 'cuda' else f'2048², {args.threads} threads'}), before / after: fp32 {peaks['fp32']:.0f} / {after['fp32']:.0f} "
-        f"GFLOP/s, bf16 {peaks['bf16']:.1f} / {after['bf16']:.1f} GFLOP/s (shares below use the run's best). "
-        + (
-            "bf16 is native here (AMX / AVX-512-BF16): the steps run under bf16 autocast (`train.precision: auto`)."
-            if native_bf16(device)
-            else "This CPU has no native bf16 (no AMX / AVX-512-BF16): bf16 matmuls are emulated, so the steps "
-            "run in fp32 (`train.precision: auto`) and a share of the bf16 peak means nothing."
-        )
+    size = "8192² on the GPU" if device.type == "cuda" else f"2048², {args.threads} threads"
+    tables.insert(0, Table(
+        "throughput-peak",
+        f"GEMM peak ({size}), GFLOP/s before / after the other sections (shares use the run's best). "
+        + ("bf16 is native here: the steps run under bf16 autocast (`train.precision: auto`)."
+           if native_bf16(device) else
+           "No native bf16 here: the steps run in fp32 (`train.precision: auto`); a share of the bf16 "
+           "peak means nothing."),
+        ["dtype", "before", "after"],
+        [[k, f"{peaks[k]:.1f}", f"{after[k]:.1f}"] for k in ("fp32", "bf16")], machine=where,
+    ))  # fmt: skip
+    return tables
+
+
+def report(tables: list[Table], out: Path | None) -> None:
+    """Print `tables` as Markdown; with `out`, write each as JSON there too."""
+    for t in tables:
+        print(f"{t.title}:\n\n{t.markdown()}\n", flush=True)
+        if out is not None:
+            print(f"(written: {write_json(t, out)})\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    peaks = {k: max(peaks[k], after[k]) for k in peaks}
-    if "step" in only:
-        out += [
-            "",
-            "Training step, ML-100K batches as `epoch_batches` cuts them (128 users, last 200 items):",
-            "",
-            table(
-                ["backbone", "size", "model", "ms/step", "real tokens/s", "real/padded tokens", "useful GFLOP/step",
-                 "useful GFLOP/s", "% fp32 peak", "% bf16 peak"],
-                rows,
-            ),
-        ]  # fmt: skip
-    if "epoch" in only:
-        out += [
-            "",
-            "Epoch training time at SASRec.pytorch's ML-100K settings (median of the timed epochs):",
-            "",
-            table(["system", "s/epoch", "steps/epoch", "s/step", "× SASRec.pytorch epoch"], epoch_rows),
-        ]
-    if "trial" in only:
-        out += [
-            "",
-            f"Sweep trials (`run_fixed_configs`, {args.trials} tiny synthetic configs, 3 epochs each): Ray start "
-            f"{ray_s:.1f} s, grid wall time {grid_s:.1f} s",
-            "",
-            table(["trial", "trial s", "epochs s", "overhead s"], trial_rows),
-        ]
-    if "eval" in only:
-        out += [
-            "",
-            f"Evaluation of all {data.num_users} ML-100K users (test; 200 items; full ranking, AUC, cascade top-100; "
-            f'model `small` after {args.eval_train_epochs} training epochs of the default recipe; "cascade '
-            "users\": the share of users whose top-100 candidates are scored — liked target in retrieval's top 100; "
-            "test ndcg@10 and GFLOP of the fp32 evaluation):",
-            "",
-            table(
-                [
-                    "backbone",
-                    "model",
-                    "precision",
-                    "test ndcg@10",
-                    "cascade users",
-                    "min s",
-                    "median s",
-                    "GFLOP",
-                    "GFLOP/s (min)",
-                    "% fp32 peak",
-                ],
-                eval_rows,
-            ),  # fmt: skip
-        ]
-    print("\n".join(out))
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    tables = run(args, set(args.only.split(",")))
+    print(
+        f"Machine: {tables[0].machine}; command: `python benchmarks/speed_bench.py {' '.join(sys.argv[1:])}`\n"
+    )
+    report(tables, args.out)
 
 
 if __name__ == "__main__":

@@ -94,8 +94,8 @@ class SyntheticConfig:
     Sizes, then what is planted: topic tastes (which topics a user draws from, drifting),
     item-to-item successors (the sequential dependence, weaker after a disliked item), a long
     tail of popularity, and a latent Gaussian rating (taste, item quality, user bias, noise).
-    The defaults are the quick grid's data: a tiny HSTU learns it in seconds (measured in
-    `unigrf.data.synthetic`'s docstring).
+    The defaults are the quick grid's data: small enough that a tiny HSTU learns it in
+    seconds (benchmarks/RESULTS.md, "Quick grid").
     """
 
     num_users: Annotated[Int, Range(ge=1)] = 600
@@ -180,10 +180,8 @@ class DataConfig:
     # epoch; "last" = the last max_len items only (the rest of a longer history is never
     # trained on); "sample" = as many windows per epoch as there are users, drawn uniformly
     # from all windows (every target equally likely, epochs as short as "last").
-    # "all" was chosen on validation (a one-seed screen, ML-100K at max_len 50, where "last"
-    # trains on 39 % of the training interactions): item-only HSTU val NDCG@10 0.130 vs 0.121
-    # (last) and 0.123 (sample); UniGRF-HSTU 0.126 / AUC 0.808 vs 0.118 / 0.794 (last) and
-    # 0.125 / 0.806 (sample). Where every history fits one window (Amazon MI) all = last.
+    # "all" was chosen on validation (benchmarks/RESULTS.md, "Quality", "Training windows").
+    # Where every history fits one window (Amazon MI) all = last.
     train_windows: Literal["all", "last", "sample"] = "all"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -412,8 +410,8 @@ class EvalConfig:
     ks: tuple[Positive, ...] = (10, 50, 200)
     cascade_top_c: Positive = 100  # retrieval candidates re-ranked in the cascade metric
     cascade_k: Positive = 10
-    # users per evaluation batch: on CPU 64 beat 512 by 1.5-2.5x for every backbone
-    # (benchmarks/RESULTS.md "Evaluation"); padded width grows with the longest user in a batch
+    # users per evaluation batch: a padded batch costs as much as its longest user, so smaller
+    # batches waste less (benchmarks/RESULTS.md "Evaluation")
     batch_size: Positive = 64
     # How items scoring exactly equal to the target count (unigrf/evaluation/metrics.py):
     # "pessimistic" ranks them above it (a constant scorer gets 0, not 1); "optimistic" below.

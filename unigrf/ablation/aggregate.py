@@ -87,8 +87,8 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
     The step-down adjustment — the i-th smallest of m p-values times (m − i + 1), running
     maximum, capped at 1 — in numpy: statsmodels' `multipletests(method="holm")` gives the same
-    numbers (tests check it) but runs a full `gc.collect()` per call, ~0.7 s per column once
-    torch is loaded."""
+    numbers (tests check it) but runs a full `gc.collect()` per call, which is slow once torch
+    is loaded."""
     p = np.asarray(p_values, dtype=float)
     out = np.full(p.shape, math.nan)
     finite = np.flatnonzero(np.isfinite(p))

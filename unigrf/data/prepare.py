@@ -10,7 +10,8 @@
    `map_batches` task per block sorts its rows by (user, timestamp, row) and cuts them into
    per-user lists. `row` as the last key is what keeps tied timestamps in file order whatever
    order the rows reach the task in. (Partitioning ourselves and grouping per block with numpy
-   was measured ~7x faster than `groupby().map_groups()` on 1M rows.) An input of at most one
+   avoids `groupby().map_groups()`'s per-group pandas work: benchmarks/RESULTS.md,
+   "Preprocessing".) An input of at most one
    block's worth (`ROWS_PER_BLOCK`) is grouped by the same function in the preparing process,
    without Ray (`ray_blocks: 0` in the stats).
 5. resolve the defaults that follow the data: `like_threshold` from the rating scale and

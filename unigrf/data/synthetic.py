@@ -38,11 +38,9 @@ together with the popularity row (the floor) it says how much of the learnable s
 model has learned. The calibration tests (tests/test_synthetic.py) check the oracle against
 what the generator actually draws.
 
-The defaults are the quick grid's data (600 users x 200 items x ~30 interactions, like rate
-~0.63): popularity test NDCG@10 0.034, the oracle 0.60 (AUC 0.92). A tiny HSTU (full
-softmax, retrieval temperature 0.2, lr 0.005, batch 32) with the plain loop reaches ~0.12
-(3.5x popularity) after 4 epochs and 0.24-0.29 (7-8x) after 8 epochs (~5 s of training on
-one core), AUC ~0.81 (measured, seeds 0-2).
+The defaults are the quick grid's data (600 users x 200 items x ~30 interactions): small
+enough to train a tiny HSTU in seconds, with structure enough that it lands between popularity
+and the oracle (benchmarks/RESULTS.md, "Quick grid").
 
 Output: rows like an event log, ordered by timestamp, then user, then the user's step, so ties
 within a user are in generation order and a stable (timestamp, file row) sort recovers each

@@ -15,7 +15,7 @@ training retrieval position: the feedback token b_{L−1}, whose true next item 
    predicts the user dislikes. With `alpha`, a kept candidate whose like-probability is above
    alpha is replaced by 0 (no negative). Rows with L < 2 (no anchor) get all zeros.
 
-Cost (see benchmarks/RESULTS.md "Model step time"), all exact — the result equals the plain
+Cost (see benchmarks/RESULTS.md "Throughput"), all exact — the result equals the plain
 packed pass over each row: when that saves attention work (a batch of skewed lengths) rows are
 mined in `MINING_GROUPS` groups of similar length (`mining_groups`), each
 padded only to its own longest row; the prefix is encoded once, in causal chunks that skip

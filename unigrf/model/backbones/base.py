@@ -171,7 +171,7 @@ class Backbone(nn.Module):
         `[key_valid | eye(K)]` and `context` (tests/test_backbones.py checks it). HSTU computes
         it without any [B, K, S + K] tensor: the prefix part of every token's attention shares
         one relative-bias row per batch row, and its own key is a separate [B, H, K] term
-        (3.4x faster than the masked continuation); softmax backbones build the mask once per
+        (no [B, H, K, S + K] bias to build); softmax backbones build the mask once per
         pass for SDPA's fused kernel. The ranking-driven enhancer and the evaluation's cascade
         score their candidates this way."""
         b, k, _ = x.shape
@@ -355,8 +355,8 @@ class SoftmaxMask(NamedTuple):
 def softmax_mask(attn_mask: Tensor | None, dtype: torch.dtype) -> SoftmaxMask:
     """attn_mask [B or 1, T, S] bool (None: causal) -> SoftmaxMask, once per pass for all layers.
 
-    An additive float mask: SDPA's CPU kernel ran about a quarter faster with it than with a
-    boolean one (benchmarks/RESULTS.md, "Model step time"). A query row that may attend nothing
+    An additive float mask: SDPA's CPU kernel takes it faster than a boolean one
+    (benchmarks/RESULTS.md, "Throughput"). A query row that may attend nothing
     would softmax over all −inf (NaN); such rows attend every key instead and `masked_sdpa`
     sets their output to 0. Causal (None) needs no tensor: SDPA's fused causal kernel.
     """
@@ -373,8 +373,8 @@ def softmax_mask(attn_mask: Tensor | None, dtype: torch.dtype) -> SoftmaxMask:
 
 def packed_softmax_mask(key_valid: Tensor, k: int, dtype: torch.dtype) -> SoftmaxMask:
     """The packed-candidate mask of K tokens after a prefix with key_valid [B, S]: each token
-    attends the valid prefix keys and itself -> SoftmaxMask over [B, K, S + K] (SDPA's fused
-    kernel with this mask beat a hand-written two-part softmax 3.5x on CPU)."""
+    attends the valid prefix keys and itself -> SoftmaxMask over [B, K, S + K], so the
+    continuation runs in SDPA's fused kernel rather than a hand-written two-part softmax."""
     b = key_valid.shape[0]
     own = torch.eye(k, dtype=torch.bool, device=key_valid.device).expand(b, k, k)
     return softmax_mask(torch.cat([key_valid[:, None, :].expand(b, k, -1), own], dim=2), dtype)
