@@ -278,6 +278,7 @@ def run_grid(args: argparse.Namespace, dataset: str, command: str) -> tuple[pd.D
         spec,
         {"results_dir": str(args.results_dir)},
         resume=(Path(args.results_dir) / "ablations" / spec.name).exists(),
+        max_concurrent=args.max_concurrent,
         command=command,
     )
     return report_rows(report_dir, args.seeds, command), report_dir
@@ -972,6 +973,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="run RecBole's SASRec from this environment (built there when missing; slow)")  # fmt: skip
     parser.add_argument("--recbole-epochs", type=int, default=200, help="RecBole's epochs (it stops early)")
     parser.add_argument("--results-dir", type=Path, default=REPO / "results")
+    parser.add_argument("--max-concurrent", type=int, default=None,
+                        help="the grid's runs at once (default: one per free CPU)")  # fmt: skip
     parser.add_argument(
         "--csv", type=Path, default=CSV, help="the table to update (default benchmarks/quality.csv)"
     )
