@@ -3,8 +3,8 @@ corrected for.
 
 A table's headline — "the best unified model against the strongest baseline" — picks two rows
 out of several. Picked by their test means, the comparison is the largest of several noisy
-differences and reads as an effect where there is none (issue 31: on Amazon MI, validation
-would have picked a row that is −10 % on test against the row the test means picked). So:
+differences and reads as an effect where there is none (and a row validation would not pick
+can lead by the test set's noise alone). So:
 
 1. **The choice reads validation only.** `choose_on_validation` takes each candidate's mean over
    its finished seeds of a `val/` metric and refuses any other split; ties go to the first
