@@ -116,8 +116,8 @@ def test_the_prior_trains_and_its_buffers_travel_with_the_weights():
     batch = data.train_batch(np.arange(16))
     loss = model.losses(batch)["ranking"]
     loss.backward()
-    assert model.ranking_prior.item_weight.grad is not None
-    assert model.ranking_prior.user_weight.grad is not None
+    assert model.ranking_prior.item_shift.grad is not None
+    assert model.ranking_prior.user_shift.grad is not None
     assert model.rank_head[-1].weight.grad.abs().sum() > 0  # the head learns from zero
     # a model built without data takes the buffers from the checkpoint
     bare = build_model(cfg, data.num_items, data.num_levels, data.max_len)
@@ -145,3 +145,35 @@ def test_evaluation_runs_with_the_prior(variant):
     model, data, cfg = _model(f"train.variant={variant}")
     out = evaluate(model, data, "val", cfg.eval)
     assert 0.0 <= out["auc"] <= 1.0 and math.isfinite(out["logloss"])
+
+
+def test_weight_decay_pulls_towards_the_count_model_not_away_from_it():
+    """The recipe decays every parameter: decayed with no gradient, the prior's logits stay the
+    count model's (its weights are 1 + a shift that decays to 0), where decaying the weights
+    themselves would fade the counts out."""
+    stats = PriorStats(torch.tensor([False, True]), 0.3, torch.tensor([0.0, 3.0, 1.0]), torch.tensor([0.0, 4.0, 5.0]))
+    prior = RankingPrior(num_items=2, num_levels=1, stats=stats)
+    items, user_term = torch.tensor([1, 2]), torch.tensor([0.7, -0.4])
+    before = prior(items, user_term).detach().clone()
+    optimizer = torch.optim.AdamW(prior.parameters(), lr=0.1, weight_decay=1.0)
+    for _ in range(50):
+        optimizer.zero_grad()
+        (0.0 * prior(items, user_term).sum()).backward()  # zero gradients: decay alone
+        optimizer.step()
+    assert torch.allclose(prior(items, user_term), before)
+    # a learned shift decays back towards the count model
+    with torch.no_grad():
+        prior.item_shift.fill_(0.5)
+    for _ in range(50):
+        optimizer.zero_grad()
+        (0.0 * prior(items, user_term).sum()).backward()
+        optimizer.step()
+    assert 0.0 < prior.item_shift.item() < 0.5
+
+
+def test_a_checkpoint_with_the_weights_themselves_loads_as_shifts():
+    prior = RankingPrior(num_items=2, num_levels=1)
+    state = {k: v for k, v in prior.state_dict().items() if not k.endswith("_shift")}
+    state.update(user_weight=torch.tensor(1.25), item_weight=torch.tensor(0.5))
+    prior.load_state_dict(state)
+    assert prior.user_shift.item() == pytest.approx(0.25) and prior.item_shift.item() == pytest.approx(-0.5)

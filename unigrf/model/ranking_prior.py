@@ -89,8 +89,12 @@ class RankingPrior(nn.Module):
         self.register_buffer("global_rate", torch.tensor(float(stats.like_rate)))
         self.register_buffer("item_likes", stats.item_likes.float().clone())
         self.register_buffer("item_ratings", stats.item_ratings.float().clone())
-        self.user_weight = nn.Parameter(torch.ones(()))
-        self.item_weight = nn.Parameter(torch.ones(()))
+        # The terms' weights are 1 + a learned shift that starts at 0: weight decay (the recipe
+        # decays every parameter) then pulls the model towards the count model, not towards a
+        # ranker without its counts, which a decay of the weights themselves would do.
+        self.user_shift = nn.Parameter(torch.zeros(()))
+        self.item_shift = nn.Parameter(torch.zeros(()))
+        self._register_load_state_dict_pre_hook(_weights_to_shifts)
 
     def _term(self, likes: Tensor, ratings: Tensor) -> Tensor:
         """logit p − logit g for `likes` of `ratings`, smoothed (any shape)."""
@@ -123,4 +127,14 @@ class RankingPrior(nn.Module):
     def forward(self, items: Tensor, user_term: Tensor, labels: Tensor | None = None) -> Tensor:
         """items [...] long, user_term [...] (broadcastable), labels [...] | None -> [...]."""
         item_term = self.item_terms(items, labels)
-        return self.user_weight * user_term + self.item_weight * item_term + torch.logit(self.global_rate)
+        user_weight, item_weight = 1.0 + self.user_shift, 1.0 + self.item_shift
+        return user_weight * user_term + item_weight * item_term + torch.logit(self.global_rate)
+
+
+def _weights_to_shifts(state_dict, prefix, *args) -> None:
+    """A checkpoint that stored the weights themselves (`user_weight`, `item_weight`) loads as
+    their shifts from 1."""
+    for name in ("user", "item"):
+        old = state_dict.pop(f"{prefix}{name}_weight", None)
+        if old is not None:
+            state_dict[f"{prefix}{name}_shift"] = old - 1.0
