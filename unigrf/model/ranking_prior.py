@@ -17,10 +17,14 @@ So with `model.ranking_prior` the ranking logit is the count model plus the head
   training position without that position's own label (leave one out), so the term never
   reads the label it is trained on;
 - both rates smoothed towards the global training like rate g with `PSEUDO_COUNTS`
-  pseudo-ratings, as the count model; w_u, w_i learned scalars starting at 1.
+  pseudo-ratings, as the count model; w_u = 1 + δ_u, w_i = 1 + δ_i with learned shifts δ
+  starting at 0.
 
 The head's last layer starts at zero, so the model starts as the count model (its naive-Bayes
-sum of logits) and f_φ learns what the counts miss. The like levels, g and the item counts are
+sum of logits) and f_φ learns what the counts miss. Every learned part of the prior is zero at
+the count model — the head's last layer and the shifts — so the recipe's weight decay (on every
+parameter) pulls the ranker back towards the counts; decaying w_u and w_i themselves would pull
+them towards 0 and fade the counts out as training goes on. The like levels, g and the item counts are
 buffers saved with the weights: a served or reloaded model needs no data.
 """
 
