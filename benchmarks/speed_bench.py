@@ -317,8 +317,8 @@ def bench_epoch(args: argparse.Namespace, data: SequenceData) -> list[list[str]]
 def bench_trials(args: argparse.Namespace) -> tuple[list[list[str]], float, float]:
     import ray
 
-    from unigrf.ray_utils import init_ray
     from unigrf.ablation.cells import run_fixed_configs
+    from unigrf.ray_utils import init_ray
 
     with tempfile.TemporaryDirectory(prefix="speed-trials-") as tmp:
         base = [
