@@ -60,9 +60,9 @@ def rows_section(records: list[dict[str, Any]]) -> list[str]:
         "**extrapolated** to all users. GEMM = the 2048² fp32 anchor timed in the same process; "
         "% GEMM = the step's FLOPs (flop_counter, padding included) per second over it.",
         "",
-        "| ratings | users | prepare s | prepare peak GiB | backbone | steps/epoch | s/step | epoch h (extrap.) "
-        "| % GEMM | train peak GiB | eval s, all users (extrap.) | eval peak GiB | GEMM GFLOP/s |",
-        "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| ratings | users | prepare s | prepare peak GiB | backbone | steps/epoch | epoch TFLOP | s/step "
+        "| epoch h (extrap.) | % GEMM | train peak GiB | eval s, all users (extrap.) | eval peak GiB | GEMM GFLOP/s |",
+        "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for target in targets:
         prep = _find(rows, kind="prepare", rows_target=target)
@@ -80,6 +80,7 @@ def rows_section(records: list[dict[str, Any]]) -> list[str]:
                         _cell(prep, _gib),
                         _backbone(t),
                         str(res.get("steps_per_epoch", "—")),
+                        _cell(t, lambda r: f"{r['result']['epoch_flops_extrapolated'] / 1e12:.0f}"),
                         _cell(t, lambda r: f"{r['result']['step_s_median']:.2f}"),
                         _cell(t, lambda r: f"{r['result']['epoch_s_extrapolated'] / 3600:.2f}"),
                         _cell(

@@ -25,8 +25,10 @@ from pathlib import Path
 
 GIB = 1024**3
 MEMORY_SHARE = 0.8  # of physical memory, the most one command may plan to use
-RAY_FIXED_BYTES = 3 * GIB  # a local Ray and its Ray Data workers, before any row (measured ~2.5)
-PREPARE_BYTES_PER_ROW = 400  # parsed frame, codes, blocks, object store, sequence table (upper bound)
+# Upper bounds over the measured peaks (benchmarks/RESULTS.md "Scale": ~2.6 GiB at 1M rows and
+# 245-270 bytes per added row, ML-20M's and Amazon-Books' stand-ins): room for longer raw ids
+RAY_FIXED_BYTES = 3 * GIB  # a local Ray and its Ray Data workers, before any row
+PREPARE_BYTES_PER_ROW = 400  # parsed frame, codes, blocks, object store, sequence table
 SEQUENCE_BYTES_PER_ROW = 40  # SequenceData: items, ratings, timestamps, levels per interaction
 SCORE_COPIES_UNCHUNKED = 6  # scores, masked copy, mask, competitors, comparisons, topk's buffer
 SCORE_COPIES_CHUNKED = 8  # the same per chunk, plus float64 for P(next)'s normaliser
