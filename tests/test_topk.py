@@ -16,7 +16,7 @@ from unigrf.evaluation import topk as topk_module
 from unigrf.evaluation.cascade_score import retrieval_log_probs
 from unigrf.evaluation.evaluate import cascade_candidates
 from unigrf.evaluation.metrics import history_mask, target_ranks
-from unigrf.evaluation.topk import chunked_retrieval, excluded_in_chunk, use_chunks
+from unigrf.evaluation.topk import chunked_retrieval, excluded_in_chunk, log_normaliser, use_chunks
 
 
 def _case(seed: int, b: int = 9, n: int = 53, h: int = 12, d: int = 8):
@@ -126,3 +126,13 @@ def test_evaluate_through_chunks_gives_the_unchunked_metrics(monkeypatch):
             assert math.isnan(chunked[key]), key
         else:
             assert chunked[key] == pytest.approx(value, abs=1e-12), key
+
+
+@pytest.mark.timeout(60)
+def test_the_normaliser_of_some_rows_alone_equals_the_batch_walks():
+    query, table, history, targets = _case(2)
+    n = table.shape[0] - 1
+    rows = torch.tensor([0, 3, 5])
+    whole = chunked_retrieval(_score_fn(query, table), n, history, targets, 7, "pessimistic", 0.3, 11)
+    some = log_normaliser(_score_fn(query, table), n, rows, history, targets, 0.3, chunk=11)
+    assert torch.allclose(some, whole.log_normaliser[rows], atol=1e-12)

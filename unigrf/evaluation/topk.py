@@ -11,7 +11,9 @@ user batch needs is reduced chunk by chunk:
 - retrieval's top-C candidates and their scores — the chunk's top C merged into the running top
   C (`torch.topk` of the concatenation);
 - the log-normaliser of P(next) (logsumexp of scores / temperature over the eligible items, in
-  float64), for the cascade's combined score at 0 < λ < inf — `torch.logaddexp` over chunks.
+  float64), for the cascade's combined score at 0 < λ < inf — `torch.logaddexp` over chunks;
+  `evaluate` computes it in a second walk for the cascade's rows only (`log_normaliser`), as the
+  unchunked path computes it for those rows only.
 
 The masks are built per chunk from the history ([B, H] ids), never over the catalogue. The
 results equal the unchunked path's (`target_ranks`, `cascade_candidates`,
@@ -148,6 +150,28 @@ def chunked_retrieval(
     return ChunkedRetrieval(ranks, best_items, best_scores, log_norm)
 
 
+def log_normaliser(
+    score: ScoreChunk,
+    num_items: int,
+    rows: torch.Tensor,
+    history: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float,
+    chunk: int | None = None,
+) -> torch.Tensor:
+    """[R] float64 logsumexp of scores / temperature over the eligible items of batch rows `rows`
+    [R] (history [B, H] and targets [B] of the whole batch): P(next)'s normaliser for the rows
+    the cascade ranks, one more walk over the catalogue for those rows alone."""
+    chunk = ITEM_CHUNK if chunk is None else chunk
+    out = torch.full((len(rows),), -math.inf, dtype=torch.float64, device=rows.device)
+    for start in range(0, num_items + 1, chunk):
+        stop = min(start + chunk, num_items + 1)
+        excluded = excluded_in_chunk(history[rows], targets[rows].long(), start, stop)
+        logits = score(rows, start, stop).double().masked_fill(excluded, -math.inf) / temperature
+        out = torch.logaddexp(out, torch.logsumexp(logits, dim=1))
+    return out
+
+
 def cascade_from_topk(
     result: ChunkedRetrieval,
     rows: torch.Tensor,
@@ -159,7 +183,8 @@ def cascade_from_topk(
 ) -> torch.Tensor:
     """Cascade ranks [L, R] of batch rows `rows` [R] from their candidates' like logits [R, C]
     (`cascade_ranks_by_lambda`'s rule, on the candidates alone: eligibility and P(next) come from
-    the chunked walk instead of a [B, num_items + 1] mask and score matrix)."""
+    the chunked walk instead of a [B, num_items + 1] mask and score matrix). `result`'s
+    log_normaliser, where 0 < λ < inf needs it, is that of `rows` ([R], `log_normaliser`)."""
     chosen = result.candidates[rows]
     chosen_scores = result.candidate_scores[rows]
     eligible = chosen_scores > -math.inf
@@ -171,7 +196,7 @@ def cascade_from_topk(
                 "has no `retrieval_temperature` (evaluate only λ in {0, inf} with it: "
                 "eval.cascade_lambdas=[0, .inf])"
             )
-        logprobs = chosen_scores.double() / temperature - result.log_normaliser[rows].view(-1, 1)
+        logprobs = chosen_scores.double() / temperature - result.log_normaliser.view(-1, 1)
     # the candidates' own coordinates: column j of row r is "item" j, excluded where not eligible
     local = torch.arange(chosen.shape[1], device=chosen.device).expand_as(chosen)
     is_target = chosen == targets[rows].view(-1, 1)
@@ -214,9 +239,8 @@ def score_with_prefix_chunked(
 
     temperature = getattr(model, "retrieval_temperature", None)
     needs_norm = cascade and any(0 < lam < math.inf for lam in lambdas)
-    result = chunked_retrieval(
-        score, num_items, batch["history"], targets, top_c, ties, temperature if needs_norm else None, chunk
-    )
+    # P(next)'s normaliser is needed for the cascade's rows only: a second walk for them below
+    result = chunked_retrieval(score, num_items, batch["history"], targets, top_c, ties, None, chunk)
     ranks = result.ranks
     if not getattr(model, "has_ranking", True):
         return ranks, None, torch.zeros(targets.shape[0], device=targets.device)
@@ -229,7 +253,11 @@ def score_with_prefix_chunked(
     if len(rows):
         chosen = result.candidates[rows]
         logits = model.score_candidates(None, None, None, lengths[rows], chosen, prefix=prefix.select(rows))
-        out[:, rows] = cascade_from_topk(result, rows, logits, targets, lambdas, ties, temperature)
+        norm = None
+        if needs_norm and temperature is not None:
+            norm = log_normaliser(score, num_items, rows, batch["history"], targets, temperature, chunk)
+        with_norm = ChunkedRetrieval(result.ranks, result.candidates, result.candidate_scores, norm)
+        out[:, rows] = cascade_from_topk(with_norm, rows, logits, targets, lambdas, ties, temperature)
     return ranks, out, target_logits[:, 0].float()
 
 
