@@ -157,10 +157,11 @@ def catalogue_section(records: list[dict[str, Any]]) -> list[str]:
         "",
         "Evaluation of the synthetic users (50 items each, `small`, random init; full ranking, AUC, "
         "cascade top-100; batches of 64 users): chunked = `unigrf.evaluation.topk` (chunks of 65,536 "
-        "items, taken past one chunk), unchunked = [64, items] score matrices:",
+        "items, taken past one chunk), unchunked = [64, items] score matrices. s × GEMM: the seconds "
+        "times the anchor's GFLOP/s, the work in anchor units (comparable across loads):",
         "",
-        "| items | path | users | s | ms/user | peak GiB | estimate GiB |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        "| items | path | users | s | ms/user | s × GEMM (anchor GFLOP) | peak GiB | estimate GiB |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for n in items:
         for chunked in (True, False):
@@ -174,6 +175,8 @@ def catalogue_section(records: list[dict[str, Any]]) -> list[str]:
                 + _cell(r, lambda r: f"{r['result']['seconds']:.1f}")
                 + " | "
                 + _cell(r, lambda r: f"{1000 * r['result']['seconds'] / r['result']['users']:.2f}")
+                + " | "
+                + _cell(r, lambda r: f"{r['result']['seconds'] * r['gemm_gflops']:.0f}")
                 + f" | {_cell(r, _gib)} | "
                 + _cell(r, lambda r: f"{r['result']['estimate_bytes'] / GIB:.2f}")
                 + " |"
