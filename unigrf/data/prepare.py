@@ -63,6 +63,7 @@ from unigrf.config import (
 )
 from unigrf.data.download import file_md5
 from unigrf.data.readers import DataError, read_interactions, source_files
+from unigrf.footprint import check_prepare
 from unigrf.results_dir import check_writable
 
 PREPARE_VERSION = 2  # bump when the output format or the pipeline's semantics change
@@ -223,6 +224,7 @@ def build_sequences(frame: pd.DataFrame, num_blocks: int | None = None) -> tuple
         ds = ray.data.from_pandas(blocks).map_batches(
             sequences_of_block, batch_format="pandas", batch_size=None, zero_copy_batch=True
         )
+        del blocks  # from_pandas put them in the object store: the driver's copies can go
         tables = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
     finally:
         ctx.enable_progress_bars, ctx.print_on_execution_start = saved
@@ -253,7 +255,12 @@ def load_meta(prepared_dir: str | Path) -> dict[str, Any]:
 
 
 def prepare_dataset(
-    cfg: DataConfig, results_dir: str | Path, *, num_blocks: int | None = None, verbose: bool = True
+    cfg: DataConfig,
+    results_dir: str | Path,
+    *,
+    num_blocks: int | None = None,
+    verbose: bool = True,
+    available: int | None = None,
 ) -> Path:
     """Prepare `cfg`'s dataset under `<results_dir>/data/` (or reuse the cache); returns the dir.
 
@@ -261,6 +268,8 @@ def prepare_dataset(
     (or joins $RAY_ADDRESS) only if none is initialised, and shuts down only a Ray it started.
     `num_blocks` overrides the number of Ray Data blocks (default: from the row count and the
     cluster's CPUs; a smaller input is grouped in this process unless `num_blocks` is given).
+    A preparation whose estimated peak (`unigrf.footprint.check_prepare`) exceeds `available`
+    bytes (default: that share of this machine's memory) is refused before reading.
     """
     check_writable(results_dir)  # before reading: an unwritable cache fails at once
     sources = source_files(cfg)
@@ -270,6 +279,7 @@ def prepare_dataset(
         _log(verbose, f"reusing cached {final} (same source md5 and data config)")
         _log(verbose, describe_defaults(load_meta(final)))
         return final
+    check_prepare(cfg, available)  # what cannot fit fails here, not as an out-of-memory kill
     lock = _acquire_cache_lock(final, verbose)
     try:
         if _is_complete(final):  # another process prepared it while this one waited
@@ -312,11 +322,11 @@ def _prepare(
     bad_rows = int(df.attrs.get("bad_rows", 0))
     if bad_rows:
         _log(verbose, f"skipped {bad_rows:,} bad rows (first: {df.attrs.get('first_bad_row')})")
-    raw_users, raw_items = df["user"].nunique(), df["item"].nunique()
 
     # filter on integer codes, then remap by first appearance in file order
-    user_codes, _ = pd.factorize(df["user"], sort=False)
-    item_codes, _ = pd.factorize(df["item"], sort=False)
+    user_codes, user_uniques = pd.factorize(df["user"], sort=False)
+    item_codes, item_uniques = pd.factorize(df["item"], sort=False)
+    raw_users, raw_items = len(user_uniques), len(item_uniques)
     k = cfg.resolved_k_core()
     keep, filter_stats = filter_interactions(user_codes, item_codes, k)
     if not keep.any():
@@ -326,9 +336,17 @@ def _prepare(
             f"read; k_core={k}, each user needs >= {MIN_INTERACTIONS} interactions)"
         )
     rows = np.flatnonzero(keep)  # file order of the kept interactions
-    kept = df.iloc[rows]
-    user_idx, user_raw = pd.factorize(kept["user"], sort=False)
-    item_idx, item_raw = pd.factorize(kept["item"], sort=False)
+    if len(rows) == len(df):
+        # nothing filtered: the codes are already by first appearance; no copy of the rows
+        kept, (user_idx, user_raw), (item_idx, item_raw) = (
+            df,
+            (user_codes, user_uniques),
+            (item_codes, item_uniques),
+        )
+    else:
+        kept = df.iloc[rows]
+        user_idx, user_raw = pd.factorize(kept["user"], sort=False)
+        item_idx, item_raw = pd.factorize(kept["item"], sort=False)
     frame = pd.DataFrame(
         {
             "user": user_idx.astype(np.int64),
@@ -338,6 +356,9 @@ def _prepare(
             "row": rows.astype(np.int64),
         }
     )
+    # the raw rows are not needed past here: free them before the grouping's copies
+    raw_rows, first_bad_row = len(df), df.attrs.get("first_bad_row")
+    del df, kept, user_codes, item_codes, user_idx, item_idx, keep, rows
 
     t_group = time.perf_counter()
     if num_blocks is None and len(frame) <= ROWS_PER_BLOCK:
@@ -384,11 +405,11 @@ def _prepare(
             float(np.minimum(train_lengths, max_len).sum() / max(int(train_lengths.sum()), 1)), 4
         ),
         "tied_next_share": round(tied / max(1, int(pairs.sum())), 4),
-        "raw_interactions": int(len(df) + bad_rows),
+        "raw_interactions": int(raw_rows + bad_rows),
         "raw_users": int(raw_users),
         "raw_items": int(raw_items),
         "bad_rows_skipped": bad_rows,
-        "first_bad_row": df.attrs.get("first_bad_row"),
+        "first_bad_row": first_bad_row,
         "users_dropped_short": filter_stats["users_dropped_short"],
         "kcore_removed_interactions": filter_stats["kcore_removed_interactions"],
         "ray_blocks": int(used_blocks),  # 0: grouped in the preparing process (one block's worth)

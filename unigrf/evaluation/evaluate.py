@@ -588,11 +588,16 @@ def evaluate(
     # One prefix pass when the model offers it (and serves both stages); else score_eval's
     # pass over history + target, then score_candidates over the prefix again.
     reuse_prefix = ranking_model is None and hasattr(model, "eval_prefix")
+    # a catalogue beyond one item chunk is scored chunk by chunk (memory: users x chunk); imported
+    # here because topk builds on this module's cascade functions
+    from unigrf.evaluation.topk import score_with_prefix_chunked, use_chunks
+
+    score_prefix = score_with_prefix_chunked if use_chunks(model, data.num_items) else _score_with_prefix
     with _inference(model, ranker):
         for chunk in _batches(data, users, cfg.batch_size):
             batch = _to_device(data.eval_batch(chunk, split), device)
             if reuse_prefix:
-                ranks, cascade_rank, rank_logit = _score_with_prefix(
+                ranks, cascade_rank, rank_logit = score_prefix(
                     model, batch, data.num_items, cfg.cascade_top_c, cfg.ties, lambdas, with_cascade
                 )
             else:

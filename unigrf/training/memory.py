@@ -13,20 +13,12 @@ second with the reason, instead of swapping or being killed an hour into a sweep
 
 from __future__ import annotations
 
-import os
-
 from unigrf.config import ConfigError, ExperimentConfig, effective_m
+from unigrf.evaluation.topk import ITEM_CHUNK
+from unigrf.footprint import MEMORY_SHARE, physical_memory_bytes
 
 FLOAT = 4  # bytes
-MEMORY_SHARE = 0.8  # of physical memory, the most one run may plan to use
-
-
-def physical_memory_bytes() -> int | None:
-    """This machine's physical memory (POSIX), or None where it cannot be read."""
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, OSError, ValueError):
-        return None
+__all__ = ["MEMORY_SHARE", "check_memory", "estimate_bytes", "physical_memory_bytes"]
 
 
 def estimate_bytes(cfg: ExperimentConfig, num_items: int, max_len: int) -> dict[str, tuple[int, str]]:
@@ -40,8 +32,9 @@ def estimate_bytes(cfg: ExperimentConfig, num_items: int, max_len: int) -> dict[
     loss = cfg.loss
     out: dict[str, tuple[int, str]] = {
         "item table, its gradient and AdamW state": (models * (num_items + 1) * dim * FLOAT * 4, "model.dim"),
+        # walked in item chunks past ITEM_CHUNK items (unigrf.evaluation.topk)
         "evaluation scores [eval.batch_size, items]": (
-            cfg.eval.batch_size * (num_items + 1) * FLOAT * 4,
+            cfg.eval.batch_size * min(num_items + 1, ITEM_CHUNK) * FLOAT * 4,
             "eval.batch_size",
         ),
     }
