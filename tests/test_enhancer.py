@@ -36,7 +36,11 @@ def data() -> SequenceData:
 
 def model_for(data: SequenceData, backbone: str = "hstu", seed: int = 0) -> UniGRF:
     torch.manual_seed(seed)
-    cfg = ModelConfig(backbone=backbone, size="tiny", num_layers=2, num_heads=2, dim=16, time_bias=True)
+    # the brute force scores with the head alone (`rank_logits(h)`); with the ranking prior the
+    # packed pass and the per-candidate pass agree in tests/test_ranking_prior.py
+    cfg = ModelConfig(
+        backbone=backbone, size="tiny", num_layers=2, num_heads=2, dim=16, time_bias=True, ranking_prior=False
+    )
     return UniGRF(cfg, data.num_items, data.num_levels, data.max_len)  # dropout 0.2: eval matters
 
 

@@ -38,7 +38,8 @@ NUM_ITEMS, MAX_LEN = 40, 10
 
 
 def tiny_cfg(name: str = "hstu", **overrides: object) -> ModelConfig:
-    base = dict(size="tiny", num_layers=2, num_heads=2, dim=16, dropout=0.0, similarity="cosine")
+    # the head alone (`rank_logits(h)`): the ranking prior's paths are tests/test_ranking_prior.py's
+    base = dict(size="tiny", num_layers=2, num_heads=2, dim=16, dropout=0.0, similarity="cosine", ranking_prior=False)
     return ModelConfig(**{**base, **BACKBONES[name], **overrides})
 
 
@@ -434,7 +435,7 @@ def cyclic_data() -> SequenceData:
 def test_tiny_model_overfits(name: str) -> None:
     data = cyclic_data()
     torch.manual_seed(0)
-    cfg = ModelConfig(size="tiny", dropout=0.0, **BACKBONES[name])
+    cfg = ModelConfig(size="tiny", dropout=0.0, ranking_prior=False, **BACKBONES[name])  # the head alone
     model = UniGRF(
         cfg,
         data.num_items,

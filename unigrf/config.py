@@ -259,10 +259,11 @@ class ModelConfig:
     # (several times slower on CPU, benchmarks/RESULTS.md "Throughput").
     attention_dropout: Probability = 0.0
     ranking_hidden: Positive = 64  # hidden width of the ranking MLP head f_phi
-    # The ranking logit starts from the count model's form — the user's smoothed like rate over
-    # the feedback it has seen, a learned per-item bias, the global rate — and the head f_phi
-    # adds to it (unigrf/model/ranking_prior.py says why; reports/recipe/README.md the evidence).
-    ranking_prior: Bool = False
+    # The ranking logit starts from the count model's form — the user's and the item's smoothed
+    # like rates on the training part, the global rate — and the head f_phi adds to it
+    # (unigrf/model/ranking_prior.py says why; reports/recipe/README.md "Ranking prior" the
+    # decision, on validation over the three datasets).
+    ranking_prior: Bool = True
     # Retrieval score of item i for query h: "cosine" = <h/|h|, e_i/|e_i|> (then divided by
     # loss.temperature in training), "dot" = <h, e_i>. The item table is shared with the input.
     similarity: Literal["cosine", "dot"] = "dot"
