@@ -150,6 +150,7 @@ def test_rows_axis_and_command_line_overrides(tmp_path):
         ),
         ({"variants": ["unigrf"], "base_config": "nowhere.yaml"}, "base_config"),
         ({"rows": []}, "rows"),
+        ({"variants": ["unigrf"], "metrics": ["test/auc", "test/hr@10", "test/auc"]}, "metrics: test/auc is listed more"),
     ],
 )
 def test_bad_grid_files_name_file_and_key(tmp_path, data, key_in_message):

@@ -485,6 +485,9 @@ def parse_grid(
     reference = grid.reference if grid.reference is not None else row_names[0]
     if reference not in row_names:
         raise fail("reference", f"{reference!r} is not a row of this grid (rows: {', '.join(row_names)})")
+    twice = sorted({m for m in grid.metrics if grid.metrics.count(m) > 1})
+    if twice:  # one report column per metric: a repeated one has no single place in the table
+        raise fail("metrics", f"{twice[0]} is listed more than once")
     peaks = PeakSpec(grid.peaks.retrieval, grid.peaks.ranking) if grid.peaks is not None else None
     if grid.equivalence_margin_epochs is not None and peaks is None:
         raise fail("equivalence_margin_epochs", "needs `peaks` (the per-stage peak epochs it tests)")
