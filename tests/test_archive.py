@@ -113,3 +113,15 @@ def test_archive_refuses_what_is_not_a_report_and_what_it_did_not_make(tmp_path)
         archive(tmp_path / "src", tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     assert main(["archive", str(tmp_path / "nope"), str(tmp_path / "out")]) == 2
+
+
+def test_a_finished_cell_is_known_by_what_it_computed_not_where_its_files_lie():
+    from unigrf.config import load_config
+    from unigrf.run_identity import identity_hash, portable_hash
+
+    base = load_config(None, ["data.dataset=ml-100k", "data.data_dir=/a/ml-100k", "results_dir=/r1"])
+    moved = load_config(None, ["data.dataset=ml-100k", "data.data_dir=/b/ml-100k", "results_dir=/r2"])
+    longer = load_config(None, ["data.dataset=ml-100k", "data.data_dir=/a/ml-100k", "results_dir=/r1", "train.epochs=7"])
+    assert portable_hash(base) == portable_hash(moved)
+    assert portable_hash(base) != portable_hash(longer)  # a finished result depends on the budget
+    assert identity_hash(base) == identity_hash(longer)  # a resumed run may train longer

@@ -63,23 +63,28 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _keys_but(config: ExperimentConfig | Mapping[str, Any], left_out: tuple[str, ...]) -> dict[str, Any]:
+    data = config_to_dict(config) if isinstance(config, ExperimentConfig) else config
+    return {k: v for k, v in flatten(data).items() if k not in left_out}
+
+
+def _hash(keys: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def identity(config: ExperimentConfig | Mapping[str, Any]) -> dict[str, Any]:
     """The dotted keys that define what a run computes: all but `SAFE_TO_CHANGE`."""
-    data = config_to_dict(config) if isinstance(config, ExperimentConfig) else config
-    return {k: v for k, v in flatten(data).items() if k not in SAFE_TO_CHANGE}
+    return _keys_but(config, SAFE_TO_CHANGE)
 
 
 def identity_hash(config: ExperimentConfig | Mapping[str, Any]) -> str:
-    blob = json.dumps(identity(config), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return _hash(identity(config))
 
 
 def portable_hash(config: ExperimentConfig | Mapping[str, Any]) -> str:
     """The hash of everything a finished run computed from — every key but `LOCATION_KEYS`
     (unlike `identity_hash`, train.epochs and the like count: they change the result)."""
-    data = config_to_dict(config) if isinstance(config, ExperimentConfig) else config
-    kept = {k: v for k, v in flatten(data).items() if k not in LOCATION_KEYS}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return _hash(_keys_but(config, LOCATION_KEYS))
 
 
 def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
