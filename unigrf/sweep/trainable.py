@@ -308,7 +308,9 @@ def run_trial(config: dict[str, Any], setup: TrialSetup, data: TrialData | None 
         {
             "config_hash": config_hash(cfg),
             "portable_hash": portable_hash(cfg),  # what it computed, wherever the files lie
-            "data": _fingerprint(cfg),  # the prepared data's content (source md5s)
+            # the prepared data's content (source md5s): its cache directory's name, read the
+            # source files again only where the driver prepared none
+            "data": Path(prepared).name if (prepared := setup.data_dirs.get(data_key(cfg))) else _fingerprint(cfg),
             "final": final_metrics(result),  # exactly the training's last report
             "history_file": HISTORY_FILE,
             "time_s": time.perf_counter() - start,  # this session's training (Train startup included)
