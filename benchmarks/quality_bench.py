@@ -47,6 +47,7 @@ d. issue 35's acceptance lines: the validation-chosen UniGRF and item-only rows 
     python benchmarks/quality_bench.py --datasets amazon-mi --recbole-env ../recbole-env
     python benchmarks/quality_bench.py --datasets ml-100k --rows hstu/unigrf hstu/item_only --skip-anchor
     python benchmarks/quality_bench.py --skip-grid --skip-anchor        # the summary from what is stored
+    python benchmarks/quality_bench.py --datasets movietweetings --reuse-from results/ablations/paper-movietweetings
 """
 
 from __future__ import annotations
@@ -280,6 +281,7 @@ def run_grid(args: argparse.Namespace, dataset: str, command: str) -> tuple[pd.D
         resume=(Path(args.results_dir) / "ablations" / spec.name).exists(),
         max_concurrent=args.max_concurrent,
         command=command,
+        reuse_from=args.reuse_from,
     )
     return report_rows(report_dir, args.seeds, command), report_dir
 
@@ -973,6 +975,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="run RecBole's SASRec from this environment (built there when missing; slow)")  # fmt: skip
     parser.add_argument("--recbole-epochs", type=int, default=200, help="RecBole's epochs (it stops early)")
     parser.add_argument("--results-dir", type=Path, default=REPO / "results")
+    parser.add_argument(
+        "--reuse-from",
+        nargs="+",
+        default=[],
+        metavar="REPORT_DIR",
+        help="other grids' report directories (e.g. <results-dir>/ablations/paper-movietweetings): "
+        "cells they finished under the same config and data are copied, not trained again",
+    )
     parser.add_argument("--max-concurrent", type=int, default=None,
                         help="the grid's runs at once (default: one per free CPU)")  # fmt: skip
     parser.add_argument(

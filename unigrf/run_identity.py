@@ -87,6 +87,17 @@ def portable_hash(config: ExperimentConfig | Mapping[str, Any]) -> str:
     return _hash(_keys_but(config, LOCATION_KEYS))
 
 
+# Keys that name a run rather than shape it: two grids holding the same cell give it different
+# names (`ablate-<grid>-<cell>`), and the name only decides where its files go.
+NAME_KEYS = ("name",)
+
+
+def computation_hash(config: ExperimentConfig | Mapping[str, Any]) -> str:
+    """The hash of what a run computes, wherever it ran and whatever it is called: every key but
+    `LOCATION_KEYS` and `NAME_KEYS` (`unigrf.ablation.reuse` finds a grid's cells in another's)."""
+    return _hash(_keys_but(config, LOCATION_KEYS + NAME_KEYS))
+
+
 def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """`key old -> new` for every identity key that differs (new or gone keys included)."""
     a, b = identity(old), identity(new)

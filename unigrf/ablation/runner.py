@@ -323,6 +323,7 @@ def run_ablation(
     command: str = "",
     verbose: bool = False,
     quiet: bool = False,
+    reuse_from: Sequence[str | Path] = (),
 ) -> tuple[Path, Rendered]:
     """Run every cell of `spec` and write the report; returns (report dir, rendered report).
 
@@ -332,15 +333,32 @@ def run_ablation(
 
     The grid's lock (`unigrf.run_lock`) is held throughout: a second `unigrf ablate` of the same
     grid exits naming the first. Ctrl-C: Tune stops the runs, the report is written with the
-    unfinished cells "interrupted", and `Interrupted` is raised (exit 130)."""
+    unfinished cells "interrupted", and `Interrupted` is raised (exit 130).
+
+    `reuse_from`: report directories of other grids whose finished cells this grid shares
+    (the same computation on the same data): they are copied in, not trained again
+    (`unigrf.ablation.reuse`), and listed in meta.json's `reused`."""
     overrides = dict(cli_overrides or {})
     if use_gpu:
         overrides["train.use_gpu"] = True
     cells = spec.expand(overrides)
     results_dir = check_writable(cells[0].config.results_dir)  # before Ray starts or data is prepared
+    if reuse_from:
+        from unigrf.ablation.reuse import check_sources
+
+        check_sources(reuse_from)
     with hold(results_dir, "grid", spec.name, "grid"):
         return _run_ablation(
-            spec, overrides, address, storage_path, resume, max_concurrent, command, verbose, quiet
+            spec,
+            overrides,
+            address,
+            storage_path,
+            resume,
+            max_concurrent,
+            command,
+            verbose,
+            quiet,
+            reuse_from,
         )
 
 
@@ -354,6 +372,7 @@ def _run_ablation(
     command: str,
     verbose: bool,
     quiet: bool,
+    reuse_from: Sequence[str | Path],
 ) -> tuple[Path, Rendered]:
     import ray
 
@@ -394,12 +413,14 @@ def _run_ablation(
             _with_config(c, resolve_model_size(c.config, datasets[c.dataset]["num_train_interactions"]))
             for c in cells
         ]
+        named = [(run_name(c.name), c.config) for c in cells]
+        reused = _reuse(report_dir, named, reuse_from, resume, quiet)
         # the grid's directory is the Tune experiment: runs/<run name>/ per cell, ray/ storage
         frame = run_fixed_configs(
-            [(run_name(c.name), c.config) for c in cells],
+            named,
             experiment_dir=report_dir,
             storage_path=storage_path,
-            resume=resume,
+            resume=resume or bool(reused),
             max_concurrent=max_concurrent,
             address=address,
             verbose=1 if verbose else 0,
@@ -424,6 +445,8 @@ def _run_ablation(
         "storage_path": storage_path or str(report_dir / "ray"),
         "budget": budget(cells, datasets),
     }
+    if reused:
+        meta["reused"] = reused
     if declared is not None:
         meta["declared"] = declared
     unfinished = int((results["status"] == INTERRUPTED).sum())
@@ -450,6 +473,28 @@ def _run_ablation(
             f"in {report_dir / 'report.md'}); the same command with --resume runs them"
         )
     return report_dir, rendered
+
+
+def _reuse(
+    report_dir: Path,
+    named: Sequence[tuple[str, ExperimentConfig]],
+    sources: Sequence[str | Path],
+    resume: bool,
+    quiet: bool,
+) -> dict[str, dict[str, str]]:
+    """Copy in the cells `sources` finished (`unigrf.ablation.reuse`); a fresh grid (no
+    `--resume`) must not already have run directories, as without reuse."""
+    from unigrf.ablation.reuse import reuse_cells
+
+    if not sources:
+        return {}
+    runs = report_dir / "runs"
+    if not resume and runs.is_dir() and any(runs.iterdir()):
+        raise GridError(f"{runs}: the grid has run directories already; add --resume to continue it")
+    reused = reuse_cells(report_dir, named, sources)
+    if not quiet:
+        print(f"reused {len(reused)} finished cell(s) from {', '.join(map(str, sources))}", flush=True)
+    return reused
 
 
 def _with_config(cell: Cell, cfg: ExperimentConfig) -> Cell:

@@ -53,6 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="show Ray's start-up output, Tune's trial tables and the workers' logs, and print the "
         "whole report (default: a progress bar, one line per run, the results table)",
     )
+    parser.add_argument(
+        "--reuse-from",
+        nargs="+",
+        default=[],
+        metavar="REPORT_DIR",
+        help="report directories of other grids (results or archives): a cell one of them finished "
+        "under the same config and data is copied in, not trained again",
+    )
     add_cluster_arguments(parser)
 
 
@@ -74,6 +82,8 @@ def command_line(args: argparse.Namespace) -> str:
             parts += [f"--{flag.replace('_', '-')}", value]
     if args.gpu:
         parts.append("--gpu")
+    if args.reuse_from:
+        parts += ["--reuse-from", *args.reuse_from]
     parts += list(args.overrides or [])
     return shlex.join(parts)
 
@@ -100,5 +110,6 @@ def run(args: argparse.Namespace) -> int:
         max_concurrent=args.max_concurrent,
         command=command_line(args),
         verbose=args.verbose,
+        reuse_from=args.reuse_from,
     )
     return 0

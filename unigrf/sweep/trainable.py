@@ -146,12 +146,14 @@ def read_trial_result(run_dir: Path, cfg: ExperimentConfig) -> dict[str, Any] | 
     if stored.get("config_hash") == config_hash(cfg):
         return stored
     # the same cell elsewhere (another clone or results directory: an archive resumed)
-    if stored.get("portable_hash") == portable_hash(cfg) and stored.get("data") == _fingerprint(cfg):
+    if stored.get("portable_hash") == portable_hash(cfg) and stored.get("data") == data_fingerprint_of(cfg):
         return stored
     return None
 
 
-def _fingerprint(cfg: ExperimentConfig) -> str | None:
+def data_fingerprint_of(cfg: ExperimentConfig) -> str | None:
+    """The prepared data's fingerprint for `cfg` (its source files' md5), None when the data is
+    not on this machine."""
     try:
         return data_fingerprint(cfg.data)
     except (DataError, OSError):  # the data is not here: nothing to compare, the cell reruns
@@ -310,7 +312,9 @@ def run_trial(config: dict[str, Any], setup: TrialSetup, data: TrialData | None 
             "portable_hash": portable_hash(cfg),  # what it computed, wherever the files lie
             # the prepared data's content (source md5s): its cache directory's name, read the
             # source files again only where the driver prepared none
-            "data": Path(prepared).name if (prepared := setup.data_dirs.get(data_key(cfg))) else _fingerprint(cfg),
+            "data": Path(prepared).name
+            if (prepared := setup.data_dirs.get(data_key(cfg)))
+            else data_fingerprint_of(cfg),
             "final": final_metrics(result),  # exactly the training's last report
             "history_file": HISTORY_FILE,
             "time_s": time.perf_counter() - start,  # this session's training (Train startup included)

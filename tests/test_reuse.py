@@ -1,0 +1,107 @@
+"""`--reuse-from`: a cell two grids share is trained once — the second grid copies the first's
+finished cell (same computation, same data) and trains only what it lacks; a cell whose config
+differs in anything but its name and locations is trained, not reused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from unigrf.ablation.archive import finished_cells
+from unigrf.ablation.reuse import ReuseError, check_sources
+from unigrf.cli import main
+from unigrf.config import apply_overrides, load_config
+from unigrf.run_identity import computation_hash, portable_hash
+
+OVERRIDES = {
+    "loss.num_negatives": 8,
+    "train.epochs": 1,
+    "train.batch_size": 32,
+    "enhancer.top_k": 10,
+    "enhancer.m": 2,
+    "enhancer.warmup_epochs": 0,
+    "eval.ks": [5, 10],
+    "eval.cascade_top_c": 20,
+}
+
+
+def write_ratings(folder):
+    """A small MovieTweetings-format file (user::item::rating::timestamp, ratings 0-10)."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for user in range(60):
+        for t, item in enumerate(rng.choice(30, size=12, replace=False)):
+            lines.append(f"{user}::{item:07d}::{rng.integers(0, 11)}::{1_600_000_000 + 100 * t}")
+    folder.mkdir(parents=True)
+    (folder / "ratings.dat").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def grid_file(tmp_path, name, data_dir, rows):
+    grid = {
+        "name": name,
+        "description": "reuse test grid",
+        "overrides": OVERRIDES,
+        "seeds": 1,
+        "datasets": [
+            {"name": "mt", "overrides": {"data.dataset": "movietweetings", "data.data_dir": str(data_dir)}}
+        ],
+        "rows": rows,
+        "reference": "hstu/item_only",
+        "metrics": ["test/ndcg@10"],
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def test_the_computation_hash_ignores_names_and_locations_only():
+    cfg = load_config(None)
+    renamed = apply_overrides(cfg, {"name": "other", "results_dir": "/elsewhere", "data.data_dir": "/d"})
+    assert computation_hash(renamed) == computation_hash(cfg)
+    assert portable_hash(renamed) != portable_hash(cfg)  # the name counts for a resume of one grid
+    assert computation_hash(apply_overrides(cfg, {"train.lr": cfg.train.lr * 2})) != computation_hash(cfg)
+
+
+def test_a_source_that_is_no_report_directory_is_refused(tmp_path):
+    with pytest.raises(ReuseError, match="no grid.yaml"):
+        check_sources([tmp_path])
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(900)
+def test_a_grid_reuses_the_cells_another_grid_finished(tmp_path, ray_cluster, capsys):
+    data = write_ratings(tmp_path / "data")
+    results = tmp_path / "results"
+    first = grid_file(tmp_path, "first", data, [{"backbone": "hstu", "variant": "item_only"}])
+    assert main(["ablate", str(first), "--results-dir", str(results)]) == 0
+    source = results / "ablations" / "first"
+
+    rows = [
+        {"backbone": "hstu", "variant": "item_only"},  # the same computation: reused
+        {"backbone": "hstu", "variant": "item_only", "label": "lr2", "overrides": {"train.lr": 0.0037}},
+    ]
+    second = grid_file(tmp_path, "second", data, rows)
+    capsys.readouterr()
+    assert main(["ablate", str(second), "--results-dir", str(results), "--reuse-from", str(source)]) == 0
+    out = capsys.readouterr().out
+    assert "reused 1 finished cell(s)" in out, out
+    report = results / "ablations" / "second"
+    assert len(finished_cells(report)) == 2
+    reused = report / "runs" / "hstu__item_only__mt__seed0"
+    assert not list(reused.glob("*.pt"))  # copied, not trained
+    assert len(list((report / "runs").glob("*lr2*/*.pt"))) >= 1  # the other cell trained
+    stored = json.loads((reused / "trial_result.json").read_text())
+    assert stored["reused_from"]["cell"] == "hstu__item_only__mt__seed0"
+    meta = json.loads((report / "meta.json").read_text())
+    assert list(meta["reused"]) == ["hstu__item_only__mt__seed0"]
+    assert (report / "outcomes" / "hstu__item_only__mt__seed0" / "test.parquet").is_file()
+
+    a = pd.read_csv(source / "results.csv").set_index("row")
+    b = pd.read_csv(report / "results.csv").set_index("row")
+    assert b.loc["hstu/item_only", "test/ndcg@10"] == a.loc["hstu/item_only", "test/ndcg@10"]
+    assert (b["status"] == "ok").all()
