@@ -238,9 +238,12 @@ class Bootstrapped:
         return min(1.0, max(2.0 * tail, 1.0) / r)
 
     def interval(self, confidence: float = 0.95) -> tuple[float, float]:
-        """Percentile interval at `confidence`; excludes 0 exactly when p < 1 − confidence."""
+        """Percentile interval at `confidence`; excludes 0 exactly when p < 1 − confidence.
+        NaN when the replicates cannot resolve that level (r · (1 − confidence) ≤ 1): the
+        outermost replicates would then exclude 0 where the p-value, floored at 1/r, cannot go
+        below 1 − confidence — the comparison is untestable at that level, not significant."""
         r = len(self.replicates)
-        if r == 0:
+        if r == 0 or r * (1.0 - confidence) <= 1.0:
             return math.nan, math.nan
         k = max(math.ceil(r * (1.0 - confidence) / 2.0), 1)
         ordered = np.sort(self.replicates)
