@@ -12,10 +12,11 @@ import pytest
 import yaml
 
 from unigrf.ablation.archive import finished_cells
-from unigrf.ablation.reuse import ReuseError, check_sources
+from unigrf.ablation.reuse import ReuseError, check_sources, reuse_cells, source_index
 from unigrf.cli import main
-from unigrf.config import apply_overrides, load_config
+from unigrf.config import apply_overrides, config_to_yaml, load_config
 from unigrf.run_identity import computation_hash, portable_hash
+from unigrf.sweep.trainable import data_fingerprint_of, read_trial_result
 
 OVERRIDES = {
     "loss.num_negatives": 8,
@@ -65,6 +66,36 @@ def test_the_computation_hash_ignores_names_and_locations_only():
     assert computation_hash(renamed) == computation_hash(cfg)
     assert portable_hash(renamed) != portable_hash(cfg)  # the name counts for a resume of one grid
     assert computation_hash(apply_overrides(cfg, {"train.lr": cfg.train.lr * 2})) != computation_hash(cfg)
+
+
+def legacy_report(root, name, cfg):
+    """A report directory holding one cell finished before results recorded their data's
+    fingerprint and portable hash (a trial result with its metrics only)."""
+    (root / "grid.yaml").parent.mkdir(parents=True, exist_ok=True)
+    (root / "grid.yaml").write_text("name: old\n")
+    run = root / "runs" / name
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(config_to_yaml(cfg))
+    (run / "trial_result.json").write_text(json.dumps({"config_hash": "old", "final": {"test/ndcg@10": 0.5}}))
+    (run / "history.json").write_text("[]")
+
+
+def test_a_legacy_cell_is_matched_by_the_data_its_config_names_and_rekeyed(tmp_path):
+    old = apply_overrides(load_config(None), {"name": "ablate-old-cell", "results_dir": str(tmp_path / "a")})
+    legacy_report(tmp_path / "old", "cell", old)
+    assert source_index([tmp_path / "old"]) == {
+        (computation_hash(old), data_fingerprint_of(old)): (tmp_path / "old", "cell")
+    }
+    new = apply_overrides(old, {"name": "ablate-new-other", "results_dir": str(tmp_path / "b")})
+    other = apply_overrides(new, {"train.seed": old.train.seed + 1})
+    report = tmp_path / "new"
+    reused = reuse_cells(report, [("other", new), ("third", other)], [tmp_path / "old"])
+    assert reused == {"other": {"report": str(tmp_path / "old"), "cell": "cell"}}  # not the other seed
+    stored = read_trial_result(report / "runs" / "other", new)
+    assert stored is not None and stored["final"] == {"test/ndcg@10": 0.5}
+    assert not (report / "runs" / "third").exists()
+    # the grid's own finished cell is never replaced
+    assert reuse_cells(report, [("other", new)], [tmp_path / "old"]) == {}
 
 
 def test_a_source_that_is_no_report_directory_is_refused(tmp_path):

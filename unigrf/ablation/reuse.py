@@ -9,7 +9,8 @@ twice costs hours and gives the same numbers bit for bit (training is seeded and
 source report directory (a results directory's `ablations/<grid>/`, or an archive under
 reports/) finished under the *same computation*: the same config in every key but where its
 files are and what it is called (`unigrf.run_identity.computation_hash`), on data with the same
-content (the prepared data's fingerprint). What is copied is what `unigrf archive` keeps of a
+content (the prepared data's fingerprint; for a result written before results recorded it, the
+fingerprint of the data its config names as that data is now). What is copied is what `unigrf archive` keeps of a
 cell — its trial result, history, config and per-user outcomes, never checkpoints — so the cell
 is then a finished cell of this grid: the run skips it, the report reads it. Its trial result
 records where it came from (`reused_from`), and the grid's meta.json lists every reused cell.
@@ -30,7 +31,7 @@ from unigrf.ablation.archive import CELL_FILES, finished_cells
 from unigrf.ablation.grid import GridError
 from unigrf.ablation.outcome_store import OUTCOMES_DIR
 from unigrf.atomic import write_text_atomic
-from unigrf.config import ExperimentConfig, config_hash
+from unigrf.config import ExperimentConfig, config_from_dict, config_hash
 from unigrf.run_identity import computation_hash, portable_hash, stored_config
 from unigrf.sweep.trainable import TRIAL_RESULT, data_fingerprint_of, read_trial_result
 
@@ -59,10 +60,22 @@ def source_index(sources: Sequence[str | Path]) -> dict[tuple[str, str], tuple[P
                 config, _ = stored_config(run_dir)
             except (OSError, ValueError):  # unreadable: not offered for reuse
                 continue
-            if config is None or not isinstance(stored, dict) or not stored.get("data"):
+            if config is None or not isinstance(stored, dict):
                 continue
-            index.setdefault((computation_hash(config), str(stored["data"])), (source, name))
+            data = stored.get("data") or _legacy_fingerprint(config)
+            if data:
+                index.setdefault((computation_hash(config), str(data)), (source, name))
     return index
+
+
+def _legacy_fingerprint(config: Mapping[str, Any]) -> str | None:
+    """A trial result written before results recorded their data's fingerprint: the fingerprint
+    of the data its config names, as that data is now — the trust a resume in the same results
+    directory gives (`config_hash`); None when that data is not here."""
+    try:
+        return data_fingerprint_of(config_from_dict(dict(config), validate=False))
+    except (ValueError, TypeError, OSError):
+        return None
 
 
 def reuse_cells(
