@@ -21,7 +21,9 @@ shares need it). Examples:
 The experiments built on top keep their own scripts: benchmarks/quality_bench.py (the quality
 table), benchmarks/library_ab.py (old library against new, seed by seed), train_bench.py (Ray
 Train overhead), prepare_bench.py, serve_bench.py, eval_bench.py (evaluation paths),
-profile_step.py (torch.profiler over the same `train_step`).
+profile_step.py (torch.profiler over the same `train_step`), ranking_headroom.py (how far above
+the count model a feature model fitted on validation gets), grid_cost.py (the claim grids' cells
+done and the CPU hours they cost and still need).
 """
 
 from __future__ import annotations
