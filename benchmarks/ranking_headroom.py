@@ -68,7 +68,7 @@ def features(data, model, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarra
     low, high = float(data.rating_values.min()), float(data.rating_values.max())
     scaled = (data.ratings - low) / (high - low) if high > low else np.zeros_like(data.ratings)
     liked = (data.ratings >= data.like_threshold).astype(np.float64)
-    train = _train_mask(data)
+    train = data.train_mask()
     rating_prior = float(scaled[train].mean())
     rows = []
     for user, end in zip(users, target, strict=True):
@@ -96,11 +96,6 @@ def features(data, model, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarra
         ]
     )
     return x, labels, logits
-
-
-def _train_mask(data) -> np.ndarray:
-    position = np.arange(len(data.items)) - np.repeat(data.offsets[:-1], data.lengths)
-    return position < np.repeat(data.lengths - 2, data.lengths)
 
 
 def learners() -> dict[str, object]:

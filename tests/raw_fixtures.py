@@ -106,3 +106,21 @@ def fixtures_dir() -> Path:
     root = Path(tempfile.mkdtemp(prefix="unigrf-fixtures-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     return write_fixtures(root)
+
+
+def write_random_ratings(
+    folder: Path, seed: int = 0, users: int = 60, items: int = 30, per_user: int = 12
+) -> Path:
+    """A small random MovieTweetings-format file (`user::item::rating::timestamp`, ratings 0-10)
+    in `folder` (created): each user rates `per_user` distinct items, one every 100 s. The grid
+    tests' data: another `seed` is other data under the same name."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    lines = []
+    for user in range(users):
+        for t, item in enumerate(rng.choice(items, size=per_user, replace=False)):
+            lines.append(f"{user}::{item:07d}::{rng.integers(0, 11)}::{1_600_000_000 + 100 * t}")
+    folder.mkdir(parents=True)
+    (folder / "ratings.dat").write_text("\n".join(lines) + "\n")
+    return folder

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import shutil
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from raw_fixtures import write_random_ratings as write_ratings
+from tiny_configs import TINY_GRID
 
 from unigrf.ablation.archive import ArchiveError, archive, finished_cells
 from unigrf.cli import main
@@ -17,35 +18,15 @@ from unigrf.cli import main
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 
 
-def write_ratings(folder, seed=0):
-    """A small MovieTweetings-format file (user::item::rating::timestamp, ratings 0-10)."""
-    rng = np.random.default_rng(seed)
-    lines = []
-    for user in range(60):
-        items = rng.choice(30, size=12, replace=False)
-        for t, item in enumerate(items):
-            lines.append(f"{user}::{item:07d}::{rng.integers(0, 11)}::{1_600_000_000 + 100 * t}")
-    folder.mkdir(parents=True)
-    (folder / "ratings.dat").write_text("\n".join(lines) + "\n")
-    return folder
-
-
 def grid_file(tmp_path, data_dir):
     grid = {
         "name": "arch",
         "description": "archive test grid",
-        "overrides": {
-            "loss.num_negatives": 8,
-            "train.epochs": 1,
-            "train.batch_size": 32,
-            "enhancer.top_k": 10,
-            "enhancer.m": 2,
-            "enhancer.warmup_epochs": 0,
-            "eval.ks": [5, 10],
-            "eval.cascade_top_c": 20,
-        },
+        "overrides": TINY_GRID,
         "seeds": 1,
-        "datasets": [{"name": "mt", "overrides": {"data.dataset": "movietweetings", "data.data_dir": str(data_dir)}}],
+        "datasets": [
+            {"name": "mt", "overrides": {"data.dataset": "movietweetings", "data.data_dir": str(data_dir)}}
+        ],
         "rows": [{"backbone": "hstu", "variant": "unigrf"}, {"backbone": "hstu", "variant": "item_only"}],
         "reference": "hstu/item_only",
         "metrics": ["test/ndcg@10", "test/auc"],
@@ -55,7 +36,9 @@ def grid_file(tmp_path, data_dir):
     return path
 
 
-def test_a_grid_resumed_from_its_archive_elsewhere_trains_only_the_missing_cells(tmp_path, ray_cluster, capsys):
+def test_a_grid_resumed_from_its_archive_elsewhere_trains_only_the_missing_cells(
+    tmp_path, ray_cluster, capsys
+):
     first = write_ratings(tmp_path / "clone1" / "data")
     results = tmp_path / "clone1" / "results"
     assert main(["ablate", str(grid_file(tmp_path / "clone1", first)), "--results-dir", str(results)]) == 0
@@ -121,7 +104,9 @@ def test_a_finished_cell_is_known_by_what_it_computed_not_where_its_files_lie():
 
     base = load_config(None, ["data.dataset=ml-100k", "data.data_dir=/a/ml-100k", "results_dir=/r1"])
     moved = load_config(None, ["data.dataset=ml-100k", "data.data_dir=/b/ml-100k", "results_dir=/r2"])
-    longer = load_config(None, ["data.dataset=ml-100k", "data.data_dir=/a/ml-100k", "results_dir=/r1", "train.epochs=7"])
+    longer = load_config(
+        None, ["data.dataset=ml-100k", "data.data_dir=/a/ml-100k", "results_dir=/r1", "train.epochs=7"]
+    )
     assert portable_hash(base) == portable_hash(moved)
     assert portable_hash(base) != portable_hash(longer)  # a finished result depends on the budget
     assert identity_hash(base) == identity_hash(longer)  # a resumed run may train longer

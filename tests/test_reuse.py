@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from raw_fixtures import write_random_ratings
+from tiny_configs import TINY_GRID
 
 from unigrf.ablation.archive import finished_cells
 from unigrf.ablation.reuse import ReuseError, check_sources, reuse_cells, source_index
@@ -18,35 +19,12 @@ from unigrf.config import apply_overrides, config_to_yaml, load_config
 from unigrf.run_identity import computation_hash, portable_hash
 from unigrf.sweep.trainable import data_fingerprint_of, read_trial_result
 
-OVERRIDES = {
-    "loss.num_negatives": 8,
-    "train.epochs": 1,
-    "train.batch_size": 32,
-    "enhancer.top_k": 10,
-    "enhancer.m": 2,
-    "enhancer.warmup_epochs": 0,
-    "eval.ks": [5, 10],
-    "eval.cascade_top_c": 20,
-}
-
-
-def write_ratings(folder):
-    """A small MovieTweetings-format file (user::item::rating::timestamp, ratings 0-10)."""
-    rng = np.random.default_rng(0)
-    lines = []
-    for user in range(60):
-        for t, item in enumerate(rng.choice(30, size=12, replace=False)):
-            lines.append(f"{user}::{item:07d}::{rng.integers(0, 11)}::{1_600_000_000 + 100 * t}")
-    folder.mkdir(parents=True)
-    (folder / "ratings.dat").write_text("\n".join(lines) + "\n")
-    return folder
-
 
 def grid_file(tmp_path, name, data_dir, rows):
     grid = {
         "name": name,
         "description": "reuse test grid",
-        "overrides": OVERRIDES,
+        "overrides": TINY_GRID,
         "seeds": 1,
         "datasets": [
             {"name": "mt", "overrides": {"data.dataset": "movietweetings", "data.data_dir": str(data_dir)}}
@@ -106,7 +84,7 @@ def test_a_source_that_is_no_report_directory_is_refused(tmp_path):
 @pytest.mark.ray
 @pytest.mark.timeout(900)
 def test_a_grid_reuses_the_cells_another_grid_finished(tmp_path, ray_cluster, capsys):
-    data = write_ratings(tmp_path / "data")
+    data = write_random_ratings(tmp_path / "data")
     results = tmp_path / "results"
     first = grid_file(tmp_path, "first", data, [{"backbone": "hstu", "variant": "item_only"}])
     assert main(["ablate", str(first), "--results-dir", str(results)]) == 0

@@ -16,3 +16,17 @@ TINY_SWEEP = {
     "eval.cascade_top_c": 20,
     "train.batch_size": 32,
 }
+
+
+# Grid overrides for the tests that run `unigrf ablate` end to end (archive, reuse): one epoch of a
+# small model on `raw_fixtures.write_random_ratings` data.
+TINY_GRID = {
+    "loss.num_negatives": 8,
+    "train.epochs": 1,
+    "train.batch_size": 32,
+    "enhancer.top_k": 10,
+    "enhancer.m": 2,
+    "enhancer.warmup_epochs": 0,
+    "eval.ks": [5, 10],
+    "eval.cascade_top_c": 20,
+}

@@ -191,7 +191,7 @@ class SequenceData:
         `like_levels` [L + 1] bool (which feedback levels are likes; 0, padding, never),
         `like_rate` (kept inside (0, 1)), `item_likes` / `item_ratings` [num_items + 1] (each
         item's likes and ratings). What the ranking prior reads (`unigrf.model.ranking_prior`)."""
-        train = self._train_mask()
+        train = self.train_mask()
         likes = self.ratings[train] >= self.like_threshold
         rate = float(likes.mean()) if len(likes) else 0.5
         size = self.num_items + 1
@@ -202,7 +202,7 @@ class SequenceData:
             "item_ratings": np.bincount(self.items[train], minlength=size).astype(np.float64),
         }
 
-    def _train_mask(self) -> np.ndarray:
+    def train_mask(self) -> np.ndarray:
         """[total] bool: the interactions of every user's training part."""
         pos = np.arange(len(self.items)) - np.repeat(self.offsets[:-1], self.lengths)
         return pos < np.repeat(self.lengths - 2, self.lengths)
