@@ -24,7 +24,8 @@ Plans:
 - `catalogue`: 3,706, 26,744, 200,000 and 700,000 items (`--cat-users` synthetic users of 50
   items, model `small`, batch 256 windows of 50): one training step of each retrieval-loss
   option (time, peak, FLOPs), and the evaluation of those users (the chunked path past
-  `ITEM_CHUNK` items; the unchunked one beside it for the memory it would take);
+  `ITEM_CHUNK` items; the unchunked one beside it for the memory it would take); at 200k and
+  700k items, the enhancer's candidate pass on `--mine-batch` windows, chunked and in one piece;
 - `configs`: `configs/ml-1m.yaml`, `ml-20m.yaml` and `amazon-books.yaml` on their full-size
   stand-ins, nothing changed but `data.data_dir`: prepare, a bounded number of training steps
   (extrapolated to the epoch) and the evaluation (all users for ML-1M, a subset otherwise).
@@ -373,6 +374,37 @@ def child_evalcat(task: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def child_mine(task: dict[str, Any]) -> dict[str, Any]:
+    """The ranking-driven enhancer's candidate pass (`RankingDrivenEnhancer.mine`) on one batch of
+    `batch` windows of 50 over `items` items: through the catalogue's chunks past ITEM_CHUNK
+    (`chunked`), or as one [batch, items + 1] score matrix, for the memory that takes."""
+    import numpy as np
+    import torch
+
+    from unigrf.config import EnhancerConfig, ModelConfig
+    from unigrf.evaluation import topk
+    from unigrf.model import RankingDrivenEnhancer
+    from unigrf.model.unified import UniGRF
+
+    if not task["chunked"]:
+        topk.ITEM_CHUNK = 1 << 40  # one piece, for the memory it takes
+    data = _synthetic(task["items"], task["batch"], 50)
+    torch.manual_seed(0)
+    model = UniGRF(ModelConfig(size="small"), data.num_items, data.num_levels, data.max_len).train()
+    cfg = EnhancerConfig()
+    enhancer = RankingDrivenEnhancer(cfg, cfg.m)
+    batch = data.train_batch(np.arange(data.num_users))
+    enhancer.mine(model, batch)  # warm-up
+    start = time.perf_counter()
+    hard = enhancer.mine(model, batch)
+    return {
+        "seconds": time.perf_counter() - start,
+        "negatives": int((hard > 0).sum()),
+        "negatives_sum": int(hard.sum()),  # the same negatives on both paths
+        "chunk": topk.ITEM_CHUNK if task["chunked"] else None,
+    }
+
+
 CHILDREN = {
     "standin": child_standin,
     "prepare": child_prepare,
@@ -380,6 +412,7 @@ CHILDREN = {
     "eval": child_eval,
     "loss": child_loss,
     "evalcat": child_evalcat,
+    "mine": child_mine,
 }
 
 
@@ -455,6 +488,9 @@ def plan_catalogue(args: argparse.Namespace) -> list[dict[str, Any]]:
         tasks.append({"kind": "evalcat", "items": items, "users": args.cat_users, "chunked": True})
         if items == CATALOGUES[-1]:  # the unchunked path beside it, for the memory it would take
             tasks.append({"kind": "evalcat", "items": items, "users": args.cat_users, "chunked": False})
+        if items > CATALOGUES[1]:  # the enhancer's candidate pass past one chunk, and in one piece
+            for chunked in (True, False):
+                tasks.append({"kind": "mine", "items": items, "batch": args.mine_batch, "chunked": chunked})
     return tasks
 
 
@@ -482,6 +518,8 @@ def run_plan(args: argparse.Namespace) -> None:
     done: list[dict[str, Any]] = json.loads(out.read_text()) if out.exists() else []
     seen = {json.dumps(d["task"], sort_keys=True) for d in done if "result" in d or "refused" in d}
     for task in PLANS[args.plan](args):
+        if args.only and task["kind"] not in args.only:
+            continue
         task = {**task, "budget": int(args.budget_gib * GIB), "threads": args.threads, "plan": args.plan}
         key = json.dumps(task, sort_keys=True)
         if key in seen and not args.again:
@@ -527,6 +565,8 @@ def main() -> None:
     run.add_argument("--eval-users", type=int, default=2048)
     run.add_argument("--cat-users", type=int, default=512)
     run.add_argument("--cat-batch", type=int, default=64)
+    run.add_argument("--only", nargs="*", choices=sorted(CHILDREN), help="run only these kinds of the plan")
+    run.add_argument("--mine-batch", type=int, default=256, help="the enhancer's batch (configs/amazon-books.yaml's)")
     run.add_argument("--timeout", type=int, default=1800)
     run.add_argument("--again", action="store_true", help="re-measure tasks already in --out")
     child = sub.add_parser("child")

@@ -181,6 +181,40 @@ def catalogue_section(records: list[dict[str, Any]]) -> list[str]:
                 + _cell(r, lambda r: f"{r['result']['estimate_bytes'] / GIB:.2f}")
                 + " |"
             )
+    out += mining_rows(cat, items)
+    return out
+
+
+def mining_rows(cat: list[dict[str, Any]], items: list[int]) -> list[str]:
+    """The enhancer's candidate pass, chunked and in one piece (`scale_bench.py`'s `mine`)."""
+    runs = [r for r in cat if r["task"]["kind"] == "mine"]
+    if not runs:
+        return []
+    out = [
+        "",
+        "The ranking-driven enhancer's candidate pass (`RankingDrivenEnhancer.mine`: the anchor "
+        "prefix encoded, retrieval's top 50 unseen items, the ranking head on them; model `small`, "
+        f"{runs[0]['task']['batch']} windows of 50, random init), past one chunk through "
+        "`topk.unseen_topk`, and as one [batch, items] score matrix. Same negatives: the sum of "
+        "their ids on both paths.",
+        "",
+        "| items | path | s | s × GEMM (anchor GFLOP) | peak GiB | negatives' id sum |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for n in items:
+        for chunked in (True, False):
+            r = _find(runs, items=n, chunked=chunked)
+            if r is None:
+                continue
+            out.append(
+                f"| {n:,} | {'chunked' if chunked else 'one piece'} | "
+                + _cell(r, lambda r: f"{r['result']['seconds']:.1f}")
+                + " | "
+                + _cell(r, lambda r: f"{r['result']['seconds'] * r['gemm_gflops']:.0f}")
+                + f" | {_cell(r, _gib)} | "
+                + _cell(r, lambda r: f"{r['result']['negatives_sum']:,}")
+                + " |"
+            )
     return out
 
 

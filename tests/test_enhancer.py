@@ -9,6 +9,7 @@ import torch
 
 from unigrf.config import EnhancerConfig, ModelConfig
 from unigrf.data.sequences import SequenceData
+from unigrf.evaluation import topk as topk_module
 from unigrf.model import RankingDrivenEnhancer, TwoStage, UniGRF
 
 
@@ -88,6 +89,29 @@ def test_mine_matches_brute_force(data: SequenceData, backbone: str) -> None:
         window = set(batch["items"][r].tolist())
         assert not got & window  # never history, never the target (the window's last item)
     assert hard[0].eq(0).all()  # a window of one item has no anchor
+
+
+@pytest.mark.parametrize("chunk", [4, 7, NUM_ITEMS + 1])
+def test_mining_through_catalogue_chunks_equals_one_piece(data: SequenceData, monkeypatch, chunk: int) -> None:
+    """Past `topk.ITEM_CHUNK` items the candidate pass walks the catalogue in chunks: the same
+    negatives (chunks of a few items stand in for 64k-item ones; NUM_ITEMS + 1 is one piece)."""
+    model = model_for(data)
+    batch = data.train_batch(np.arange(data.num_users))
+    enhancer = RankingDrivenEnhancer(EnhancerConfig(m=3, top_k=8), 3)
+    one_piece = enhancer.mine(model, batch)
+    walked = []
+    monkeypatch.setattr(topk_module, "ITEM_CHUNK", chunk)
+    monkeypatch.setattr(topk_module, "unseen_topk", _recording(topk_module.unseen_topk, walked))
+    assert torch.equal(enhancer.mine(model, batch), one_piece)
+    assert bool(walked) == (chunk < NUM_ITEMS + 1)  # the chunked path ran where the catalogue is larger
+
+
+def _recording(fn, calls: list):
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        return fn(*args, **kwargs)
+
+    return wrapped
 
 
 def test_mode_restored_and_no_gradients(data: SequenceData) -> None:

@@ -48,3 +48,15 @@ def test_the_estimate_follows_the_windows_max_len():
     cfg = load_config(None, ["model.size=small"])
     short, long = (estimate_bytes(cfg, 1_000, n)["HSTU attention scores"][0] for n in (50, 200))
     assert long == 16 * short
+
+
+def test_the_enhancer_candidate_pass_is_bounded_by_the_item_chunk():
+    """The candidate pass walks the catalogue in chunks past ITEM_CHUNK items (unigrf.model.enhancer)."""
+    from unigrf.evaluation.topk import ITEM_CHUNK
+
+    key = "enhancer candidate scores [train.batch_size, items]"
+    cfg = load_config(None, ["model.size=small"])
+    small, big, huge = (estimate_bytes(cfg, n, 50)[key][0] for n in (1_000, 1_000_000, 10**8))
+    assert small < big == huge == cfg.train.batch_size * ITEM_CHUNK * 4 * 2
+    off = load_config(None, ["model.size=small", "train.variant=item_only"])
+    assert key not in estimate_bytes(off, 1_000, 50)

@@ -33,3 +33,24 @@ def test_a_child_measures_a_small_stand_in_and_the_report_shows_it(benchmark_mod
     assert "needs about" in refused["refused"] and "result" not in refused
     text = "\n".join(report.linearity_section([prepared]))
     assert "| 20,000 |" in text
+
+
+@pytest.mark.timeout(120)
+def test_the_mining_child_finds_the_same_negatives_chunked_and_in_one_piece(benchmark_module, monkeypatch):
+    """At reduced size (chunks of 64 items over 300): the candidate pass through chunks and in one
+    piece mine the same negatives, and the report's catalogue section shows both rows."""
+    bench = benchmark_module("scale_bench")
+    report = benchmark_module("scale_report")
+    from unigrf.evaluation import topk
+
+    monkeypatch.setattr(bench, "anchor_gflops", lambda: 100.0)
+    records = []
+    for chunked in (True, False):
+        monkeypatch.setattr(topk, "ITEM_CHUNK", 64)
+        task = {"kind": "mine", "plan": "catalogue", "items": 300, "batch": 8, "chunked": chunked}
+        records.append(bench.run_child(task))
+    chunked, one_piece = (r["result"] for r in records)
+    assert chunked["chunk"] == 64 and one_piece["chunk"] is None
+    assert chunked["negatives"] > 0 and chunked["negatives_sum"] == one_piece["negatives_sum"]
+    text = "\n".join(report.catalogue_section(records))
+    assert "| 300 | chunked |" in text and "| 300 | one piece |" in text

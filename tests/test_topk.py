@@ -16,7 +16,13 @@ from unigrf.evaluation import topk as topk_module
 from unigrf.evaluation.cascade_score import retrieval_log_probs
 from unigrf.evaluation.evaluate import cascade_candidates
 from unigrf.evaluation.metrics import history_mask, target_ranks
-from unigrf.evaluation.topk import chunked_retrieval, excluded_in_chunk, log_normaliser, use_chunks
+from unigrf.evaluation.topk import (
+    chunked_retrieval,
+    excluded_in_chunk,
+    log_normaliser,
+    unseen_topk,
+    use_chunks,
+)
 
 
 def _case(seed: int, b: int = 9, n: int = 53, h: int = 12, d: int = 8):
@@ -94,6 +100,41 @@ def test_the_chunk_mask_is_the_full_mask_cut_into_columns():
     for start in range(0, n + 1, 10):
         stop = min(start + 10, n + 1)
         assert torch.equal(excluded_in_chunk(history, targets, start, stop), full[:, start:stop])
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("chunk", [1, 5, 16, 54, 1000])
+def test_unseen_topk_equals_the_masked_full_topk(chunk):
+    """The enhancer's candidates: no item exempt from the history (its true next item is in it)."""
+    for seed in range(3):
+        query, table, history, _ = _case(seed)
+        scores = query @ table.T
+        scores.scatter_(1, history, -math.inf)
+        scores[:, 0] = -math.inf
+        expected_scores, expected_items = scores.topk(7, dim=1)
+        got_scores, got_items = unseen_topk(query, table, history, 7, chunk)
+        assert torch.equal(got_items, expected_items)
+        # a chunk's product may sum in another order than the whole catalogue's: scores to rounding
+        assert torch.allclose(got_scores, expected_scores, atol=1e-5)
+        assert not (got_items[:, :, None] == history[:, None, :]).any()
+
+
+@pytest.mark.timeout(60)
+def test_unseen_topk_past_the_eligible_items_scores_minus_inf():
+    history = torch.tensor([[1, 2, 3, 4, 0]])
+    gen = torch.Generator().manual_seed(0)
+    query, table = torch.randn(1, 4, generator=gen), torch.randn(7, 4, generator=gen)
+    got_scores, got_items = unseen_topk(query, table, history, 5, chunk=2)
+    eligible = got_scores > -math.inf
+    assert set(got_items[eligible].tolist()) == {5, 6} and eligible.sum() == 2
+    with pytest.raises(ValueError, match="chunk"):
+        unseen_topk(query, table, history, 5, chunk=0)
+
+
+def test_no_target_exempt_without_targets():
+    history = torch.tensor([[3, 0], [0, 0]])
+    mask = excluded_in_chunk(history, None, 0, 5)
+    assert mask.tolist() == [[True, False, False, True, False], [True, False, False, False, False]]
 
 
 def _data(num_users: int = 40, num_items: int = 300, seed: int = 0) -> SequenceData:

@@ -60,10 +60,13 @@ class ChunkedRetrieval:
     log_normaliser: torch.Tensor | None
 
 
-def excluded_in_chunk(history: torch.Tensor, targets: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+def excluded_in_chunk(
+    history: torch.Tensor, targets: torch.Tensor | None, start: int, stop: int
+) -> torch.Tensor:
     """The history mask of items start..stop-1: [B, stop - start] bool, True = excluded (the
     user's history, and item 0 when the chunk holds it), the target never excluded.
-    history: [B, H] item ids (0 = padding); targets: [B]."""
+    history: [B, H] item ids (0 = padding); targets: [B], or None where no item is exempt (the
+    enhancer's mining, whose history holds the true next item on purpose)."""
     b = history.shape[0]
     mask = torch.zeros(b, stop - start, dtype=torch.bool, device=history.device)
     inside = (history >= start) & (history < stop)
@@ -71,6 +74,8 @@ def excluded_in_chunk(history: torch.Tensor, targets: torch.Tensor, start: int, 
     mask[rows, history[rows, cols] - start] = True
     if start == 0:
         mask[:, 0] = True  # padding is never a recommendation
+    if targets is None:
+        return mask
     here = ((targets >= start) & (targets < stop)).nonzero(as_tuple=True)[0]
     mask[here, targets[here] - start] = False
     return mask
@@ -136,18 +141,61 @@ def chunked_retrieval(
         masked = scores.masked_fill(excluded, -math.inf)
         if log_norm is not None:
             log_norm = torch.logaddexp(log_norm, torch.logsumexp(masked.double() / temperature, dim=1))
-        k = min(top_c, stop - start)
-        vals, idx = masked.topk(k, dim=1)
-        idx = idx + start
-        if best_scores is None:
-            best_scores, best_items = vals, idx
-        else:
-            merged = torch.cat([best_scores, vals], dim=1)
-            keep = merged.topk(min(top_c, merged.shape[1]), dim=1).indices
-            best_scores = merged.gather(1, keep)
-            best_items = torch.cat([best_items, idx], dim=1).gather(1, keep)
+        best_scores, best_items = merge_top(best_scores, best_items, masked, start, top_c)
     assert best_scores is not None and best_items is not None  # total >= 1
     return ChunkedRetrieval(ranks, best_items, best_scores, log_norm)
+
+
+def merge_top(
+    best_scores: torch.Tensor | None,
+    best_items: torch.Tensor | None,
+    masked: torch.Tensor,
+    start: int,
+    top_c: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The running top C ([B, <= C] scores and item ids, best first; None before the first chunk)
+    merged with a chunk's masked scores [B, W] of items start..start+W-1."""
+    vals, idx = masked.topk(min(top_c, masked.shape[1]), dim=1)
+    idx = idx + start
+    if best_scores is None or best_items is None:
+        return vals, idx
+    merged = torch.cat([best_scores, vals], dim=1)
+    keep = merged.topk(min(top_c, merged.shape[1]), dim=1).indices
+    return merged.gather(1, keep), torch.cat([best_items, idx], dim=1).gather(1, keep)
+
+
+def unseen_topk(
+    query: torch.Tensor, table: torch.Tensor, history: torch.Tensor, k: int, chunk: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top k items by `query @ table.T` outside each row's history and the padding item,
+    walking the catalogue `chunk` items at a time (default ITEM_CHUNK): -> (scores [B, k] float32,
+    best first, -inf past the eligible items; item ids [B, k]). The ranking-driven enhancer's
+    candidate pass past one chunk (`unigrf.model.enhancer`): memory [B, chunk] instead of
+    [B, num_items + 1]. query [B, D]; table [num_items + 1, D]; history [B, H] (0 = padding).
+
+    Each chunk's product goes into one reused buffer and is masked in place: fresh [B, chunk]
+    tensors every chunk (the product, a masked copy) cost more than the walk's arithmetic."""
+    chunk = ITEM_CHUNK if chunk is None else chunk
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    history = history.long()
+    total = table.shape[0]
+    k = min(k, total)
+    buffer = torch.empty(query.shape[0], min(chunk, total), dtype=query.dtype, device=query.device)
+    best_scores: torch.Tensor | None = None
+    best_items: torch.Tensor | None = None
+    for start in range(0, total, chunk):
+        stop = min(start + chunk, total)
+        scores = buffer if stop - start == buffer.shape[1] else buffer.new_empty(query.shape[0], stop - start)
+        torch.mm(query, table[start:stop].T, out=scores)
+        inside = (history >= start) & (history < stop)
+        rows, cols = inside.nonzero(as_tuple=True)
+        scores[rows, history[rows, cols] - start] = -math.inf
+        if start == 0:
+            scores[:, 0] = -math.inf  # padding is never a candidate
+        best_scores, best_items = merge_top(best_scores, best_items, scores.float(), start, k)
+    assert best_scores is not None and best_items is not None  # the table has the padding row
+    return best_scores, best_items
 
 
 def log_normaliser(

@@ -21,7 +21,8 @@ mined in `MINING_GROUPS` groups of similar length (`mining_groups`), each
 padded only to its own longest row; the prefix is encoded once, in causal chunks that skip
 key blocks hidden from the whole chunk, without the last block's attention (later tokens need
 only its keys/values); the anchor query and the K candidates are one- and K-token
-continuations of that cached prefix; plus a [B, num_items] top-K.
+continuations of that cached prefix; plus the top-K over the catalogue, one [B, num_items + 1]
+product up to `topk.ITEM_CHUNK` items and chunks of it past that (`unseen_candidates`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from unigrf.config import EnhancerConfig
+from unigrf.evaluation import topk
 
 MINING_GROUPS = 4  # length groups per batch (see `mining_groups`)
 GROUPING_GAIN = 0.7  # group only when it cuts the padded attention work to this share or less
@@ -45,6 +47,22 @@ def mining_groups(lengths: Tensor) -> list[Tensor]:
     one = len(order) * float(lengths.max()) ** 2
     split = sum(len(g) * float(lengths[g].max()) ** 2 for g in groups if len(g))
     return groups if split <= GROUPING_GAIN * one else [order]
+
+
+def unseen_candidates(query: Tensor, table: Tensor, history: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Retrieval's top k items outside each row's history and the padding item:
+    query [b, D], table [num_items + 1, D], history [b, H] (0 = padding) -> (scores [b, k],
+    best first, -inf where excluded; item ids [b, k]). One [b, num_items + 1] product up to
+    `topk.ITEM_CHUNK` items; past that the catalogue is walked in chunks (`topk.unseen_topk`),
+    so a 700k-item catalogue costs [b, chunk] at a time. Both give the same candidates wherever
+    no two eligible items tie at the k-th place."""
+    num_items = table.shape[0] - 1
+    if num_items + 1 > topk.ITEM_CHUNK:
+        return topk.unseen_topk(query, table, history, k)
+    scores = query @ table.T  # [b, num_items + 1]
+    scores.scatter_(1, history, float("-inf"))  # the history (padding 0 -> the padding item)
+    scores[:, 0] = float("-inf")
+    return scores.topk(k, dim=1)
 
 
 class RankingDrivenEnhancer:
@@ -92,11 +110,8 @@ class RankingDrivenEnhancer:
         items = items[:, :width]
         timestamps = batch["timestamps"][:, :width] if batch["timestamps"] is not None else None
         prefix = model.encode_prefix(items, batch["feedback"][:, :width], timestamps, prefix_len)
-        scores = prefix.query @ table.T  # [b, num_items + 1]
-        scores.scatter_(1, batch["history"], float("-inf"))  # the history (padding 0 -> the padding item)
-        scores[:, 0] = float("-inf")
         k = min(self.cfg.top_k, model.num_items)
-        top_scores, candidates = scores.topk(k, dim=1)
+        top_scores, candidates = unseen_candidates(prefix.query, table, batch["history"], k)
         logits = model.score_candidates(None, None, None, prefix_len, candidates, prefix=prefix)
         logits = logits.masked_fill(top_scores == float("-inf"), float("inf"))  # not candidates
         m = min(self.m, k)

@@ -54,6 +54,11 @@ def estimate_bytes(cfg: ExperimentConfig, num_items: int, max_len: int) -> dict[
     m = effective_m(cfg)
     if m:
         out["hard negatives' item rows"] = (positions * m * dim * FLOAT * 2, "enhancer.m")
+        # the candidate pass's scores and its top-K's working copy, chunked past ITEM_CHUNK items
+        out["enhancer candidate scores [train.batch_size, items]"] = (
+            cfg.train.batch_size * min(num_items + 1, ITEM_CHUNK) * FLOAT * 2,
+            "train.batch_size",
+        )
     if cfg.model.backbone == "hstu":  # pointwise attention keeps its causal scores for backward
         out["HSTU attention scores"] = (
             models * cfg.train.batch_size * heads * tokens * tokens // 2 * FLOAT * layers,
