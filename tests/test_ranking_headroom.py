@@ -36,7 +36,7 @@ def headroom_bench(benchmark_module, monkeypatch):
     return bench
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(240)
 def test_features_read_only_the_history_before_the_target(benchmark_module):
     bench = benchmark_module("ranking_headroom")
     data = streaky_data(users=50)
@@ -58,7 +58,7 @@ def test_features_read_only_the_history_before_the_target(benchmark_module):
     assert np.array_equal(x_test[:, last] > x_test[:, overall], liked[end - 2])
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(240)
 def test_the_feature_model_finds_what_the_counts_miss(headroom_bench):
     bench = headroom_bench
     result = bench.headroom(streaky_data())
@@ -102,7 +102,7 @@ def mf_and_count_test_auc(bench, data):
     return mf, grid, auc(labels, mf.logits(users, items)), auc(labels, count)
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(240)
 def test_the_mf_finds_the_affinity_the_counts_miss(benchmark_module):
     bench = benchmark_module("ranking_headroom")
     data = grouped_data()
@@ -114,7 +114,7 @@ def test_the_mf_finds_the_affinity_the_counts_miss(benchmark_module):
     assert mf.logits(np.array([3]), np.array([41]))[0] == pytest.approx(mf.bias + mf.user_bias[3])
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(240)
 def test_without_affinity_the_mf_is_no_better_than_the_counts(headroom_bench):
     bench = headroom_bench
     _, _, mf_auc, count_auc = mf_and_count_test_auc(bench, grouped_data(users=1500, affinity=False))
@@ -135,7 +135,7 @@ def flip_test_labels(data):
     )
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(240)
 def test_every_choice_reads_validation_only(headroom_bench):
     """Flipping every test label changes the test AUCs but no choice: the MF's grid and steps,
     the learners' CV scores."""
