@@ -11,14 +11,17 @@ fuzz tests' generated files.
 from __future__ import annotations
 
 import csv
+import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from raw_fixtures import fixtures_dir
 from test_readers_fuzz import (
     DELIMITED,
     POSITIONS,
@@ -30,6 +33,7 @@ from test_readers_fuzz import (
 
 from unigrf.config import ColumnsConfig, DataConfig
 from unigrf.data import readers
+from unigrf.data.prepare import prepare_dataset
 from unigrf.data.readers import (
     DataError,
     IdCoder,
@@ -380,3 +384,58 @@ def test_generated_files_read_the_same_in_any_chunk_size(fmt, data, mode, size, 
     dataset = "csv" if fmt.name in columns else fmt.name
     cfg = config(dataset, path, mode, columns=columns.get(fmt.name, ColumnsConfig()), rating_scale=fmt.scale)
     assert outcome(cfg, size, monkeypatch) == outcome(cfg, WHOLE, monkeypatch)
+
+
+# --------------------------------------------------------------------------------------------
+# Prepare writes the same cache
+# --------------------------------------------------------------------------------------------
+
+
+def cache_files(prepared: Path) -> dict[str, object]:
+    """The cache entry's files, meta.json without its timings."""
+    files: dict[str, object] = {
+        name: pq.read_table(prepared / name)
+        for name in ("sequences.parquet", "user_map.parquet", "item_map.parquet")
+    }
+    parsed = json.loads((prepared / "meta.json").read_text())
+    for key in ("seconds", "ray_stage_seconds"):
+        parsed["stats"].pop(key)
+    files["meta.json"] = parsed
+    return files
+
+
+@pytest.mark.parametrize(
+    "dataset, rel, sep, extra",
+    [
+        ("ml-100k", "ml-100k/u.data", "\t", {}),
+        ("ml-1m", "ml-1m/ratings.dat", "::", {}),
+        ("ml-20m", "ml-20m/ratings.csv", ",", {}),
+        ("amazon-books", "amazon-books/ratings_Books.csv", ",", {"k_core": 1}),
+        (
+            "csv",
+            "ml-20m/ratings.csv",
+            ",",
+            {"columns": ColumnsConfig("userId", "movieId", "rating", "timestamp")},
+        ),
+    ],
+)
+def test_prepare_writes_the_same_cache_in_any_chunk_size(dataset, rel, sep, extra, tmp_path, monkeypatch):
+    source = fixtures_dir() / rel
+    # among the fixture's rows: a blank line, a row with a field too many, a repeated row
+    lines = source.read_text().splitlines()
+    at = 2 if dataset in ("ml-20m", "csv") else 1
+    lines[at:at] = ["", lines[at] + sep + "9", lines[at]]
+    if dataset == "csv":  # quoted ids
+        lines[1:] = [f'"{line.split(",")[0]}",{line.split(",", 1)[1]}' if line else "" for line in lines[1:]]
+    raw = write(tmp_path, Path(rel).name, "\n".join(lines) + "\n")
+    cfg = DataConfig(dataset=dataset, path=str(raw), on_bad_rows="skip", **extra)
+    entries = {}
+    for size in (WHOLE, 2, 3):
+        monkeypatch.setattr(readers, "CHUNK_ROWS", size)
+        prepared = prepare_dataset(cfg, tmp_path / f"results-{size}", verbose=False)
+        entries[size] = cache_files(prepared)
+    assert entries[WHOLE]["meta.json"]["stats"]["bad_rows_skipped"] >= 1
+    for size in (2, 3):
+        for name, content in entries[WHOLE].items():
+            got = entries[size][name]
+            assert got.equals(content) if hasattr(content, "equals") else got == content, (size, name)
