@@ -289,7 +289,7 @@ def test_cache_reuse_and_invalidation(ray_cluster, tmp_path, capsys, monkeypatch
         raise AssertionError("a cache hit must not re-read the source")
 
     with monkeypatch.context() as m:
-        m.setattr(prepare_module, "read_interactions", no_read)
+        m.setattr(prepare_module, "read_coded", no_read)
         assert prepare_dataset(cfg, tmp_path / "results") == first
         # the same file elsewhere: same content, same key
         moved = tmp_path / "moved"

@@ -4,8 +4,9 @@
 module does the same for the two other commands that grow with a dataset:
 
 - **prepare** (`check_prepare`, called by `prepare_dataset` before it reads): a fixed part (a
-  local Ray: GCS, raylet, the Ray Data workers) plus a part per raw row (the parsed frame, its
-  integer codes, the per-block copies and the object store's, the sequence table). The rows are
+  local Ray: GCS, raylet, the Ray Data workers) plus a part per raw row (the rows as integer
+  codes — delimited text is read in chunks, never whole —, the per-block copies and the object
+  store's, the sequence table: the Ray Data grouping sets the peak). The rows are
   counted from the file's size and the mean length of its first lines (`estimate_rows`), so the
   estimate costs a read of 1 MiB.
 - **evaluation** (`evaluation_bytes`, `check_evaluation`): the prepared sequences in memory, the
@@ -28,7 +29,7 @@ MEMORY_SHARE = 0.8  # of physical memory, the most one command may plan to use
 # Upper bounds over the measured peaks (benchmarks/RESULTS.md "Scale": ~2.6 GiB at 1M rows and
 # 245-270 bytes per added row, ML-20M's and Amazon-Books' stand-ins): room for longer raw ids
 RAY_FIXED_BYTES = 3 * GIB  # a local Ray and its Ray Data workers, before any row
-PREPARE_BYTES_PER_ROW = 400  # parsed frame, codes, blocks, object store, sequence table
+PREPARE_BYTES_PER_ROW = 400  # coded rows, blocks, object store, sequence table
 SEQUENCE_BYTES_PER_ROW = 40  # SequenceData: items, ratings, timestamps, levels per interaction
 SCORE_COPIES_UNCHUNKED = 6  # scores, masked copy, mask, competitors, comparisons, topk's buffer
 SCORE_COPIES_CHUNKED = 8  # the same per chunk, plus float64 for P(next)'s normaliser

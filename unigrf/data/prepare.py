@@ -1,7 +1,8 @@
 """Raw ratings -> per-user chronological sequences on disk (Ray Data), cached.
 
 `prepare_dataset(cfg, results_dir)`:
-1. parse + validate (`unigrf.data.readers`, pandas C parser), keeping `row` = file order;
+1. parse + validate (`unigrf.data.readers.read_coded`, pandas C parser; delimited text in
+   chunks, ids coded as they come), keeping `row` = file order;
 2. optional k-core (iterative: every user AND every item >= k), then drop users with < 3
    interactions (leave-one-out needs a train, a validation and a test item), repeated until
    stable and counted;
@@ -62,7 +63,7 @@ from unigrf.config import (
     length_quantile,
 )
 from unigrf.data.download import file_md5
-from unigrf.data.readers import DataError, read_interactions, source_files
+from unigrf.data.readers import DataError, Interactions, read_coded, source_files
 from unigrf.footprint import check_prepare
 from unigrf.results_dir import check_writable
 
@@ -318,47 +319,24 @@ def _prepare(
     start = time.perf_counter()
     what = ", ".join(map(str, sources)) or f"the generator (seed {cfg.synthetic.seed})"
     _log(verbose, f"reading {cfg.dataset} from {what}")
-    df, _ = read_interactions(cfg)
-    bad_rows = int(df.attrs.get("bad_rows", 0))
+    data, _ = read_coded(cfg)
+    bad_rows, first_bad_row, raw_rows = data.bad_rows, data.first_bad_row, len(data)
     if bad_rows:
-        _log(verbose, f"skipped {bad_rows:,} bad rows (first: {df.attrs.get('first_bad_row')})")
+        _log(verbose, f"skipped {bad_rows:,} bad rows (first: {first_bad_row})")
 
-    # filter on integer codes, then remap by first appearance in file order
-    user_codes, user_uniques = pd.factorize(df["user"], sort=False)
-    item_codes, item_uniques = pd.factorize(df["item"], sort=False)
-    raw_users, raw_items = len(user_uniques), len(item_uniques)
+    # filter on the reader's integer codes (by first appearance in the file), then remap
+    raw_users, raw_items = len(data.user_ids), len(data.item_ids)
     k = cfg.resolved_k_core()
-    keep, filter_stats = filter_interactions(user_codes, item_codes, k)
+    keep, filter_stats = filter_interactions(data.user, data.item, k)
     if not keep.any():
         where = sources[0] if sources else "synthetic data"
         raise DataError(
-            f"{where}: no user left after filtering ({len(df):,} interactions of {raw_users:,} users "
+            f"{where}: no user left after filtering ({raw_rows:,} interactions of {raw_users:,} users "
             f"read; k_core={k}, each user needs >= {MIN_INTERACTIONS} interactions)"
         )
     rows = np.flatnonzero(keep)  # file order of the kept interactions
-    if len(rows) == len(df):
-        # nothing filtered: the codes are already by first appearance; no copy of the rows
-        kept, (user_idx, user_raw), (item_idx, item_raw) = (
-            df,
-            (user_codes, user_uniques),
-            (item_codes, item_uniques),
-        )
-    else:
-        kept = df.iloc[rows]
-        user_idx, user_raw = pd.factorize(kept["user"], sort=False)
-        item_idx, item_raw = pd.factorize(kept["item"], sort=False)
-    frame = pd.DataFrame(
-        {
-            "user": user_idx.astype(np.int64),
-            "item": item_idx.astype(np.int64) + 1,  # 0 is padding
-            "rating": kept["rating"].to_numpy(np.float64),
-            "timestamp": kept["timestamp"].to_numpy(np.int64),
-            "row": rows.astype(np.int64),
-        }
-    )
-    # the raw rows are not needed past here: free them before the grouping's copies
-    raw_rows, first_bad_row = len(df), df.attrs.get("first_bad_row")
-    del df, kept, user_codes, item_codes, user_idx, item_idx, keep, rows
+    frame, user_raw, item_raw = _kept_rows(data, rows)
+    del data, keep, rows  # the raw codes are not needed past here: free them before the grouping
 
     t_group = time.perf_counter()
     if num_blocks is None and len(frame) <= ROWS_PER_BLOCK:
@@ -447,6 +425,32 @@ def _prepare(
     _write_atomically(final, table, user_map, item_map, meta)
     _log(verbose, describe_defaults(meta))
     _log(verbose, f"prepared {final} in {time.perf_counter() - start:.1f} s")
+
+
+def _kept_rows(data: Interactions, rows: np.ndarray) -> tuple[pd.DataFrame, pd.Index, pd.Index]:
+    """The rows `rows` (file order) of `data` renumbered for the sequences: (frame of user
+    0..U-1, item 1..N (0 is padding), rating, timestamp, row = the file order; the raw user ids
+    by new code; the raw item ids by new code - 1). Both numberings are by first appearance in
+    the file among the kept rows, as factorising their raw ids would give."""
+    if len(rows) == len(data):  # nothing filtered: the reader's codes are already these
+        user_idx, user_raw = data.user, data.user_ids
+        item_idx, item_raw = data.item, data.item_ids
+        rating, timestamp = data.rating, data.timestamp
+    else:
+        user_idx, user_first = pd.factorize(data.user[rows], sort=False)
+        item_idx, item_first = pd.factorize(data.item[rows], sort=False)
+        user_raw, item_raw = data.user_ids.take(user_first), data.item_ids.take(item_first)
+        rating, timestamp = data.rating[rows], data.timestamp[rows]
+    frame = pd.DataFrame(
+        {
+            "user": user_idx.astype(np.int64),
+            "item": item_idx.astype(np.int64) + 1,  # 0 is padding
+            "rating": rating.astype(np.float64),
+            "timestamp": timestamp.astype(np.int64),
+            "row": rows.astype(np.int64),
+        }
+    )
+    return frame, user_raw, item_raw
 
 
 def _defaults_source(cfg: DataConfig) -> dict[str, str]:

@@ -12,10 +12,16 @@ without a Python loop over rows. A bad row raises `DataError("<file>:<line>: <wh
 ignored. Bad rows are: a wrong separator or a missing/extra field, a non-numeric rating, a
 timestamp that is neither a number nor an ISO 8601 date/datetime (`_timestamps` says how each
 becomes an int64), a rating outside `rating_scale`. An empty file is always an error.
+
+`read_coded` gives the same interactions with the ids as integer codes (`Interactions`, what
+prepare uses): the delimited text formats are then read `CHUNK_ROWS` rows at a time, each chunk
+checked and its ids coded as it comes, so the raw rows are never all in memory; the codes, the
+bad-row count, the first bad row and every error are those of a whole-file read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import decimal
@@ -28,12 +34,15 @@ import re
 import warnings
 import zlib
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from unigrf.config import ColumnsConfig, DataConfig
 
@@ -71,13 +80,42 @@ def _validate(
     rating_scale: tuple[float, float],
     on_bad_rows: OnBadRows,
     field_error: str,
+    dropped: list[tuple[int, str]] | None = None,
+    blank_lines: bool = True,
+) -> pd.DataFrame:
+    """`_check` on a whole file's rows, then its verdict (`_raise_if_fatal`): the typed frame
+    with `attrs` bad_rows and first_bad_row. The readers that hold the whole file use it."""
+    checked = _check(path, raw, lines, rating_scale, field_error, dropped=dropped, blank_lines=blank_lines)
+    _raise_if_fatal(path, checked.first, len(checked.frame) > 0, on_bad_rows)
+    df = checked.frame
+    df.attrs["bad_rows"] = checked.bad_rows
+    df.attrs["first_bad_row"] = _where(path, checked.first)
+    return df
+
+
+@dataclass
+class _Checked:
+    """Rows checked by `_check`: the good ones typed, the bad ones counted."""
+
+    frame: pd.DataFrame  # user, item (str), rating (float64), timestamp (int64): the good rows
+    bad_rows: int
+    first: tuple[int, str] | None  # (line, message) of the first bad row
+
+
+def _check(
+    path: Path,
+    raw: pd.DataFrame,
+    lines: np.ndarray,
+    rating_scale: tuple[float, float],
+    field_error: str,
     extra_bad: np.ndarray | None = None,
     dropped: list[tuple[int, str]] | None = None,
     blank_lines: bool = True,
     too_long: np.ndarray | None = None,
-) -> pd.DataFrame:
+) -> _Checked:
     """Check the four columns of `raw` (strings, numbers or, from JSON, any Python objects) and
-    build the typed frame.
+    type the good rows. Raises nothing: whether a bad row is fatal is decided once the whole
+    file is read (`_raise_if_fatal`), so a file read in chunks fails as one read whole does.
 
     `lines[i]` is the file line of row i. `extra_bad` flags rows with a format error found by
     the caller (e.g. a wrong separator), reported as `field_error`. `dropped` are (line,
@@ -144,15 +182,8 @@ def _validate(
     if dropped and (first is None or dropped[0][0] < first[0]):
         first = dropped[0]
 
-    n_bad = int(bad.sum()) + len(dropped)
-    if first is not None and on_bad_rows == "error":
-        raise DataError(f"{path}:{first[0]}: {first[1]}")
     keep = ~bad & ~blank
-    if not keep.any():
-        if first is not None:
-            raise DataError(f"{path}:{first[0]}: {first[1]} (and no valid row in the file)")
-        raise DataError(f"{path}:1: empty file: no interactions")
-    df = pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "user": users[keep].reset_index(drop=True),
             "item": items[keep].reset_index(drop=True),
@@ -160,9 +191,25 @@ def _validate(
             "timestamp": timestamp[keep],
         }
     )
-    df.attrs["bad_rows"] = n_bad
-    df.attrs["first_bad_row"] = f"{path}:{first[0]}: {first[1]}" if first is not None else None
-    return df
+    return _Checked(frame, int(bad.sum()) + len(dropped), first)
+
+
+def _raise_if_fatal(
+    path: Path, first: tuple[int, str] | None, any_kept: bool, on_bad_rows: OnBadRows
+) -> None:
+    """The verdict on a whole file: its first bad row (`first`: line, message) is fatal with
+    `on_bad_rows="error"`; a file without a good row is fatal either way."""
+    if first is not None and on_bad_rows == "error":
+        raise DataError(f"{path}:{first[0]}: {first[1]}")
+    if not any_kept:
+        if first is not None:
+            raise DataError(f"{path}:{first[0]}: {first[1]} (and no valid row in the file)")
+        raise _empty_error(path)
+
+
+def _where(path: Path, first: tuple[int, str] | None) -> str | None:
+    """`first_bad_row`: `<file>:<line>: <what>`, or None."""
+    return f"{path}:{first[0]}: {first[1]}" if first is not None else None
 
 
 def _shown(value: Any) -> str:
@@ -401,12 +448,149 @@ def _check_exists(path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------
-# Delimited text
+# Interactions with integer ids
 # --------------------------------------------------------------------------------------------
 
+
+@dataclass
+class Interactions:
+    """Interactions in file order with their ids as integer codes: `user_ids[user[i]]` is row
+    i's raw user id. Codes number the distinct ids by first appearance, exactly as
+    `pd.factorize(ids, sort=False)` numbers them; prepare filters and remaps these codes, so
+    it never needs the raw ids of every row — only the distinct ones, for its id maps."""
+
+    user: np.ndarray  # int64 [n]: codes into user_ids
+    item: np.ndarray  # int64 [n]: codes into item_ids
+    rating: np.ndarray  # float64 [n]
+    timestamp: np.ndarray  # int64 [n]
+    user_ids: pd.Index  # the distinct raw user ids, by first appearance
+    item_ids: pd.Index
+    bad_rows: int = 0
+    first_bad_row: str | None = None  # `<file>:<line>: <what>` of the first bad row
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame) -> Interactions:
+        """Code a reader's frame (user, item, rating, timestamp; attrs bad_rows, first_bad_row)."""
+        user, user_ids = pd.factorize(df["user"], sort=False)
+        item, item_ids = pd.factorize(df["item"], sort=False)
+        return cls(
+            user.astype(np.int64),
+            item.astype(np.int64),
+            df["rating"].to_numpy(np.float64),
+            df["timestamp"].to_numpy(np.int64),
+            user_ids,
+            item_ids,
+            int(df.attrs.get("bad_rows", 0)),
+            df.attrs.get("first_bad_row"),
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        """The readers' frame: raw ids, rows in file order, attrs bad_rows and first_bad_row."""
+        df = pd.DataFrame(
+            {
+                "user": self.user_ids.take(self.user),
+                "item": self.item_ids.take(self.item),
+                "rating": self.rating,
+                "timestamp": self.timestamp,
+            }
+        )
+        df.attrs.update(bad_rows=self.bad_rows, first_bad_row=self.first_bad_row)
+        return df
+
+
+class IdCoder:
+    """Integer codes for string ids that arrive chunk by chunk: each distinct id gets the next
+    code at its first appearance, so the codes of all chunks together equal
+    `pd.factorize(all ids, sort=False)`'s. Only the distinct ids are kept (as one Arrow string
+    array); each chunk is looked up against them in Arrow's C++ hash lookup."""
+
+    def __init__(self) -> None:
+        self._known = pa.array([], pa.large_string())
+
+    def encode(self, ids: pd.Series) -> np.ndarray:
+        """int64 codes [n] of `ids` (strings, no nulls), numbering the new ones as they come."""
+        codes, uniques = pd.factorize(ids, sort=False)
+        distinct = pa.array(uniques, pa.large_string())
+        found = pc.fill_null(pc.index_in(distinct, value_set=self._known), -1).to_numpy()
+        found = found.astype(np.int64)
+        new = found < 0
+        found[new] = len(self._known) + np.arange(np.count_nonzero(new))
+        if new.any():
+            self._known = pa.concat_arrays([self._known, distinct.filter(pa.array(new))])
+        return found[codes]
+
+    def ids(self) -> pd.Index:
+        """The distinct ids, by code (str dtype, as `pd.factorize` returns them)."""
+        return pd.Index(pd.array(self._known, dtype="str"))
+
+
+class _Kept:
+    """What a streamed read holds between chunks: the good rows' codes, ratings and timestamps,
+    the distinct ids, the count of bad rows and the first of them."""
+
+    def __init__(self) -> None:
+        self.users, self.items = IdCoder(), IdCoder()
+        self.parts: dict[str, list[np.ndarray]] = {col: [] for col in COLUMNS}
+        self.bad_rows = 0
+        self.first: tuple[int, str] | None = None
+
+    def add(self, checked: _Checked) -> None:
+        frame = checked.frame
+        self.parts["user"].append(self.users.encode(frame["user"]))
+        self.parts["item"].append(self.items.encode(frame["item"]))
+        self.parts["rating"].append(frame["rating"].to_numpy(np.float64))
+        self.parts["timestamp"].append(frame["timestamp"].to_numpy(np.int64))
+        self.bad_rows += checked.bad_rows
+        if checked.first is not None and (self.first is None or checked.first[0] < self.first[0]):
+            self.first = checked.first
+
+    def result(self, path: Path, on_bad_rows: OnBadRows) -> Interactions:
+        """The whole file's verdict (`_raise_if_fatal`), then its interactions."""
+        rows = sum(len(part) for part in self.parts["user"])
+        _raise_if_fatal(path, self.first, rows > 0, on_bad_rows)
+        dtypes = {"user": np.int64, "item": np.int64, "rating": np.float64, "timestamp": np.int64}
+        columns = {}
+        for col, dtype in dtypes.items():  # one column at a time: its parts go as it is joined
+            columns[col] = np.concatenate(self.parts.pop(col)).astype(dtype, copy=False)
+        return Interactions(
+            **columns,
+            user_ids=self.users.ids(),
+            item_ids=self.items.ids(),
+            bad_rows=self.bad_rows,
+            first_bad_row=_where(path, self.first),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Delimited text, read in chunks
+# --------------------------------------------------------------------------------------------
+
+# Rows parsed, checked and coded at a time: bounds the raw text held to one chunk's. A multiple
+# of the C parser's own batch (a power of two, at most 2**18 rows for two columns or more), so
+# its batches fall where they fall in a whole-file read.
+CHUNK_ROWS = 1 << 20
 _LINE_BREAK = r"\r\n|\r|\n"
 _SPARE = "_unigrf_spare_"  # columns past the last, to hold a too-long row's extra fields
 _SKIP_RE = re.compile(r"Skipping line (\d+)")
+_SPANNING = "; or a quoted field spanning lines"
+
+
+class _NotTyped(Exception):
+    """The typed parse (the fast path) failed on a chunk: the file is read again as text."""
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How the columns of a delimited file's chunks become rows (`_collect`)."""
+
+    fields: dict[str, str]  # user/item/rating/timestamp -> the column holding it
+    offset: int  # the line of the first row (2 after a header)
+    quoted: bool  # the file may hold quoted fields spanning lines
+    must_be_empty: tuple[str, ...]  # columns a one-character split of `::` leaves empty
+    field_error: str  # the message of a row with a wrong separator or a missing field
 
 
 def _read_delimited(
@@ -420,8 +604,15 @@ def _read_delimited(
     quoting: int = csv.QUOTE_NONE,
     must_be_empty: tuple[str, ...] = (),
     sep_name: str | None = None,
-) -> pd.DataFrame:
-    """Parse a delimited file whose columns are `names` (`fields` maps user/item/... to them).
+) -> Interactions:
+    """Parse a delimited file whose columns are `names` (`fields` maps user/item/... to them),
+    `CHUNK_ROWS` rows at a time: each chunk is checked and its ids coded (`_Kept`), so what is
+    held between chunks is four numeric columns and the distinct ids, not the raw text.
+
+    The result is the one a whole-file read gives, number for number: every chunk is first
+    parsed typed (the fast path); if any chunk fails so, the whole file is read again as text
+    (the slow path), as a whole-file read would; line numbers and the first bad row are counted
+    across chunks (`_LineNumbers`), and a bad row is fatal only once the whole file was read.
 
     `must_be_empty` columns exist only because a two-character separator was read as two
     one-character ones (`::` -> `:` + empty field + `:`); anything in them is a wrong separator.
@@ -451,95 +642,235 @@ def _read_delimited(
     )
     offset = 2 if header else 1  # row 0 is on line `offset`
     if header:  # check the header first: pandas' own errors name neither file nor line
-        try:
-            names = [str(c) for c in pd.read_csv(path, nrows=0, header=0, **kwargs).columns]
-        except pd.errors.EmptyDataError:
-            raise _empty_error(path) from None
-        except pd.errors.ParserError as err:
-            raise _parser_error(path, err, 1, field_error) from None
-        missing = [c for c in fields.values() if c not in names]
-        if missing:
-            raise DataError(
-                f"{path}:1: header lacks column(s) {', '.join(map(repr, missing))} "
-                f"(found {', '.join(map(repr, names))})"
-            )
-        if len(set(names)) != len(names):
-            twice = sorted({c for c in names if names.count(c) > 1})
-            raise DataError(f"{path}:1: header names column(s) {', '.join(map(repr, twice))} twice")
+        names = _header(path, fields, field_error, kwargs)
     # the header (already read) is skipped, not parsed: pandas refuses more names than it has
     kwargs.update(header=None, skiprows=[0] if header else None, names=names)
+    quoted = quoting != csv.QUOTE_NONE and _has_quote(path)  # only a quoted field can span lines
+    layout = _Layout(fields, offset, quoted, must_be_empty, field_error)
+    try:
+        return _collect(path, _typed_chunks(path, kwargs, fields, quoted), layout, rating_scale, on_bad_rows)
+    except _NotTyped:
+        pass
+    widest = _widest_first_rows(path, sep, quoting, 2 if header else 1)
+    spare = [f"{_SPARE}{j}" for j in range(max(2, widest - len(names)))]
+    kwargs["names"] = [*names, *spare]
+    chunks = _text_chunks(path, kwargs, spare, offset, field_error)
+    return _collect(path, chunks, layout, rating_scale, on_bad_rows)
+
+
+def _header(path: Path, fields: dict[str, str], field_error: str, kwargs: dict[str, Any]) -> list[str]:
+    """The header's column names, checked to hold every field once."""
+    try:
+        names = [str(c) for c in pd.read_csv(path, nrows=0, header=0, **kwargs).columns]
+    except pd.errors.EmptyDataError:
+        raise _empty_error(path) from None
+    except pd.errors.ParserError as err:
+        raise _parser_error(path, err, 1, field_error) from None
+    missing = [c for c in fields.values() if c not in names]
+    if missing:
+        raise DataError(
+            f"{path}:1: header lacks column(s) {', '.join(map(repr, missing))} "
+            f"(found {', '.join(map(repr, names))})"
+        )
+    if len(set(names)) != len(names):
+        twice = sorted({c for c in names if names.count(c) > 1})
+        raise DataError(f"{path}:1: header names column(s) {', '.join(map(repr, twice))} twice")
+    return names
+
+
+def _collect(
+    path: Path,
+    chunks: Iterator[tuple[pd.DataFrame, list[int], np.ndarray]],
+    layout: _Layout,
+    rating_scale: tuple[float, float],
+    on_bad_rows: OnBadRows,
+) -> Interactions:
+    """Check and code `chunks` ((columns as parsed, lines pandas dropped, too-long flags) each)
+    into the file's interactions, numbering their lines as one whole-file read would."""
+    lines = _LineNumbers(layout.offset)
+    kept = _Kept()
+    spanning = False  # a quoted field spans lines somewhere in the file
+    for raw, skipped, too_long in chunks:
+        breaks = _breaks_in(raw, list(raw.columns)) if layout.quoted else np.zeros(len(raw), dtype=np.int64)
+        row_lines = lines.place(len(raw), skipped, breaks)
+        # a wrong separator: a value where `::` read as `:` leaves an empty field, or a row
+        # holding a line break (a quoted field spanning lines)
+        extra_bad = raw[list(layout.must_be_empty)].notna().to_numpy().any(axis=1) | (breaks > 0)
+        spanning |= bool(breaks.any())
+        frame = pd.DataFrame({col: raw[name] for col, name in layout.fields.items()})
+        dropped = [(line, _too_many(layout.field_error)) for line in skipped]
+        field_error = layout.field_error
+        kept.add(
+            _check(path, frame, row_lines, rating_scale, field_error, extra_bad, dropped, too_long=too_long)
+        )
+    if spanning:
+        kept.first = _note_spanning(kept.first, layout.field_error)
+    return kept.result(path, on_bad_rows)
+
+
+def _note_spanning(first: tuple[int, str] | None, field_error: str) -> tuple[int, str] | None:
+    """A file with a quoted field spanning lines adds that cause to its field-count message
+    (wherever in the file the first such row is): the first bad row's, if it has that one."""
+    if first is not None and first[1] == field_error:
+        return first[0], field_error + _SPANNING
+    return first
+
+
+class _LineNumbers:
+    """The file lines of the rows of consecutive chunks, numbered as a whole-file read numbers
+    them: rows take the lines from the first data line on, less those pandas dropped (too many
+    fields: `skipped`, reported with the chunk whose read met them, never behind a row already
+    placed); a quoted field spanning k lines moves every later row down by k."""
+
+    def __init__(self, offset: int) -> None:
+        self._next = offset  # the next line a row may take
+        self._skipped = np.empty(0, dtype=np.int64)  # dropped lines at or past `_next`
+        self._shift = 0  # line breaks inside the quoted fields of the rows placed so far
+
+    def place(self, n: int, skipped: list[int], breaks: np.ndarray) -> np.ndarray:
+        """The lines [n] of the chunk's `n` rows; `breaks` [n]: line breaks inside each row."""
+        pending = np.union1d(self._skipped, np.asarray(skipped, dtype=np.int64))
+        free = np.arange(self._next, self._next + n + len(pending), dtype=np.int64)
+        rows = np.setdiff1d(free, pending, assume_unique=True)[:n]
+        if n:
+            self._next = int(rows[-1]) + 1
+        self._skipped = pending[pending >= self._next]
+        if not breaks.any():
+            return rows + self._shift
+        lines = rows + self._shift + np.concatenate([[0], np.cumsum(breaks)[:-1]])
+        self._shift += int(breaks.sum())
+        return lines
+
+
+def _chunks_of(
+    open_reader: Callable[[], Any], errors: Callable[[], contextlib.AbstractContextManager]
+) -> Iterator[tuple[pd.DataFrame | None, list[str]]]:
+    """(chunk, warning messages) from the pandas chunked reader `open_reader()` opens; pandas
+    may warn of skipped lines while finding there is no further chunk: those come last, with
+    None. Exceptions of opening or reading pass through `errors()` (a context manager)."""
+    with errors(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        reader = open_reader()
+    messages = [str(w.message) for w in caught]
+    with reader:
+        while True:
+            with errors(), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", pd.errors.ParserWarning)
+                chunk = next(reader, None)
+            messages += [str(w.message) for w in caught]
+            if chunk is None:
+                if messages:
+                    yield None, messages
+                return
+            yield chunk, messages
+            messages = []
+
+
+def _typed_chunks(
+    path: Path, kwargs: dict[str, Any], fields: dict[str, str], quoted: bool
+) -> Iterator[tuple[pd.DataFrame, list[int], np.ndarray]]:
+    """The fast path: chunks parsed straight into the final dtypes. Raises `_NotTyped` at the
+    first chunk that does not parse so (a bad value, a pandas warning, a rounded huge time, a
+    quoted id spanning lines): the file then goes the slow way whole, as a whole-file read does."""
     typed: dict[Any, Any] = defaultdict(lambda: str)  # ids, unused columns: strings
     # timestamps: int64 from the C engine, which refuses (slow path) or exactly casts what is
     # not an integer; the Python engine (a longer separator) would truncate `1.5` to 1 silently,
     # so there they are read as text and converted by `_timestamps`
-    typed.update({fields["rating"]: np.float64, fields["timestamp"]: np.int64 if len(sep) == 1 else str})
-    raw: pd.DataFrame | None = None
-    try:  # fast path: a clean file parses straight into the final dtypes
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", pd.errors.ParserWarning)
-            raw = pd.read_csv(path, dtype=typed, **kwargs)
-        if caught:  # e.g. the first row cut to the column count: the slow path looks closer
-            raw = None
-        elif len(sep) == 1 and _rounded_huge_times(path, raw[fields["timestamp"]], kwargs):
-            raw = None  # the slow path floors them from their text, exactly
-    except pd.errors.EmptyDataError:
-        raise _empty_error(path) from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
-    except (ValueError, TypeError, OverflowError):  # ParserError is a ValueError too
-        raw = None
-    quoted = quoting != csv.QUOTE_NONE and _has_quote(path)  # only a quoted field can span lines
-    if raw is not None and quoted and _breaks_in(raw, [fields["user"], fields["item"]]).any():
-        raw = None  # a quoted id spans lines: the slow path counts the lines right
-    skipped: list[int] = []
-    if raw is None:  # slow path: every column as strings, then locate the bad rows vectorised
-        widest = _widest_first_rows(path, sep, quoting, 2 if header else 1)
-        spare = [f"{_SPARE}{j}" for j in range(max(2, widest - len(names)))]
-        kwargs["names"] = [*names, *spare]
+    c_engine = kwargs["engine"] == "c"
+    typed.update({fields["rating"]: np.float64, fields["timestamp"]: np.int64 if c_engine else str})
+
+    @contextlib.contextmanager
+    def errors() -> Iterator[None]:
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", pd.errors.ParserWarning)
-                raw = pd.read_csv(path, dtype=str, on_bad_lines="warn", **kwargs)
+            yield
+        except pd.errors.EmptyDataError:
+            raise _empty_error(path) from None
+        except OSError as err:
+            raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
+        except (ValueError, TypeError, OverflowError):  # ParserError is a ValueError too
+            raise _NotTyped from None
+
+    def open_reader():
+        return pd.read_csv(path, dtype=typed, chunksize=CHUNK_ROWS, **kwargs)
+
+    texts = _TimeTexts(path, fields["timestamp"], kwargs)
+    with contextlib.closing(texts):
+        for k, (raw, messages) in enumerate(_chunks_of(open_reader, errors)):
+            if messages:  # e.g. the first row cut to the column count: the slow path looks closer
+                raise _NotTyped
+            with errors():
+                if c_engine and _rounded_huge_times(raw[fields["timestamp"]], lambda k=k: texts.chunk(k)):
+                    raise _NotTyped  # the slow path floors them from their text, exactly
+            if quoted and _breaks_in(raw, [fields["user"], fields["item"]]).any():
+                raise _NotTyped  # a quoted id spans lines: the slow path counts the lines right
+            yield raw, [], np.zeros(len(raw), dtype=bool)
+
+
+def _text_chunks(
+    path: Path, kwargs: dict[str, Any], spare: list[str], offset: int, field_error: str
+) -> Iterator[tuple[pd.DataFrame, list[int], np.ndarray]]:
+    """The slow path: chunks with every column as strings, bad rows to be located vectorised
+    (`_check`). A row with a value in a `spare` column has too many fields; pandas drops rows
+    longer still and names their lines in its warnings."""
+
+    @contextlib.contextmanager
+    def errors() -> Iterator[None]:
+        try:
+            yield
         except pd.errors.EmptyDataError:
             raise _empty_error(path) from None
         except pd.errors.ParserError as err:
             raise _parser_error(path, err, offset, field_error) from None
-        for w in caught:  # rows longer than the spare columns too: dropped by pandas, counted here
-            skipped.extend(int(x) for x in _SKIP_RE.findall(str(w.message)))
-        skipped.sort()
-        too_long = raw[spare].notna().to_numpy(dtype=bool).any(axis=1)
-    else:
-        too_long = np.zeros(len(raw), dtype=bool)
-    lines = np.arange(offset, offset + len(raw) + len(skipped), dtype=np.int64)
-    if skipped:
-        lines = np.setdiff1d(lines, np.asarray(skipped, dtype=np.int64), assume_unique=True)
-    extra_bad = raw[list(must_be_empty)].notna().to_numpy().any(axis=1) if must_be_empty else None
-    if quoted:
-        breaks = _breaks_in(raw, list(raw.columns))
-        if breaks.any():  # a row spanning k extra lines moves every later row down by k
-            lines = lines + np.concatenate([[0], np.cumsum(breaks)[:-1]])
-            extra_bad = (breaks > 0) if extra_bad is None else extra_bad | (breaks > 0)
-            field_error += "; or a quoted field spanning lines"
-    frame = pd.DataFrame({col: raw[name] for col, name in fields.items()})
-    dropped = [(line, _too_many(field_error)) for line in skipped]
-    return _validate(
-        path, frame, lines, rating_scale, on_bad_rows, field_error, extra_bad, dropped, too_long=too_long
-    )
+
+    def open_reader():
+        return pd.read_csv(path, dtype=str, on_bad_lines="warn", chunksize=CHUNK_ROWS, **kwargs)
+
+    empty = pd.DataFrame({name: pd.Series(dtype=str) for name in kwargs["names"]})
+    for raw, messages in _chunks_of(open_reader, errors):
+        raw = empty if raw is None else raw
+        skipped = sorted(int(x) for message in messages for x in _SKIP_RE.findall(message))
+        yield raw, skipped, raw[spare].notna().to_numpy(dtype=bool).any(axis=1)
 
 
-def _rounded_huge_times(path: Path, times: pd.Series, kwargs: dict[str, Any]) -> bool:
+class _TimeTexts:
+    """The timestamp column of the fast path's chunks as text, for `_rounded_huge_times`: read
+    by a second chunked reader of the same file, opened only when a chunk holds a huge time."""
+
+    def __init__(self, path: Path, column: str, kwargs: dict[str, Any]) -> None:
+        self._path, self._column, self._kwargs = path, column, kwargs
+        self._reader: Any = None
+        self._read = 0  # chunks read so far
+
+    def chunk(self, k: int) -> pd.Series:
+        """Chunk `k`'s timestamps as text (`k` never below a chunk already asked for)."""
+        if self._reader is None:
+            self._reader = pd.read_csv(
+                self._path, usecols=[self._column], dtype=str, chunksize=CHUNK_ROWS, **self._kwargs
+            )
+        while True:
+            text = next(self._reader)[self._column]
+            self._read += 1
+            if self._read > k:
+                return text
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+
+
+def _rounded_huge_times(times: pd.Series, text: Callable[[], pd.Series]) -> bool:
     """Whether pandas' typed parse may have rounded a timestamp: a number it cannot read as an
     int64 (written with a point or an exponent, or just past int64) becomes a float64, cast to
     int64 whenever the float is integral — which every float beyond 2**53 is
-    (`1700000000123456789.7` -> ...768, `-9223372036854775809` -> -2**63). Only files holding
-    such large times pay for the check: their timestamp column re-read as text and compared."""
+    (`1700000000123456789.7` -> ...768, `-9223372036854775809` -> -2**63). Only chunks holding
+    such large times pay for the check: their timestamps as text (`text()`) compared."""
     values = times.to_numpy(dtype=np.int64)
     big = (values >= 2**53) | (values <= -(2**53))
     if not big.any():
         return False
-    text = pd.read_csv(path, usecols=[times.name], dtype=str, **kwargs)[times.name]
+    written = text()
     return bool(
-        (text[big].str.strip().to_numpy(dtype=object) != values[big].astype(str).astype(object)).any()
+        (written[big].str.strip().to_numpy(dtype=object) != values[big].astype(str).astype(object)).any()
     )
 
 
@@ -589,10 +920,12 @@ def read_ml100k(
     path: str | Path, rating_scale: tuple[float, float] = (1.0, 5.0), on_bad_rows: OnBadRows = "error"
 ) -> pd.DataFrame:
     """MovieLens-100K `u.data`: `user TAB item TAB rating TAB timestamp`, no header."""
+    return _ml100k(Path(path), rating_scale, on_bad_rows).to_frame()
+
+
+def _ml100k(path: Path, rating_scale: tuple[float, float], on_bad_rows: OnBadRows) -> Interactions:
     names = list(COLUMNS)
-    return _read_delimited(
-        Path(path), "\t", names, dict(zip(COLUMNS, names)), False, rating_scale, on_bad_rows
-    )
+    return _read_delimited(path, "\t", names, dict(zip(COLUMNS, names)), False, rating_scale, on_bad_rows)
 
 
 def read_ml1m(
@@ -605,7 +938,10 @@ def read_ml1m(
     (a bad row, or a timestamp holding colons: `2000-07-12T10:20:30`) is read again with `::`
     itself as the separator (pandas' Python engine, slower), which also names its bad rows.
     """
-    path = Path(path)
+    return _ml1m(Path(path), rating_scale, on_bad_rows).to_frame()
+
+
+def _ml1m(path: Path, rating_scale: tuple[float, float], on_bad_rows: OnBadRows) -> Interactions:
     fields = dict(zip(COLUMNS, COLUMNS))
     try:
         return _read_delimited(
@@ -627,31 +963,29 @@ def read_ml20m(
     path: str | Path, rating_scale: tuple[float, float] = (0.5, 5.0), on_bad_rows: OnBadRows = "error"
 ) -> pd.DataFrame:
     """MovieLens-20M / latest `ratings.csv`: header `userId,movieId,rating,timestamp`, half stars."""
-    path = Path(path)
+    return _ml20m(Path(path), rating_scale, on_bad_rows).to_frame()
+
+
+def _ml20m(path: Path, rating_scale: tuple[float, float], on_bad_rows: OnBadRows) -> Interactions:
     _check_exists(path)
     with open(path, encoding="utf-8-sig", errors="replace") as fh:  # pandas skips a BOM too
         first = fh.readline().strip()
     if tuple(first.split(",")) != ML20M_HEADER:
         raise DataError(f"{path}:1: expected the header {','.join(ML20M_HEADER)!r}, found {first!r}")
-    return _read_delimited(
-        path,
-        ",",
-        list(ML20M_HEADER),
-        dict(zip(COLUMNS, ML20M_HEADER)),
-        True,
-        rating_scale,
-        on_bad_rows,
-    )
+    fields = dict(zip(COLUMNS, ML20M_HEADER))
+    return _read_delimited(path, ",", list(ML20M_HEADER), fields, True, rating_scale, on_bad_rows)
 
 
 def read_amazon_ratings(
     path: str | Path, rating_scale: tuple[float, float] = (1.0, 5.0), on_bad_rows: OnBadRows = "error"
 ) -> pd.DataFrame:
     """Amazon ratings-only CSV (e.g. SNAP `ratings_Books.csv`): `user,item,rating,timestamp`, no header."""
+    return _amazon_ratings(Path(path), rating_scale, on_bad_rows).to_frame()
+
+
+def _amazon_ratings(path: Path, rating_scale: tuple[float, float], on_bad_rows: OnBadRows) -> Interactions:
     names = list(COLUMNS)
-    return _read_delimited(
-        Path(path), ",", names, dict(zip(COLUMNS, names)), False, rating_scale, on_bad_rows
-    )
+    return _read_delimited(path, ",", names, dict(zip(COLUMNS, names)), False, rating_scale, on_bad_rows)
 
 
 def read_table(
@@ -672,9 +1006,21 @@ def read_table(
     Parquet rows are numbered from 1 in error messages.
     """
     path = Path(path)
-    mapping = {c: getattr(columns, c) for c in COLUMNS}
-    if fmt == "parquet" or (fmt is None and path.suffix.lower() in (".parquet", ".pq")):
+    if _is_parquet(path, fmt):
+        mapping = {c: getattr(columns, c) for c in COLUMNS}
         return _read_parquet(path, mapping, rating_scale, on_bad_rows)
+    return _csv_table(path, columns, rating_scale, on_bad_rows).to_frame()
+
+
+def _is_parquet(path: Path, fmt: str | None) -> bool:
+    return fmt == "parquet" or (fmt is None and path.suffix.lower() in (".parquet", ".pq"))
+
+
+def _csv_table(
+    path: Path, columns: ColumnsConfig, rating_scale: tuple[float, float], on_bad_rows: OnBadRows
+) -> Interactions:
+    """`read_table` of a delimited text file."""
+    mapping = {c: getattr(columns, c) for c in COLUMNS}
     if columns.header:
         header = (
             _header_names(path, columns.sep) if any(isinstance(v, int) for v in mapping.values()) else None
@@ -916,16 +1262,39 @@ def read_interactions(cfg: DataConfig) -> tuple[pd.DataFrame, list[Path]]:
     sources = source_files(cfg)
     path = sources[0]
     scale = cfg.resolved_rating_scale()
-    readers = {
-        "ml-100k": read_ml100k,
-        "ml-1m": read_ml1m,
-        "movietweetings": read_ml1m,  # `user::item::rating::timestamp`, the scale set by the config
-        "ml-20m": read_ml20m,
-        "amazon-books": read_amazon_ratings,
-        "amazon-reviews": read_amazon_reviews,
-    }
-    if cfg.dataset in readers:
-        df = readers[cfg.dataset](path, rating_scale=scale, on_bad_rows=cfg.on_bad_rows)
+    if _streamed(cfg, path):
+        return read_coded(cfg)[0].to_frame(), sources
+    if cfg.dataset == "amazon-reviews":
+        df = read_amazon_reviews(path, rating_scale=scale, on_bad_rows=cfg.on_bad_rows)
     else:
         df = read_table(path, cfg.columns, rating_scale=scale, on_bad_rows=cfg.on_bad_rows, fmt=cfg.dataset)
     return df, sources
+
+
+# the delimited text formats, read in chunks with their ids coded (`read_coded`)
+_CODED_READERS = {
+    "ml-100k": _ml100k,
+    "ml-1m": _ml1m,
+    "movietweetings": _ml1m,  # `user::item::rating::timestamp`, the scale set by the config
+    "ml-20m": _ml20m,
+    "amazon-books": _amazon_ratings,
+}
+
+
+def _streamed(cfg: DataConfig, path: Path) -> bool:
+    """Whether `cfg`'s dataset is delimited text, which `read_coded` reads in chunks."""
+    return cfg.dataset in _CODED_READERS or (cfg.dataset == "csv" and not _is_parquet(path, cfg.dataset))
+
+
+def read_coded(cfg: DataConfig) -> tuple[Interactions, list[Path]]:
+    """Read the dataset `cfg` names with its ids as integer codes: (interactions in file
+    order, source files). Delimited text is read `CHUNK_ROWS` rows at a time, so the raw rows
+    are never all held at once; JSON, Parquet and the generator are read whole, then coded."""
+    if cfg.dataset == "synthetic" or not _streamed(cfg, source_files(cfg)[0]):
+        df, sources = read_interactions(cfg)
+        return Interactions.from_frame(df), sources
+    sources = source_files(cfg)
+    scale = cfg.resolved_rating_scale()
+    if cfg.dataset in _CODED_READERS:
+        return _CODED_READERS[cfg.dataset](sources[0], scale, cfg.on_bad_rows), sources
+    return _csv_table(sources[0], cfg.columns, scale, cfg.on_bad_rows), sources
