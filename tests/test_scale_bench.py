@@ -54,3 +54,37 @@ def test_the_mining_child_finds_the_same_negatives_chunked_and_in_one_piece(benc
     assert chunked["negatives"] > 0 and chunked["negatives_sum"] == one_piece["negatives_sum"]
     text = "\n".join(report.catalogue_section(records))
     assert "| 300 | chunked |" in text and "| 300 | one piece |" in text
+
+
+@pytest.mark.timeout(240)
+def test_full_size_runs_unigrf_train_and_records_the_attempt(benchmark_module, tmp_path, monkeypatch, capsys):
+    """benchmarks/full_size.py at reduced size: the attempt's record (command, wall, the process
+    tree's peak, exit code) and, the run finished, its epoch timing and test metrics; the report
+    shows full-size records only."""
+    import argparse
+    import json
+
+    full = benchmark_module("full_size")
+    monkeypatch.setattr(full, "anchor_gflops", lambda: 100.0)
+    out = tmp_path / "attempts.json"
+    args = argparse.Namespace(
+        config="ml-1m", work=str(tmp_path / "work"), results=str(tmp_path / "results"), out=str(out),
+        every=2, heartbeat=0.5, ratings=20_000,
+        set=["model.size=tiny", "train.batch_size=64", "eval.ks=[10]", "data.max_len=20"],
+    )  # fmt: skip
+    assert full.run(args) == 0
+    (record,) = json.loads(out.read_text())
+    assert record["exit"] == 0 and record["wall_s"] > 0 and record["peak_gib"] > 0.1  # Ray's processes too
+    assert "unigrf.cli train configs/ml-1m.yaml" in record["command"]
+    assert "train.checkpoint_every_steps=2" in record["command"]
+    done = record["finished"]
+    assert done["epoch_s"] >= done["train_s"] > 0 and 0 <= done["test"]["test/ndcg@10"] <= 1
+    run_dir = tmp_path / "results" / "runs" / "ml-1m-full"
+    assert not (run_dir / "checkpoints" / "in_epoch").exists()  # removed with the epoch's checkpoint
+
+    full_record = {**record, "ratings": None}
+    out.write_text(json.dumps([record, full_record]))
+    capsys.readouterr()
+    full.report(argparse.Namespace(json=str(out)))
+    table = capsys.readouterr().out
+    assert table.count("`configs/ml-1m.yaml`") == 1 and "| 1 |" in table and "yes" in table

@@ -379,6 +379,10 @@ class TrainConfig:
     use_gpu: Bool = False
     keep_checkpoints: Positive = 2  # best-k checkpoints kept by the objective
     log_every: Positive = 50  # steps between the per-step TensorBoard scalars (and loss checks)
+    # > 0: also a checkpoint every this many steps inside an epoch, so an hours-long epoch (the
+    # paper's datasets on a CPU) resumes where it stopped; the plain loop only
+    # (`unigrf.training.in_epoch`). 0: at epoch ends only.
+    checkpoint_every_steps: Annotated[Int, Range(ge=0)] = 0
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ SAFE_TO_CHANGE = (
     "train.patience",  # wait longer before early stopping
     "train.log_every",  # per-step TensorBoard logging interval
     "train.keep_checkpoints",  # how many checkpoints pruning keeps
+    "train.checkpoint_every_steps",  # how often an epoch in progress is saved (resumes exactly)
     "eval.batch_size",  # users per evaluation batch: memory, not the metrics' definition
 )
 

@@ -193,6 +193,8 @@ class TuneContext(TrainContext):
     checkpoints in the experiment's storage), and a restarted trial resumes from
     `ray.tune.get_checkpoint()`."""
 
+    in_epoch_checkpoints = False  # a run resumes from the epochs it reported (unigrf.training.in_epoch)
+
     def load_checkpoint(self) -> dict[str, Any] | None:
         import ray.tune
 

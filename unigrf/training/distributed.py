@@ -55,6 +55,8 @@ class RayTrainContext(TrainContext):
     Ray a checkpoint, written to a temporary directory that Ray copies into storage.
     """
 
+    in_epoch_checkpoints = False  # a run resumes from the epochs it reported (unigrf.training.in_epoch)
+
     def load_checkpoint(self) -> dict[str, Any] | None:
         import ray.train
 

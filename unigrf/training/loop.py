@@ -11,7 +11,7 @@ evaluates the validation split, reports and checkpoints through `ctx`, and early
     schedule.py    lr_factor                                 validation.py evaluate_on_main, ...
     selection.py   RunSelection, Selection, TrainingError    objective.py  parse_objective
     checkpoint_io.py  checkpoint files, rotation, results    logs.py       progress_line, RunLog
-    context.py     TrainContext (where it runs)
+    context.py     TrainContext (where it runs)              in_epoch.py   EpochProgress
 
 The same function runs in the plain local runner (`TrainContext`, checkpoints under
 `run_dir/checkpoints/`) and in Ray Train workers (`unigrf.training.distributed.RayTrainContext`):
@@ -23,7 +23,9 @@ Determinism: the initial weights come from `train.seed`; each epoch re-seeds tor
 (seed, epoch, rank) and permutes the users from (seed, epoch), so an epoch's negatives, dropout
 masks and batches do not depend on what ran before it. A run resumed from a checkpoint (model,
 optimizer, weighter, early-stopping state, history) therefore repeats an uninterrupted run
-exactly, for the same thread count.
+exactly, for the same thread count. With `train.checkpoint_every_steps` the plain loop also
+saves the epoch in progress (`unigrf.training.in_epoch`: the steps done, the loss sums, torch's
+random state), and a run resumed from it repeats the uninterrupted one too.
 
 Host syncs: the per-task loss sums stay on the device during an epoch; the host reads losses
 every `train.log_every` steps (TensorBoard's step scalars and the non-finite check) and at the
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -60,6 +63,7 @@ from unigrf.training.checkpoint_io import (  # noqa: F401 - the loop's public na
     write_results,
 )
 from unigrf.training.context import TrainContext, resolve_device  # noqa: F401
+from unigrf.training.in_epoch import EpochProgress
 from unigrf.training.logs import RunLog, progress_line  # noqa: F401
 from unigrf.training.memory import check_memory
 from unigrf.training.objective import objective_value, parse_objective  # noqa: F401
@@ -98,20 +102,35 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
     selection = RunSelection.of(cfg, trainer.model, objective)  # a bad objective fails here
     # the cascade is evaluated every epoch only when the objective reads it
     per_epoch_cascade = "cascade" in objective
-    start_epoch, history = resume(ctx, trainer, selection)
+    if cfg.train.checkpoint_every_steps and not ctx.in_epoch_checkpoints:
+        raise ValueError(
+            f"train.checkpoint_every_steps ({cfg.train.checkpoint_every_steps}): checkpoints inside an "
+            "epoch are written by the plain loop only (one worker, no Ray address); under Ray a run "
+            "resumes from its epochs: set it to 0"
+        )
+    start_epoch, history, progress = resume(ctx, trainer, selection)
     examples = data.train_examples(cfg.data.train_windows)
     per_epoch = steps_per_epoch(examples.per_epoch, ctx.world_size, cfg.train.batch_size)
-    log = RunLog(ctx.run_dir, ctx.is_main, start_epoch, start_epoch * per_epoch)
+    done = progress.steps_done if progress is not None else 0
+    log = RunLog(ctx.run_dir, ctx.is_main, start_epoch, start_epoch * per_epoch + done)
+
+    def save_progress(p: EpochProgress) -> None:  # the last finished epoch's state, and p
+        ctx.save_progress(checkpoint_state(cfg, trainer, selection, p.epoch - 1, history), p)
+
     for epoch in range(start_epoch, cfg.train.epochs):
         if selection.should_stop(cfg.train.patience):
             break
         t0 = time.perf_counter()
-        metrics = train_epoch(cfg, trainer, data, examples, epoch, ctx, log, per_epoch)
+        metrics = train_epoch(
+            cfg, trainer, data, examples, epoch, ctx, log, per_epoch, progress, save_progress
+        )
+        before = progress.train_s if progress is not None else 0.0  # an earlier attempt's steps
+        progress = None  # only the first epoch resumed continues one
         train_s = time.perf_counter() - t0
         metrics.update(epoch_validation(trainer.model, data, cfg.eval, ctx, trainer.amp, per_epoch_cascade))
         metrics["objective"] = objective_value(objective, metrics)
         selection.update(epoch, metrics)  # early stopping; adds best_objective, best_epoch
-        metrics.update({"time/train_s": train_s, "time/epoch_s": time.perf_counter() - t0})
+        metrics.update({"time/train_s": before + train_s, "time/epoch_s": before + time.perf_counter() - t0})
         history.append(metrics)
         log.epoch(epoch, metrics)
         ctx.report(
@@ -153,20 +172,33 @@ def train_epoch(
     ctx: TrainContext,
     log: RunLog,
     per_epoch: int,
+    progress: EpochProgress | None = None,
+    save_progress: Callable[[EpochProgress], None] | None = None,
 ) -> dict[str, float]:
     """One epoch of `train_step`s over this rank's batches -> the epoch's training metrics
     (epoch, step, train/loss_<task> means, weights/<task> with their range over the steps,
-    enhancer/active, lr). A non-finite loss is a TrainingError naming its epoch and step."""
-    # negatives and dropout depend on (seed, epoch, rank) only: a resumed run is identical
-    torch.manual_seed(cfg.train.seed * 100_003 + epoch * 1_009 + ctx.rank)
+    enhancer/active, lr). A non-finite loss is a TrainingError naming its epoch and step.
+
+    `progress` (this epoch's, from an in-epoch checkpoint): continue after its steps, from its
+    random state and loss sums. `save_progress` is called every `train.checkpoint_every_steps`
+    steps (not at the epoch's end: its own checkpoint follows)."""
     trainer.forward.train()
     ids = epoch_users(len(examples), cfg.train.seed, epoch, ctx.rank, ctx.world_size, examples.per_epoch)
     batches = epoch_batches(ids, examples.lengths, cfg.train.batch_size, cfg.train.seed, epoch, ctx.rank)
-    sums = {t: torch.zeros((), device=ctx.device) for t in trainer.tasks}  # summed on the device
-    weight_range = {t: (math.inf, -math.inf) for t in trainer.tasks}
+    if progress is None:
+        # negatives and dropout depend on (seed, epoch, rank) only: a resumed run is identical
+        torch.manual_seed(cfg.train.seed * 100_003 + epoch * 1_009 + ctx.rank)
+        sums = {t: torch.zeros((), device=ctx.device) for t in trainer.tasks}  # summed on the device
+        weight_range = {t: (math.inf, -math.inf) for t in trainer.tasks}
+        done = 0
+    else:
+        progress.restore_rng(ctx.device)
+        sums, weight_range, done = progress.sums_on(ctx.device), dict(progress.weight_range), progress.steps_done
     guard, mining = FiniteGuard(ctx.device), trainer.enhancer.active(epoch)
-    step, total_steps = epoch * per_epoch, per_epoch * cfg.train.epochs
-    for batch_ids in batches:
+    step, total_steps = epoch * per_epoch + done, per_epoch * cfg.train.epochs
+    t0, before = time.perf_counter(), progress.train_s if progress is not None else 0.0
+    every = cfg.train.checkpoint_every_steps
+    for i, batch_ids in enumerate(batches[done:], start=done):
         batch = to_device(data.train_batch(examples.users[batch_ids], examples.ends[batch_ids]), ctx.device)
         lr = cfg.train.lr * lr_factor(step, total_steps, cfg)
         total, losses = train_step(trainer, batch, lr, mining)
@@ -180,6 +212,10 @@ def train_epoch(
         if step % cfg.train.log_every == 0:  # the host reads the losses here
             guard.check(epoch)
             log.step(step, losses, trainer.weighter.weights)
+        if every and save_progress is not None and (i + 1) % every == 0 and i + 1 < len(batches):
+            guard.check(epoch)  # a diverged state is never saved
+            elapsed = before + time.perf_counter() - t0
+            save_progress(EpochProgress.capture(epoch, i + 1, sums, weight_range, ctx.device, elapsed))
     guard.check(epoch)
     metrics: dict[str, float] = {"epoch": float(epoch), "step": float(step)}
     for t in trainer.tasks:
@@ -195,18 +231,26 @@ def train_epoch(
 
 def resume(
     ctx: TrainContext, trainer: Trainer, selection: RunSelection
-) -> tuple[int, list[dict[str, float]]]:
+) -> tuple[int, list[dict[str, float]], EpochProgress | None]:
     """The latest checkpoint restored into `trainer` and `selection` -> (first epoch to run,
-    the history so far); (0, []) for a fresh run."""
-    state = ctx.load_checkpoint()
+    the history so far, where that epoch stands: an in-epoch checkpoint's progress, or None);
+    (0, [], None) for a fresh run. An in-epoch checkpoint that continues the latest epoch
+    checkpoint is the later state, so it is the one restored."""
+    latest = ctx.load_checkpoint()
+    partial = ctx.load_progress(latest)
+    state = partial if partial is not None else latest
     if state is None:
-        return 0, []
+        return 0, [], None
     restore_state(trainer.model, state["model"], "model", ctx.run_dir)
     restore_state(trainer.optimizer, state["optimizer"], "optimizer", ctx.run_dir)
     restore_state(trainer.weighter, state["weighter"], "loss weighter", ctx.run_dir)
     selection.load_state_dict(state, ctx.run_dir)
-    ctx.log(f"resuming after epoch {state['epoch']} (best epoch {selection.best_epoch})")
-    return state["epoch"] + 1, state["history"]
+    if partial is None:
+        ctx.log(f"resuming after epoch {state['epoch']} (best epoch {selection.best_epoch})")
+        return state["epoch"] + 1, state["history"], None
+    progress = EpochProgress.from_state(partial["in_epoch"])
+    ctx.log(f"resuming epoch {progress.epoch} after its step {progress.steps_done}")
+    return progress.epoch, state["history"], progress
 
 
 def checkpoint_state(

@@ -20,6 +20,7 @@ from unigrf.provenance import git_commit, package_versions
 from unigrf.results_dir import check_writable
 from unigrf.run_identity import check_resume, record
 from unigrf.run_lock import hold
+from unigrf.training.in_epoch import progress_file
 from unigrf.training.prepared import load_data, load_data_dir, run_dir_for
 
 PROVENANCE_HINT = "free space or fix the permissions, then run the same command again"
@@ -31,9 +32,12 @@ def uses_ray(cfg: ExperimentConfig, address: str | None) -> bool:
 
 
 def has_progress(run_dir: Path, cfg: ExperimentConfig, storage_path: str | None) -> bool:
-    """Whether the run has trained before: a local checkpoint, a result, or (Ray Train) a run in
-    its Ray storage. Only then does a config change matter (see `unigrf.run_identity`)."""
-    if any((run_dir / "checkpoints").glob("epoch_*")) or (run_dir / "metrics.json").exists():
+    """Whether the run has trained before: a local checkpoint (an epoch's, or one inside an
+    epoch), a result, or (Ray Train) a run in its Ray storage. Only then does a config change
+    matter (see `unigrf.run_identity`)."""
+    if any((run_dir / "checkpoints").glob("epoch_*")) or progress_file(run_dir).exists():
+        return True
+    if (run_dir / "metrics.json").exists():
         return True
     from unigrf.ray_utils import resolve_storage_path
     from unigrf.training.distributed import storage_holds_run
