@@ -70,13 +70,35 @@ def test_ties_count_as_the_rule_says_across_chunk_borders():
     scores = torch.ones(b, n + 1)
     mask = history_mask(history, n, targets)
 
-    def score(rows, start, stop):
-        return scores[:, start:stop] if rows is None else scores[rows, start:stop]
+    def score(rows, start, stop):  # a fresh tensor, as the walk's contract says (it masks in place)
+        return (scores[:, start:stop] if rows is None else scores[rows, start:stop]).clone()
 
     for ties in ("pessimistic", "optimistic"):
         got = chunked_retrieval(score, n, history, targets, 4, ties, None, chunk=6)
         assert torch.equal(got.ranks, target_ranks(scores, targets, mask, ties=ties))
         assert got.log_normaliser is None
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("chunk", [1, 4, 7, 100])
+def test_ranks_with_many_ties_and_a_target_scored_minus_inf_equal_the_unchunked(chunk):
+    """Integer scores (ties everywhere), some -inf, and a target scored -inf — which ties with
+    every excluded item the walk masks to -inf: each row's rank is the unchunked one."""
+    gen = torch.Generator().manual_seed(5)
+    _, _, history, targets = _case(2)
+    b, n = history.shape[0], 53
+    scores = torch.randint(-3, 4, (b, n + 1), generator=gen).float()
+    scores[scores == -3] = -math.inf
+    scores[1, targets[1]] = -math.inf
+    scores[4, targets[4]] = -math.inf
+    mask = history_mask(history, n, targets)
+
+    def score(rows, start, stop):
+        return (scores[:, start:stop] if rows is None else scores[rows, start:stop]).clone()
+
+    for ties in ("pessimistic", "optimistic"):
+        got = chunked_retrieval(score, n, history, targets, 6, ties, None, chunk)
+        assert torch.equal(got.ranks, target_ranks(scores, targets, mask, ties=ties)), ties
 
 
 @pytest.mark.timeout(60)

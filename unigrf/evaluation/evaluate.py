@@ -50,6 +50,8 @@ from unigrf.data.sequences import SPLITS, SequenceData
 from unigrf.evaluation.cascade_score import choose_lambda, combined_scores, format_lambda, retrieval_log_probs
 from unigrf.evaluation.metrics import (
     Ties,
+    contains_nan,
+    count_true,
     history_mask,
     hit_rate,
     mrr,
@@ -194,7 +196,7 @@ def _lexicographic_ranks(
     above = torch.zeros_like(eligible)
     equal = torch.ones_like(eligible)
     for key in keys:
-        if torch.isnan(key).any():
+        if contains_nan(key):
             # NaN compares False with everything, which would silently rank a NaN target first
             raise ValueError("cascade scores contain NaN")
         target = key.gather(1, pos)
@@ -204,7 +206,7 @@ def _lexicographic_ranks(
         above |= equal
     above &= eligible
     above.scatter_(1, pos, False)  # the target does not compete with itself
-    return above.sum(dim=1)
+    return count_true(above)
 
 
 def _target_columns(

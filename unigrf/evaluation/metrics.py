@@ -69,6 +69,19 @@ def history_mask(history: torch.Tensor, num_items: int, targets: torch.Tensor | 
     return mask
 
 
+def contains_nan(x: torch.Tensor) -> bool:
+    """Whether `x` holds a NaN. The sum is NaN whenever an element is (and when +inf and -inf
+    meet), so one reduction answers for almost every tensor; only then is `isnan` run, which
+    costs several passes over a [B, num_items] score matrix."""
+    return bool(torch.isnan(x.sum())) and bool(torch.isnan(x).any())
+
+
+def count_true(x: torch.Tensor) -> torch.Tensor:
+    """[B, I] bool -> [B] long: True entries per row. Summed in int32 (rows hold far fewer than
+    2^31 items): a bool sum into int64 takes tens of times longer on the CPU."""
+    return x.sum(dim=1, dtype=torch.int32).long()
+
+
 def target_ranks(
     scores: torch.Tensor,
     targets: torch.Tensor,
@@ -88,7 +101,7 @@ def target_ranks(
         raise ValueError(
             f"expected scores [B, I] and targets [B], got {tuple(scores.shape)} and {tuple(targets.shape)}"
         )
-    if torch.isnan(scores).any():
+    if contains_nan(scores):
         # NaN compares False with everything, which would silently rank a NaN target first.
         raise ValueError("scores contain NaN")
     targets = targets.long().view(-1, 1)
@@ -96,7 +109,7 @@ def target_ranks(
     competitors.scatter_(1, targets, False)  # the target does not compete with itself
     target_score = scores.gather(1, targets)  # [B, 1]
     above = scores >= target_score if ties == "pessimistic" else scores > target_score
-    return (above & competitors).sum(dim=1)
+    return count_true(above & competitors)
 
 
 def hit_rate(ranks: torch.Tensor, k: int) -> float:

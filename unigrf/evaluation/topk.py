@@ -36,11 +36,12 @@ from dataclasses import dataclass
 import torch
 
 from unigrf.evaluation.evaluate import cascade_ranks_by_lambda, cascade_rows
-from unigrf.evaluation.metrics import Ties
+from unigrf.evaluation.metrics import Ties, contains_nan, count_true
 
 ITEM_CHUNK = 65_536  # items scored at a time: [B, ITEM_CHUNK] float32 is 16 MiB at B = 64
 
-# scores of batch rows `rows` [R] (None: every row) against items start..stop-1 -> [R, stop - start]
+# scores of batch rows `rows` [R] (None: every row) against items start..stop-1 -> [R, stop - start],
+# a fresh tensor: the walk masks it in place
 ScoreChunk = Callable[[torch.Tensor | None, int, int], torch.Tensor]
 
 
@@ -127,23 +128,56 @@ def chunked_retrieval(
     log_norm = (
         torch.full((b,), -math.inf, dtype=torch.float64, device=targets.device) if temperature else None
     )
+    # A target scored -inf ties with every excluded item (masked to -inf below): those rows
+    # count their competitors through the explicit mask instead.
+    tied_with_excluded = torch.isneginf(target[:, 0]).nonzero(as_tuple=True)[0]
     for start in range(0, total, chunk):
         stop = min(start + chunk, total)
         scores = score(None, start, stop).float()  # [B, W]
-        if torch.isnan(scores).any():
+        if contains_nan(scores):
             raise ValueError("scores contain NaN")
-        excluded = excluded_in_chunk(history, targets, start, stop)
-        competitors = ~excluded
         here = ((targets >= start) & (targets < stop)).nonzero(as_tuple=True)[0]
-        competitors[here, targets[here] - start] = False  # the target does not compete with itself
-        above = scores >= target if ties == "pessimistic" else scores > target
-        ranks += (above & competitors).sum(dim=1)
-        masked = scores.masked_fill(excluded, -math.inf)
+        if len(tied_with_excluded):
+            ranks[tied_with_excluded] += _competitors_above(
+                scores[tied_with_excluded], history[tied_with_excluded], targets[tied_with_excluded],
+                target[tied_with_excluded], start, stop, ties,
+            )  # fmt: skip
+        # history and padding masked in place; the target is never excluded, and it does not
+        # compete with itself: counted by `>=` at its own column, taken off again
+        inside = (history >= start) & (history < stop)
+        rows, cols = inside.nonzero(as_tuple=True)
+        scores[rows, history[rows, cols] - start] = -math.inf
+        if start == 0:
+            scores[:, 0] = -math.inf
+        scores[here, targets[here] - start] = target[here, 0]
+        count = count_true(scores >= target if ties == "pessimistic" else scores > target)
+        if ties == "pessimistic":
+            count[here] -= 1
+        count[tied_with_excluded] = 0  # counted above
+        ranks += count
         if log_norm is not None:
-            log_norm = torch.logaddexp(log_norm, torch.logsumexp(masked.double() / temperature, dim=1))
-        best_scores, best_items = merge_top(best_scores, best_items, masked, start, top_c)
+            log_norm = torch.logaddexp(log_norm, torch.logsumexp(scores.double() / temperature, dim=1))
+        best_scores, best_items = merge_top(best_scores, best_items, scores, start, top_c)
     assert best_scores is not None and best_items is not None  # total >= 1
     return ChunkedRetrieval(ranks, best_items, best_scores, log_norm)
+
+
+def _competitors_above(
+    scores: torch.Tensor,
+    history: torch.Tensor,
+    targets: torch.Tensor,
+    target: torch.Tensor,
+    start: int,
+    stop: int,
+    ties: Ties,
+) -> torch.Tensor:
+    """[R] eligible items of start..stop-1 scored above the target (or tied with it, under the
+    pessimistic rule), through the explicit history mask: the exact count for any scores."""
+    competitors = ~excluded_in_chunk(history, targets, start, stop)
+    here = ((targets >= start) & (targets < stop)).nonzero(as_tuple=True)[0]
+    competitors[here, targets[here] - start] = False  # the target does not compete with itself
+    above = scores >= target if ties == "pessimistic" else scores > target
+    return count_true(above & competitors)
 
 
 def merge_top(
