@@ -5,11 +5,12 @@ stand-in, through `unigrf train` itself — not extrapolated from a few steps.
 this runs the command a user runs:
 
     unigrf train configs/<name>.yaml data.data_dir=<stand-in> results_dir=<results> \\
-        name=<name>-full train.epochs=1 train.checkpoint_every_steps=<k>
+        name=<name>-full train.epochs=1 train.checkpoint_every_steps=<k> \\
+        eval.checkpoint_every_batches=<b>
 
 (prepare with Ray Data, every step of the epoch, validation and test over all users), so an
-epoch of hours on one CPU core is resumed across sessions by running the same line again
-(`unigrf.training.in_epoch`). Each attempt is one record in `--out` (JSON, rewritten whole
+epoch or an evaluation of hours on one CPU core is resumed across sessions by running the same
+line again (`unigrf.training.in_epoch`, `unigrf.training.eval_progress`). Each attempt is one record in `--out` (JSON, rewritten whole
 every `--heartbeat` seconds, so an attempt killed with its session keeps its wall time and
 peak within that): the command, start, wall seconds, the peak resident memory of the `unigrf
 train` process tree (/proc, sampled every second), the 2048² fp32 GEMM anchor timed before it
@@ -43,7 +44,7 @@ from unigrf.atomic import write_text_atomic  # noqa: E402
 GIB = 2**30
 
 
-def command(name: str, raw: Path, results: Path, every: int, extra: list[str]) -> list[str]:
+def command(name: str, raw: Path, results: Path, every: int, eval_every: int, extra: list[str]) -> list[str]:
     """The `unigrf train` line of config `name` on its stand-in in `raw` (`extra`: more
     overrides, none for the measured runs)."""
     return [
@@ -57,6 +58,7 @@ def command(name: str, raw: Path, results: Path, every: int, extra: list[str]) -
         f"name={name}-full",
         "train.epochs=1",
         f"train.checkpoint_every_steps={every}",
+        f"eval.checkpoint_every_batches={eval_every}",
         *extra,
     ]
 
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     # written once, reused after (scale_bench's stand-in task and sidecar)
     child_standin({"dataset": args.config, "dir": str(raw), "ratings": args.ratings})
     results, out = Path(args.results), Path(args.out)
-    cmd = command(args.config, raw, results, args.every, args.set)
+    cmd = command(args.config, raw, results, args.every, args.eval_every, args.set)
     record: dict[str, Any] = {
         "config": args.config,
         "ratings": args.ratings,
@@ -169,6 +171,7 @@ def main() -> None:
     r.add_argument("--results", required=True, help="the run's results directory (outside the work tree)")
     r.add_argument("--out", default=str(REPO / "benchmarks" / "full_size.json"))
     r.add_argument("--every", type=int, default=25, help="train.checkpoint_every_steps")
+    r.add_argument("--eval-every", type=int, default=100, help="eval.checkpoint_every_batches")
     r.add_argument("--heartbeat", type=float, default=60.0, help="seconds between record rewrites")
     r.add_argument("--ratings", type=int, help="a smaller stand-in of this many ratings (default: full size)")
     r.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides (tests)")

@@ -4,6 +4,7 @@ uninterrupted run exactly."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -91,15 +92,70 @@ def test_a_run_stopped_inside_an_epoch_resumes_at_its_step_and_repeats_the_unint
     assert resumed["history"][1]["time/train_s"] > stopping.train_s[(1, 2)] > 0
 
 
-def test_the_epochs_end_writes_no_in_epoch_checkpoint(data, tmp_path):
-    """Saves come every k steps inside the epoch, never at its last step (the epoch's own
-    checkpoint follows there)."""
+def test_in_epoch_checkpoints_come_every_k_steps_and_after_the_last(data, tmp_path):
+    """Every k steps inside the epoch and after its last step (its validation may take long
+    too); each is removed once the epoch's own checkpoint is written."""
     ctx = local(tmp_path, StopsInEpoch)
     ctx.stop_at = (-1, -1)
     fit(tiny_config("train.epochs=2", "train.checkpoint_every_steps=1"), data, ctx)
-    per_epoch = max(s for e, s in ctx.saved if e == 0) + 1
-    assert ctx.saved == [(e, s) for e in (0, 1) for s in range(1, per_epoch)]
+    per_epoch = max(s for e, s in ctx.saved if e == 0)
+    assert per_epoch > 2
+    assert ctx.saved == [(e, s) for e in (0, 1) for s in range(1, per_epoch + 1)]
     assert not progress_file(tmp_path).exists()
+
+
+class StopsInEvaluation(TrainContext):
+    """Its evaluation `tag` dies after storing its first batch."""
+
+    tag = "final-test"
+
+    def eval_store(self, tag, every):
+        store = super().eval_store(tag, every)
+        if store is None or tag != self.tag:
+            return store
+        outer = self
+
+        class Dies(type(store)):
+            def save(self, key, new):
+                super().save(key, new)
+                raise Stop(f"killed in {outer.tag}")
+
+        return Dies(store.directory, store.every, store.root)
+
+
+@pytest.mark.parametrize("tag", ["epoch_0001-val", "final-val", "final-test"])
+def test_a_run_stopped_inside_an_evaluation_resumes_it_to_the_uninterrupted_numbers(
+    data, tmp_path, tag, monkeypatch
+):
+    keys = ("train.epochs=2", "train.checkpoint_every_steps=2", "eval.checkpoint_every_batches=1")
+    reference = fit(tiny_config("train.epochs=2"), data, local(tmp_path / "ref"))
+    run = tmp_path / "run"
+    stopping = local(run, StopsInEvaluation)
+    stopping.tag = tag
+    with pytest.raises(Stop, match=tag):
+        fit(tiny_config(*keys), data, stopping)
+    assert list((run / "checkpoints" / "eval" / tag).glob("part_*.pt"))
+
+    evaluate_module = importlib.import_module("unigrf.evaluation.evaluate")
+    computed, original = [], evaluate_module._evaluate_batch
+    monkeypatch.setattr(
+        evaluate_module, "_evaluate_batch", lambda *a, **k: computed.append(1) or original(*a, **k)
+    )
+    ctx = local(run, Reports)
+    resumed = fit(tiny_config(*keys), data, ctx)
+    if tag == "epoch_0001-val":  # the epoch's steps were all saved: none is trained again
+        assert any(m.startswith("resuming epoch 1 after its step") for m in ctx.resumed_at)
+    assert without_times(resumed["history"]) == without_times(reference["history"])
+    assert resumed["test"] == reference["test"] and resumed["val"] == reference["val"]
+    assert resumed["cascade_lambda"] == reference["cascade_lambda"]
+    assert not (run / "checkpoints" / "eval").exists()  # finished evaluations leave nothing
+    # the stored batch was read, not computed again (nor the evaluations finished before it)
+    cfg = tiny_config(*keys)
+    users = evaluate_module._check_users(data, "val", None)
+    n = len(list(evaluate_module._batches(data, users, cfg.eval.batch_size)))
+    assert n >= 2
+    expected = {"epoch_0001-val": (n - 1) + 2 * n, "final-val": (n - 1) + n, "final-test": n - 1}
+    assert len(computed) == expected[tag]
 
 
 def test_a_stale_in_epoch_checkpoint_is_ignored(data, tmp_path):

@@ -69,7 +69,7 @@ def test_full_size_runs_unigrf_train_and_records_the_attempt(benchmark_module, t
     out = tmp_path / "attempts.json"
     args = argparse.Namespace(
         config="ml-1m", work=str(tmp_path / "work"), results=str(tmp_path / "results"), out=str(out),
-        every=2, heartbeat=0.5, ratings=20_000,
+        every=2, eval_every=1, heartbeat=0.5, ratings=20_000,
         set=["model.size=tiny", "train.batch_size=64", "eval.ks=[10]", "data.max_len=20"],
     )  # fmt: skip
     assert full.run(args) == 0
@@ -77,10 +77,12 @@ def test_full_size_runs_unigrf_train_and_records_the_attempt(benchmark_module, t
     assert record["exit"] == 0 and record["wall_s"] > 0 and record["peak_gib"] > 0.1  # Ray's processes too
     assert "unigrf.cli train configs/ml-1m.yaml" in record["command"]
     assert "train.checkpoint_every_steps=2" in record["command"]
+    assert "eval.checkpoint_every_batches=1" in record["command"]
     done = record["finished"]
     assert done["epoch_s"] >= done["train_s"] > 0 and 0 <= done["test"]["test/ndcg@10"] <= 1
     run_dir = tmp_path / "results" / "runs" / "ml-1m-full"
     assert not (run_dir / "checkpoints" / "in_epoch").exists()  # removed with the epoch's checkpoint
+    assert not (run_dir / "checkpoints" / "eval").exists()  # and the evaluations', with the results
 
     full_record = {**record, "ratings": None}
     out.write_text(json.dumps([record, full_record]))
@@ -88,3 +90,18 @@ def test_full_size_runs_unigrf_train_and_records_the_attempt(benchmark_module, t
     full.report(argparse.Namespace(json=str(out)))
     table = capsys.readouterr().out
     assert table.count("`configs/ml-1m.yaml`") == 1 and "| 1 |" in table and "yes" in table
+
+
+@pytest.mark.timeout(240)
+def test_eval_ab_times_two_checkouts_and_compares_their_metrics(benchmark_module, monkeypatch, capsys):
+    """benchmarks/eval_ab.py with this checkout on both sides: each side measured in its own
+    process, the table printed, the metrics equal."""
+    ab = benchmark_module("eval_ab")
+    repo = str(ab.HERE.parent)
+    argv = ["eval_ab.py", "--old", repo, "--new", repo, "--items", "400", "--users", "16", "--repeats", "1"]
+    monkeypatch.setattr("sys.argv", argv)
+    ab.main()
+    out = capsys.readouterr().out
+    assert "metrics equal: True" in out and out.count("| old (") == 1 and out.count("| new (") == 1
+    assert ab.same({"a": float("nan"), "b": 1.0}, {"a": float("nan"), "b": 1.0})
+    assert not ab.same({"a": 1.0}, {"a": 2.0})

@@ -415,6 +415,10 @@ class EvalConfig:
     ks: tuple[Positive, ...] = (10, 50, 200)
     cascade_top_c: Positive = 100  # retrieval candidates re-ranked in the cascade metric
     cascade_k: Positive = 10
+    # > 0: the plain loop keeps an evaluation's finished batches every this many batches, so a
+    # pass of hours (the paper's datasets on a CPU) resumes where it stopped
+    # (`unigrf.training.eval_progress`). 0: an evaluation runs in one go.
+    checkpoint_every_batches: Annotated[Int, Range(ge=0)] = 0
     # users per evaluation batch: a padded batch costs as much as its longest user, so smaller
     # batches waste less (benchmarks/RESULTS.md "Evaluation")
     batch_size: Positive = 64

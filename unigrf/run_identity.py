@@ -39,6 +39,7 @@ SAFE_TO_CHANGE = (
     "train.keep_checkpoints",  # how many checkpoints pruning keeps
     "train.checkpoint_every_steps",  # how often an epoch in progress is saved (resumes exactly)
     "eval.batch_size",  # users per evaluation batch: memory, not the metrics' definition
+    "eval.checkpoint_every_batches",  # how often an evaluation in progress is saved
 )
 
 

@@ -36,9 +36,10 @@ the continuation work; every λ's rank is decided by the same rows.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Literal, Protocol, overload
+from typing import Any, Literal, Protocol, overload
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,7 @@ from torch import nn
 
 from unigrf.config import EvalConfig
 from unigrf.data.sequences import SPLITS, SequenceData
+from unigrf.evaluation.batch_store import BatchRecord, BatchStore, fingerprint
 from unigrf.evaluation.cascade_score import choose_lambda, combined_scores, format_lambda, retrieval_log_probs
 from unigrf.evaluation.metrics import (
     Ties,
@@ -522,6 +524,7 @@ def evaluate(
     cascade: bool = ...,
     cascade_lambda: float | None = ...,
     outcomes: Literal[False] = ...,
+    store: BatchStore | None = ...,
 ) -> dict[str, float]: ...
 
 
@@ -538,6 +541,7 @@ def evaluate(
     cascade_lambda: float | None = ...,
     *,
     outcomes: Literal[True],
+    store: BatchStore | None = ...,
 ) -> tuple[dict[str, float], pd.DataFrame]: ...
 
 
@@ -552,6 +556,7 @@ def evaluate(
     cascade: bool = True,
     cascade_lambda: float | None = None,
     outcomes: bool = False,
+    store: BatchStore | None = None,
 ) -> dict[str, float] | tuple[dict[str, float], pd.DataFrame]:
     """Retrieval, ranking and cascade metrics of `model` on `split` ("val" or "test"); with
     `outcomes=True`, (metrics, the per-user outcomes frame they are computed from:
@@ -571,6 +576,9 @@ def evaluate(
     Retrieval scores (and P(next)) come from `model`; ranking (AUC/LogLoss of the target's like
     label, and the like logits of the cascade) from `ranking_model` when given (the two-stage
     pipeline), else from `model`. `users`: a subset of user indices (default: all).
+    `store` (`unigrf.evaluation.batch_store`): batches it holds for this very evaluation are
+    not computed again, and every `store.every` new ones are handed to it — an interrupted
+    evaluation resumes, to the same numbers.
     Keys: hr@k, ndcg@k (k in cfg.ks), mrr, auc, logloss, cascade_hr@K, cascade_ndcg@K
     (K = cfg.cascade_k; at the chosen λ, over the users whose target is liked, their number in
     cascade_num_users — 0 when no cascade was computed), cascade_lambda (the λ reported),
@@ -595,33 +603,33 @@ def evaluate(
     from unigrf.evaluation.topk import score_with_prefix_chunked, use_chunks
 
     score_prefix = score_with_prefix_chunked if use_chunks(model, data.num_items) else _score_with_prefix
+    key = stored = None
+    if store is not None:
+        models = [model] if ranking_model is None else [model, ranking_model]
+        # how often the batches are stored is not what they hold
+        what = dataclasses.replace(cfg, checkpoint_every_batches=0)
+        key = fingerprint(models, split, users, what, with_cascade, lambdas, cascade_lambda, str(device))
+        stored = store.load(key)
+    pending: dict[int, BatchRecord] = {}
     with _inference(model, ranker):
-        for chunk in _batches(data, users, cfg.batch_size):
-            batch = _to_device(data.eval_batch(chunk, split), device)
-            if reuse_prefix:
-                ranks, cascade_rank, rank_logit = score_prefix(
-                    model, batch, data.num_items, cfg.cascade_top_c, cfg.ties, lambdas, with_cascade
-                )
-            else:
-                scores, rank_logit = _score_eval(model, batch, data.num_items)
-                if ranking_model is not None:
-                    _, rank_logit = _score_eval(ranking_model, batch, data.num_items)
-                scores = scores.float()
-                mask = history_mask(batch["history"], data.num_items, batch["targets"])
-                ranks = target_ranks(scores, batch["targets"], mask, ties=cfg.ties)
-                cascade_rank = (
-                    cascade_ranks(
-                        ranker, batch, scores, mask, ranks, cfg.cascade_top_c, cfg.ties, lambdas, temperature
-                    )
-                    if with_cascade
-                    else None
-                )
-            all_users.append(chunk)
-            all_ranks.append(ranks.cpu())
-            if cascade_rank is not None:
-                all_cascade.append(cascade_rank.cpu())
-            all_logits.append(rank_logit.double().cpu())
-            all_likes.append(batch["target_likes"].cpu())
+        for i, chunk in enumerate(_batches(data, users, cfg.batch_size)):
+            record = stored.get(i) if stored else None
+            if record is None:
+                record = _evaluate_batch(
+                    model, ranking_model, ranker, data, chunk, split, cfg, device, reuse_prefix,
+                    score_prefix, lambdas, with_cascade, temperature,
+                )  # fmt: skip
+                if store is not None:
+                    pending[i] = record
+                    if len(pending) >= store.every:
+                        store.save(key, pending)
+                        pending = {}
+            all_users.append(record.users)
+            all_ranks.append(record.ranks)
+            if record.cascade is not None:
+                all_cascade.append(record.cascade)
+            all_logits.append(record.logits)
+            all_likes.append(record.likes)
 
     # every per-user array in user order: the outcomes frame's order, so that a metric computed
     # here and one recomputed from the frame sum the same numbers in the same order
@@ -642,6 +650,49 @@ def evaluate(
     out.update(extras)
     out["num_users"] = num_users
     return (out, frame) if outcomes else out
+
+
+def _evaluate_batch(
+    model: EvalModel,
+    ranking_model: EvalModel | None,
+    ranker: EvalModel,
+    data: SequenceData,
+    chunk: np.ndarray,
+    split: str,
+    cfg: EvalConfig,
+    device: torch.device | str,
+    reuse_prefix: bool,
+    score_prefix: Any,
+    lambdas: Sequence[float],
+    with_cascade: bool,
+    temperature: float | None,
+) -> BatchRecord:
+    """One user batch of `evaluate`: its target ranks, cascade ranks per λ, like logits and
+    labels (on the CPU)."""
+    batch = _to_device(data.eval_batch(chunk, split), device)
+    if reuse_prefix:
+        ranks, cascade_rank, rank_logit = score_prefix(
+            model, batch, data.num_items, cfg.cascade_top_c, cfg.ties, lambdas, with_cascade
+        )
+    else:
+        scores, rank_logit = _score_eval(model, batch, data.num_items)
+        if ranking_model is not None:
+            _, rank_logit = _score_eval(ranking_model, batch, data.num_items)
+        scores = scores.float()
+        mask = history_mask(batch["history"], data.num_items, batch["targets"])
+        ranks = target_ranks(scores, batch["targets"], mask, ties=cfg.ties)
+        cascade_rank = (
+            cascade_ranks(ranker, batch, scores, mask, ranks, cfg.cascade_top_c, cfg.ties, lambdas, temperature)
+            if with_cascade
+            else None
+        )
+    return BatchRecord(
+        users=chunk,
+        ranks=ranks.cpu(),
+        cascade=cascade_rank.cpu() if cascade_rank is not None else None,
+        logits=rank_logit.double().cpu(),
+        likes=batch["target_likes"].cpu(),
+    )
 
 
 def popularity_baseline(

@@ -18,6 +18,7 @@ import torch
 
 from unigrf.training import in_epoch
 from unigrf.training.checkpoint_io import latest_checkpoint, prune_checkpoints, save_checkpoint
+from unigrf.training.eval_progress import DirectoryStore, eval_dir
 from unigrf.training.logs import progress_line
 
 
@@ -48,13 +49,27 @@ class TrainContext:
         the epoch's checkpoint is written its in-epoch checkpoint is removed."""
         if state is not None and self.is_main:
             save_checkpoint(self.run_dir, metrics, state, self.keep_checkpoints, self._warned)
-            in_epoch.drop_progress(self.run_dir)
+            self.drop_progress()
         self.log(progress_line(metrics))
 
     def save_progress(self, state: dict[str, Any], progress: in_epoch.EpochProgress) -> None:
         """An epoch in progress: `state` (the last finished epoch's checkpoint) and `progress`."""
         if self.is_main:
             in_epoch.save_progress(self.run_dir, state, progress)
+
+    def eval_store(self, tag: str, every: int) -> DirectoryStore | None:
+        """Where evaluation `tag` keeps its finished batches (every `every`; 0: nowhere), or
+        None where this runner does not resume inside an epoch."""
+        if not (every and self.in_epoch_checkpoints and self.is_main):
+            return None
+        return DirectoryStore(eval_dir(self.run_dir) / tag, every, self.run_dir)
+
+    def drop_progress(self) -> None:
+        """Remove the in-epoch checkpoint and the evaluations in progress (their epoch, or the
+        run, has its own files now)."""
+        if self.is_main:
+            in_epoch.drop_progress(self.run_dir)
+            DirectoryStore(eval_dir(self.run_dir), 1, self.run_dir).clear()
 
     def load_progress(self, latest: dict[str, Any] | None) -> dict[str, Any] | None:
         """The in-epoch checkpoint that continues from `latest` (the latest epoch checkpoint's

@@ -3,7 +3,8 @@
 At the paper's sizes one epoch on one CPU core is hours (benchmarks/RESULTS.md, "Scale":
 ML-20M's about ten, Amazon-Books' about twenty); a run that can only resume at an epoch's end
 loses all of it to a preempted node or an ended session. With `train.checkpoint_every_steps`
-= k > 0 the plain loop also saves, every k optimizer steps, what an epoch checkpoint holds
+= k > 0 the plain loop also saves, every k optimizer steps and after the epoch's last (its
+validation can take long too: `unigrf.training.eval_progress`), what an epoch checkpoint holds
 (weights, optimizer, loss weighter, model selection, history up to the last finished epoch)
 and where the epoch stands (`EpochProgress`: steps done, the epoch's running loss sums and
 weight ranges, torch's random state).

@@ -127,7 +127,9 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         before = progress.train_s if progress is not None else 0.0  # an earlier attempt's steps
         progress = None  # only the first epoch resumed continues one
         train_s = time.perf_counter() - t0
-        metrics.update(epoch_validation(trainer.model, data, cfg.eval, ctx, trainer.amp, per_epoch_cascade))
+        metrics.update(
+            epoch_validation(trainer.model, data, cfg.eval, ctx, trainer.amp, per_epoch_cascade, epoch)
+        )
         metrics["objective"] = objective_value(objective, metrics)
         selection.update(epoch, metrics)  # early stopping; adds best_objective, best_epoch
         metrics.update({"time/train_s": before + train_s, "time/epoch_s": before + time.perf_counter() - t0})
@@ -159,6 +161,7 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         result["stage_best_epochs"] = selection.stage_best_epochs()
     if ctx.is_main:
         write_results(ctx.run_dir, result, final, outcomes)
+        ctx.drop_progress()  # the evaluations in progress, finished
     log.close(result["test"], selection.best_epoch)
     return result
 
@@ -181,7 +184,8 @@ def train_epoch(
 
     `progress` (this epoch's, from an in-epoch checkpoint): continue after its steps, from its
     random state and loss sums. `save_progress` is called every `train.checkpoint_every_steps`
-    steps (not at the epoch's end: its own checkpoint follows)."""
+    steps and after the last (the epoch's validation, before its own checkpoint, can take long
+    too: a run stopped there resumes at the validation)."""
     trainer.forward.train()
     ids = epoch_users(len(examples), cfg.train.seed, epoch, ctx.rank, ctx.world_size, examples.per_epoch)
     batches = epoch_batches(ids, examples.lengths, cfg.train.batch_size, cfg.train.seed, epoch, ctx.rank)
@@ -212,7 +216,8 @@ def train_epoch(
         if step % cfg.train.log_every == 0:  # the host reads the losses here
             guard.check(epoch)
             log.step(step, losses, trainer.weighter.weights)
-        if every and save_progress is not None and (i + 1) % every == 0 and i + 1 < len(batches):
+        # every k steps, and at the epoch's end: its validation may take long too
+        if every and save_progress is not None and ((i + 1) % every == 0 or i + 1 == len(batches)):
             guard.check(epoch)  # a diverged state is never saved
             elapsed = before + time.perf_counter() - t0
             save_progress(EpochProgress.capture(epoch, i + 1, sums, weight_range, ctx.device, elapsed))

@@ -31,12 +31,16 @@ def evaluate_on_main(
     cascade: bool = True,
     outcomes: bool = False,
     cascade_lambda: float | None = None,
+    tag: str | None = None,
 ) -> Any:
     """`evaluate` on rank 0 of `ctx` (a TrainContext) under autocast `amp`, the metrics
     broadcast to the other ranks. With `outcomes`, (metrics, the per-user outcomes frame on rank
-    0, None on the others)."""
+    0, None on the others). `tag` names the evaluation for `ctx.eval_store` (with
+    `eval.checkpoint_every_batches`, its finished batches are kept and an interrupted one
+    resumes: `unigrf.training.eval_progress`)."""
     result = frame = None
     if ctx.is_main:
+        store = ctx.eval_store(tag, cfg.checkpoint_every_batches) if tag is not None else None
         with autocast(ctx.device, amp):
             result = evaluate(
                 model,
@@ -47,6 +51,7 @@ def evaluate_on_main(
                 cascade=cascade,
                 cascade_lambda=cascade_lambda,
                 outcomes=outcomes,
+                store=store,
             )
         if outcomes:
             result, frame = result
@@ -58,11 +63,12 @@ def evaluate_on_main(
 
 
 def epoch_validation(
-    model: nn.Module, data: SequenceData, cfg: EvalConfig, ctx: Any, amp, cascade: bool
+    model: nn.Module, data: SequenceData, cfg: EvalConfig, ctx: Any, amp, cascade: bool, epoch: int
 ) -> dict:
-    """An epoch's validation metrics as `val/<name>`. The cascade is evaluated only when
+    """Epoch `epoch`'s validation metrics as `val/<name>`. The cascade is evaluated only when
     `cascade` (the objective reads it); otherwise its keys (NaN) are left out of the history."""
-    val = evaluate_on_main(model, data, "val", cfg, ctx, amp, cascade=cascade)
+    tag = f"epoch_{epoch:04d}-val"
+    val = evaluate_on_main(model, data, "val", cfg, ctx, amp, cascade=cascade, tag=tag)
     return {f"val/{k}": float(v) for k, v in val.items() if cascade or not k.startswith("cascade")}
 
 
@@ -72,10 +78,10 @@ def final_evaluation(model: nn.Module, data: SequenceData, cfg: EvalConfig, ctx:
     evaluation may have skipped the cascade, and per stage the two best epochs were never
     evaluated together; every other number is recomputed identically. λ is chosen here, on
     validation, and test is read once, at it."""
-    val, val_outcomes = evaluate_on_main(model, data, "val", cfg, ctx, amp, outcomes=True)
+    val, val_outcomes = evaluate_on_main(model, data, "val", cfg, ctx, amp, outcomes=True, tag="final-val")
     cascade_lambda = float(val.pop("cascade_lambda"))
     test, test_outcomes = evaluate_on_main(
-        model, data, "test", cfg, ctx, amp, outcomes=True, cascade_lambda=cascade_lambda
+        model, data, "test", cfg, ctx, amp, outcomes=True, cascade_lambda=cascade_lambda, tag="final-test"
     )
     test.pop("cascade_lambda")
     return val, test, cascade_lambda, {"val": val_outcomes, "test": test_outcomes}

@@ -1,0 +1,79 @@
+"""An evaluation in progress, in the run directory: `evaluate`'s finished user batches
+(`unigrf.evaluation.batch_store`) kept so that an interrupted validation or test pass resumes.
+
+With `eval.checkpoint_every_batches` = k > 0 the plain loop gives each evaluation it runs a
+`DirectoryStore` under `<run>/checkpoints/eval/<tag>/` (tag: `epoch_XXXX-val` for an epoch's
+validation, `final-val`, `final-test`): every k batches one `part_XXXXX.pt` file, written whole
+and read back with `weights_only=True` (tensors and plain types: a planted file cannot run
+code), tagged with the evaluation's fingerprint (weights, split, users, config, λ), so parts of
+another evaluation are removed, never reused. The directory goes once the epoch's checkpoint
+or the run's results are written. Ray contexts resume at epochs and keep none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unigrf.atomic import make_dirs, write_atomic
+from unigrf.evaluation.batch_store import BatchRecord
+from unigrf.names import remove_tree
+from unigrf.training.checkpoint_io import CheckpointError
+
+EVAL_DIR = "eval"
+
+
+def eval_dir(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / EVAL_DIR
+
+
+class DirectoryStore:
+    """Batches in `directory` as part files (see the module docstring); `every`: batches
+    between writes (each write one new part holding the batches since the last)."""
+
+    def __init__(self, directory: Path, every: int, root: Path) -> None:
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.directory, self.every, self.root = Path(directory), every, Path(root)
+
+    def _parts(self) -> list[Path]:
+        return sorted(self.directory.glob("part_*.pt")) if self.directory.is_dir() else []
+
+    def load(self, key: str) -> dict[int, BatchRecord]:
+        """The batches stored under `key`; parts under another key are stale and removed."""
+        out: dict[int, BatchRecord] = {}
+        for path in self._parts():
+            state = _load_part(path)
+            if state.get("key") != key:
+                self.clear()
+                return {}
+            out.update({int(i): BatchRecord.from_state(r) for i, r in state["batches"].items()})
+        return out
+
+    def save(self, key: str, new: Mapping[int, BatchRecord]) -> None:
+        make_dirs(self.directory)
+        path = self.directory / f"part_{len(self._parts()):05d}.pt"
+        state = {"key": key, "batches": {int(i): r.to_state() for i, r in new.items()}}
+        write_atomic(path, lambda fh: torch.save(state, fh))
+
+    def clear(self) -> None:
+        remove_tree(self.directory, self.root, ignore_errors=True)
+
+
+def _load_part(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError...
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path}: not a loadable evaluation part ({reason}); delete its directory to "
+            "evaluate from the start"
+        ) from None
+    if not (isinstance(state, dict) and isinstance(state.get("batches"), dict)):
+        raise CheckpointError(
+            f"{path}: not an evaluation part of a unigrf run; delete its directory to evaluate from the start"
+        )
+    return state
