@@ -275,3 +275,19 @@ def test_config_hashes_are_the_ones_the_runs_and_caches_were_keyed_by():
     assert config_hash(cfg.data.columns) == "156883162c61128b"
     assert isinstance(cfg.loss.temperature, float) and isinstance(cfg.eval.ks, tuple)
     assert cfg.data.columns.user == 0 and cfg.data.columns.rating == 2  # positions stay ints
+
+
+def test_progress_saving_keys_enter_no_hash():
+    """`train.checkpoint_every_steps` and `eval.checkpoint_every_batches` say only how often a
+    long run saves its progress: every hash a run, a cache or a grid cell is keyed by is the one
+    it had before they existed (the literals: this config's hashes at e848af7), whatever they are."""
+    from unigrf.run_identity import UNHASHED_KEYS, computation_hash, identity_hash, portable_hash
+
+    assert set(UNHASHED_KEYS) == {"train.checkpoint_every_steps", "eval.checkpoint_every_batches"}
+    base = ["data.dataset=ml-100k", "data.data_dir=../shared/data/ml-100k", "train.variant=unigrf"]
+    for extra in ([], ["train.checkpoint_every_steps=7", "eval.checkpoint_every_batches=3"]):
+        cfg = load_config(None, [*base, *extra])
+        hashes = (config_hash(cfg), portable_hash(cfg), computation_hash(cfg), identity_hash(cfg))
+        assert hashes == ("f5445dc7e5419ab6", "a2646be4cc6acb59", "850ac918a41be774", "53aad818f907daca")
+        assert (config_hash(cfg.train), config_hash(cfg.eval)) == ("487c43cddf72acc1", "69663d019f88cccb")
+    assert "checkpoint_every_steps" in config_to_yaml(cfg)  # written with the run, only not hashed

@@ -87,6 +87,14 @@ def derive_max_len(train_lengths: Sequence[int]) -> int:
     return int(min(max(rounded, MAX_LEN_BOUNDS[0]), MAX_LEN_BOUNDS[1]))
 
 
+# The metadata of a field that says only how often a long run saves its progress
+# (`train.checkpoint_every_steps`, `eval.checkpoint_every_batches`): it is left out of
+# `config_hash` and of the run identities (`unigrf.run_identity`), so a run, a cache or a grid
+# cell keyed before the field existed keeps its key, and one resumed at another interval is the
+# same run.
+UNHASHED = {"hashed": False}
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     """The built-in generator (`unigrf.data.synthetic`, which also computes its oracle).
@@ -382,7 +390,7 @@ class TrainConfig:
     # > 0: also a checkpoint every this many steps inside an epoch, so an hours-long epoch (the
     # paper's datasets on a CPU) resumes where it stopped; the plain loop only
     # (`unigrf.training.in_epoch`). 0: at epoch ends only.
-    checkpoint_every_steps: Annotated[Int, Range(ge=0)] = 0
+    checkpoint_every_steps: Annotated[Int, Range(ge=0)] = field(default=0, metadata=UNHASHED)
 
 
 @dataclass(frozen=True)
@@ -418,7 +426,7 @@ class EvalConfig:
     # > 0: the plain loop keeps an evaluation's finished batches every this many batches, so a
     # pass of hours (the paper's datasets on a CPU) resumes where it stopped
     # (`unigrf.training.eval_progress`). 0: an evaluation runs in one go.
-    checkpoint_every_batches: Annotated[Int, Range(ge=0)] = 0
+    checkpoint_every_batches: Annotated[Int, Range(ge=0)] = field(default=0, metadata=UNHASHED)
     # users per evaluation batch: a padded batch costs as much as its longest user, so smaller
     # batches waste less (benchmarks/RESULTS.md "Evaluation")
     batch_size: Positive = 64
@@ -621,9 +629,35 @@ def config_to_yaml(cfg: ExperimentConfig) -> str:
 
 
 def config_hash(cfg: Any) -> str:
-    """Stable short hash of a (sub-)config, for cache keys."""
-    blob = json.dumps(config_to_dict(cfg), sort_keys=True)
+    """Stable short hash of a (sub-)config, for cache keys: its `config_to_dict` without the
+    fields marked `UNHASHED`."""
+
+    def convert(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {
+                f.name: convert(getattr(v, f.name))
+                for f in dataclasses.fields(v)
+                if f.metadata.get("hashed", True)
+            }
+        if isinstance(v, tuple):
+            return [convert(x) for x in v]
+        return v
+
+    blob = json.dumps(convert(cfg), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def unhashed_keys(cfg: Any = None, prefix: str = "") -> tuple[str, ...]:
+    """The dotted keys of the fields marked `UNHASHED` (default: of `ExperimentConfig`)."""
+    cfg = ExperimentConfig() if cfg is None else cfg
+    out: list[str] = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if not f.metadata.get("hashed", True):
+            out.append(prefix + f.name)
+        elif dataclasses.is_dataclass(value):
+            out.extend(unhashed_keys(value, f"{prefix}{f.name}."))
+    return tuple(out)
 
 
 def parse_override(text: str) -> tuple[str, Any]:

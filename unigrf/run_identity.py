@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from unigrf.atomic import write_text_atomic
-from unigrf.config import ConfigError, ExperimentConfig, config_to_dict
+from unigrf.config import ConfigError, ExperimentConfig, config_to_dict, unhashed_keys
 
 IDENTITY_FILE = "run.json"
 # Keys a resumed run may change (documented in docs/reliability.md):
@@ -42,6 +42,9 @@ SAFE_TO_CHANGE = (
     "eval.checkpoint_every_batches",  # how often an evaluation in progress is saved
 )
 
+
+# how often a long run saves its progress: in no hash (`config.UNHASHED`)
+UNHASHED_KEYS = unhashed_keys()
 
 # Keys that say where files are, not what they hold: a finished result is the same result when
 # the results directory or the raw data moved (another clone, another machine), provided the
@@ -66,8 +69,10 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _keys_but(config: ExperimentConfig | Mapping[str, Any], left_out: tuple[str, ...]) -> dict[str, Any]:
+    """The flattened config without `left_out`, nor the keys no hash reads (`config.UNHASHED`)."""
     data = config_to_dict(config) if isinstance(config, ExperimentConfig) else config
-    return {k: v for k, v in flatten(data).items() if k not in left_out}
+    skip = set(left_out) | set(UNHASHED_KEYS)
+    return {k: v for k, v in flatten(data).items() if k not in skip}
 
 
 def _hash(keys: Mapping[str, Any]) -> str:
