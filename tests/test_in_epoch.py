@@ -209,6 +209,8 @@ def test_ray_contexts_refuse_the_option_with_a_message(data, tmp_path):
 
     with pytest.raises(ValueError, match="train.checkpoint_every_steps .*plain loop only"):
         fit(tiny_config("train.epochs=1", EVERY), data, local(tmp_path, RayLike))
+    with pytest.raises(ValueError, match="eval.checkpoint_every_batches .*plain loop only"):
+        fit(tiny_config("train.epochs=1", "eval.checkpoint_every_batches=2"), data, local(tmp_path, RayLike))
 
 
 def test_progress_round_trips_through_its_state():

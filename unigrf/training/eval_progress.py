@@ -7,7 +7,7 @@ validation, `final-val`, `final-test`): every k batches one `part_XXXXX.pt` file
 and read back with `weights_only=True` (tensors and plain types: a planted file cannot run
 code), tagged with the evaluation's fingerprint (weights, split, users, config, λ), so parts of
 another evaluation are removed, never reused. The directory goes once the epoch's checkpoint
-or the run's results are written. Ray contexts resume at epochs and keep none.
+or the run's results are written. Ray contexts resume at epochs: `fit` refuses the option there.
 """
 
 from __future__ import annotations

@@ -102,12 +102,16 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
     selection = RunSelection.of(cfg, trainer.model, objective)  # a bad objective fails here
     # the cascade is evaluated every epoch only when the objective reads it
     per_epoch_cascade = "cascade" in objective
-    if cfg.train.checkpoint_every_steps and not ctx.in_epoch_checkpoints:
-        raise ValueError(
-            f"train.checkpoint_every_steps ({cfg.train.checkpoint_every_steps}): checkpoints inside an "
-            "epoch are written by the plain loop only (one worker, no Ray address); under Ray a run "
-            "resumes from its epochs: set it to 0"
-        )
+    for key, value in (
+        ("train.checkpoint_every_steps", cfg.train.checkpoint_every_steps),
+        ("eval.checkpoint_every_batches", cfg.eval.checkpoint_every_batches),
+    ):
+        if value and not ctx.in_epoch_checkpoints:
+            raise ValueError(
+                f"{key} ({value}): progress inside an epoch or an evaluation is saved by the plain "
+                "loop only (one worker, no Ray address); under Ray a run resumes from its epochs: "
+                "set it to 0"
+            )
     start_epoch, history, progress = resume(ctx, trainer, selection)
     examples = data.train_examples(cfg.data.train_windows)
     per_epoch = steps_per_epoch(examples.per_epoch, ctx.world_size, cfg.train.batch_size)
