@@ -92,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     # written once, reused after (scale_bench's stand-in task and sidecar)
     child_standin({"dataset": args.config, "dir": str(raw), "ratings": args.ratings})
     results, out = Path(args.results), Path(args.out)
+    if finished_run(results, args.config) is not None:
+        print(f"{args.config}: already finished under {results} (its record is in {out})")
+        return 0
     cmd = command(args.config, raw, results, args.every, args.eval_every, args.set)
     record: dict[str, Any] = {
         "config": args.config,

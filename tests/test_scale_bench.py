@@ -84,6 +84,7 @@ def test_full_size_runs_unigrf_train_and_records_the_attempt(benchmark_module, t
     assert not (run_dir / "checkpoints" / "in_epoch").exists()  # removed with the epoch's checkpoint
     assert not (run_dir / "checkpoints" / "eval").exists()  # and the evaluations', with the results
 
+    assert full.run(args) == 0 and len(json.loads(out.read_text())) == 1  # finished: not run again
     full_record = {**record, "ratings": None}
     out.write_text(json.dumps([record, full_record]))
     capsys.readouterr()
