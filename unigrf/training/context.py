@@ -18,7 +18,7 @@ import torch
 
 from unigrf.training import in_epoch
 from unigrf.training.checkpoint_io import latest_checkpoint, prune_checkpoints, save_checkpoint
-from unigrf.training.eval_progress import DirectoryStore, eval_dir
+from unigrf.training.eval_progress import DirectoryStore, drop_evaluations, eval_dir
 from unigrf.training.logs import progress_line
 
 
@@ -69,7 +69,7 @@ class TrainContext:
         run, has its own files now)."""
         if self.is_main:
             in_epoch.drop_progress(self.run_dir)
-            DirectoryStore(eval_dir(self.run_dir), 1, self.run_dir).clear()
+            drop_evaluations(self.run_dir)
 
     def load_progress(self, latest: dict[str, Any] | None) -> dict[str, Any] | None:
         """The in-epoch checkpoint that continues from `latest` (the latest epoch checkpoint's

@@ -30,6 +30,11 @@ def eval_dir(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / EVAL_DIR
 
 
+def drop_evaluations(run_dir: Path) -> None:
+    """Remove every evaluation in progress of the run (their epoch, or the run, is finished)."""
+    remove_tree(eval_dir(run_dir), run_dir, ignore_errors=True)
+
+
 class DirectoryStore:
     """Batches in `directory` as part files (see the module docstring); `every`: batches
     between writes (each write one new part holding the batches since the last)."""
