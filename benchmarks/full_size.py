@@ -86,6 +86,20 @@ def finished_run(results: Path, name: str) -> dict[str, Any] | None:
     }
 
 
+def epoch_progress(results: Path, name: str) -> dict[str, Any] | None:
+    """Where the run's unfinished epoch stands: its in-epoch checkpoint's steps done and the
+    seconds they took over every attempt (`unigrf.training.in_epoch`), None without one."""
+    from unigrf.training.in_epoch import progress_file
+
+    file = progress_file(results / "runs" / f"{name}-full")
+    if not file.exists():
+        return None
+    import torch
+
+    state = torch.load(file, map_location="cpu", weights_only=True)["in_epoch"]
+    return {"steps_done": int(state["steps_done"]), "train_s": round(float(state.get("train_s", 0.0)), 1)}
+
+
 def run(args: argparse.Namespace) -> int:
     sized = "full" if args.ratings is None else str(args.ratings)
     raw = Path(args.work, "raw", f"{args.config}-{sized}")
@@ -123,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
             if time.perf_counter() - last >= args.heartbeat:
                 last = time.perf_counter()
                 record.update(wall_s=round(last - start, 1), peak_gib=round(peak / GIB, 3))
+                record["epoch_progress"] = _progress_or_none(results, args.config)
                 save_records(out, records)
             stop.wait(1.0)
 
@@ -132,11 +147,19 @@ def run(args: argparse.Namespace) -> int:
     stop.set()
     sampler.join()
     record.update(wall_s=round(time.perf_counter() - start, 1), peak_gib=round(peak / GIB, 3), exit=code)
+    record["epoch_progress"] = _progress_or_none(results, args.config)
     done = finished_run(results, args.config)
     if code == 0 and done is not None:
         record["finished"] = done
     save_records(out, records)
     return code
+
+
+def _progress_or_none(results: Path, name: str) -> dict[str, Any] | None:
+    try:
+        return epoch_progress(results, name)
+    except Exception:  # noqa: BLE001 - a file being replaced as it is read: the next heartbeat
+        return None
 
 
 def report(args: argparse.Namespace) -> None:
@@ -159,8 +182,17 @@ def report(args: argparse.Namespace) -> None:
         print(
             f"| `configs/{name}.yaml` | {len(mine)} | {sum(r['wall_s'] for r in mine) / 3600:.2f} | "
             f"{max(r['peak_gib'] for r in mine):.2f} | {min(gemm):.0f}–{max(gemm):.0f} | "
-            f"{'yes' if done else 'not yet'} | {train} | {val} | {ndcg} |"
+            f"{'yes' if done else _unfinished(mine)} | {train} | {val} | {ndcg} |"
         )
+
+
+def _unfinished(records: list[dict[str, Any]]) -> str:
+    """`not yet: 1,250 steps in 0.81 h` from the latest record that saw the epoch's progress."""
+    seen = [r["epoch_progress"] for r in records if r.get("epoch_progress")]
+    if not seen:
+        return "not yet"
+    last = seen[-1]
+    return f"not yet: {last['steps_done']:,} steps in {last['train_s'] / 3600:.2f} h"
 
 
 def main() -> None:

@@ -85,11 +85,15 @@ def test_full_size_runs_unigrf_train_and_records_the_attempt(benchmark_module, t
     assert not (run_dir / "checkpoints" / "eval").exists()  # and the evaluations', with the results
 
     assert full.run(args) == 0 and len(json.loads(out.read_text())) == 1  # finished: not run again
+    assert record["epoch_progress"] is None  # the epoch finished: its in-epoch checkpoint is gone
     full_record = {**record, "ratings": None}
-    out.write_text(json.dumps([record, full_record]))
+    unfinished = {**full_record, "config": "ml-20m", "epoch_progress": {"steps_done": 1250, "train_s": 2914.0}}
+    del unfinished["finished"]
+    out.write_text(json.dumps([record, full_record, unfinished]))
     capsys.readouterr()
     full.report(argparse.Namespace(json=str(out)))
     table = capsys.readouterr().out
+    assert "| `configs/ml-20m.yaml` | 1 |" in table and "not yet: 1,250 steps in 0.81 h" in table
     assert table.count("`configs/ml-1m.yaml`") == 1 and "| 1 |" in table and "yes" in table
 
 
@@ -106,3 +110,16 @@ def test_eval_ab_times_two_checkouts_and_compares_their_metrics(benchmark_module
     assert "metrics equal: True" in out and out.count("| old (") == 1 and out.count("| new (") == 1
     assert ab.same({"a": float("nan"), "b": 1.0}, {"a": float("nan"), "b": 1.0})
     assert not ab.same({"a": 1.0}, {"a": 2.0})
+
+
+@pytest.mark.timeout(60)
+def test_full_size_reads_the_epoch_progress_of_an_unfinished_run(benchmark_module, tmp_path):
+    import torch
+
+    from unigrf.training.in_epoch import EpochProgress, save_progress
+
+    full = benchmark_module("full_size")
+    assert full.epoch_progress(tmp_path, "ml-20m") is None
+    progress = EpochProgress.capture(0, 150, {"retrieval": torch.tensor(1.0)}, {}, torch.device("cpu"), 42.25)
+    save_progress(tmp_path / "runs" / "ml-20m-full", {"epoch": -1}, progress)
+    assert full.epoch_progress(tmp_path, "ml-20m") == {"steps_done": 150, "train_s": 42.2}
