@@ -59,18 +59,20 @@ def write_checkpoint_dir(directory: Path, state: dict[str, Any], metrics: dict[s
     write_text_atomic(directory / "metrics.json", json.dumps(metrics, indent=2))
 
 
-def load_state_file(file: Path) -> dict[str, Any]:
-    """A checkpoint written by `write_checkpoint_dir`, loaded with `weights_only=True`: only
-    tensors and plain types are unpickled, so a tampered file cannot run code when a run
+def load_state_file(
+    file: Path,
+    what: str = "checkpoint",
+    remedy: str = "delete it to resume from an earlier one, or start over with --restart",
+) -> dict[str, Any]:
+    """A checkpoint written by `write_checkpoint_dir` (or another of the run's torch files:
+    `what` names it in the error, `remedy` says what to do), loaded with `weights_only=True`:
+    only tensors and plain types are unpickled, so a tampered file cannot run code when a run
     resumes. Any failure (tampered, truncated, not a checkpoint) is a CheckpointError."""
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError...
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"{file}: not a loadable checkpoint ({reason}); delete it to resume from an earlier "
-            "one, or start over with --restart"
-        ) from None
+        raise CheckpointError(f"{file}: not a loadable {what} ({reason}); {remedy}") from None
 
 
 def latest_checkpoint(run_dir: Path) -> dict[str, Any] | None:

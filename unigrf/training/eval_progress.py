@@ -21,7 +21,7 @@ import torch
 from unigrf.atomic import make_dirs, write_atomic
 from unigrf.evaluation.batch_store import BatchRecord
 from unigrf.names import remove_tree
-from unigrf.training.checkpoint_io import CheckpointError
+from unigrf.training.checkpoint_io import CheckpointError, load_state_file
 
 EVAL_DIR = "eval"
 
@@ -69,16 +69,8 @@ class DirectoryStore:
 
 
 def _load_part(path: Path) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError...
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"{path}: not a loadable evaluation part ({reason}); delete its directory to "
-            "evaluate from the start"
-        ) from None
+    remedy = "delete its directory to evaluate from the start"
+    state = load_state_file(path, "evaluation part", remedy)
     if not (isinstance(state, dict) and isinstance(state.get("batches"), dict)):
-        raise CheckpointError(
-            f"{path}: not an evaluation part of a unigrf run; delete its directory to evaluate from the start"
-        )
+        raise CheckpointError(f"{path}: not an evaluation part of a unigrf run; {remedy}")
     return state
