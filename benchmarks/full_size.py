@@ -89,14 +89,13 @@ def finished_run(results: Path, name: str) -> dict[str, Any] | None:
 def epoch_progress(results: Path, name: str) -> dict[str, Any] | None:
     """Where the run's unfinished epoch stands: its in-epoch checkpoint's steps done and the
     seconds they took over every attempt (`unigrf.training.in_epoch`), None without one."""
-    from unigrf.training.in_epoch import progress_file
+    from unigrf.training.checkpoint_io import load_state_file
+    from unigrf.training.in_epoch import PROGRESS_KEY, progress_file
 
     file = progress_file(results / "runs" / f"{name}-full")
     if not file.exists():
         return None
-    import torch
-
-    state = torch.load(file, map_location="cpu", weights_only=True)["in_epoch"]
+    state = load_state_file(file, "in-epoch checkpoint")[PROGRESS_KEY]
     return {"steps_done": int(state["steps_done"]), "train_s": round(float(state.get("train_s", 0.0)), 1)}
 
 
