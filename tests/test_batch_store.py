@@ -45,13 +45,13 @@ class StopsAfter(DirectoryStore):
 def counted(monkeypatch):
     """How many batches `evaluate` computes (not read from a store)."""
     calls = []
-    original = evaluate_module._evaluate_batch
+    original = evaluate_module._BatchScorer.__call__
 
-    def count(*args, **kwargs):
+    def count(self, chunk):
         calls.append(1)
-        return original(*args, **kwargs)
+        return original(self, chunk)
 
-    monkeypatch.setattr(evaluate_module, "_evaluate_batch", count)
+    monkeypatch.setattr(evaluate_module._BatchScorer, "__call__", count)
     return calls
 
 

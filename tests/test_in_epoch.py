@@ -137,9 +137,9 @@ def test_a_run_stopped_inside_an_evaluation_resumes_it_to_the_uninterrupted_numb
     assert list((run / "checkpoints" / "eval" / tag).glob("part_*.pt"))
 
     evaluate_module = importlib.import_module("unigrf.evaluation.evaluate")
-    computed, original = [], evaluate_module._evaluate_batch
+    computed, original = [], evaluate_module._BatchScorer.__call__
     monkeypatch.setattr(
-        evaluate_module, "_evaluate_batch", lambda *a, **k: computed.append(1) or original(*a, **k)
+        evaluate_module._BatchScorer, "__call__", lambda self, chunk: computed.append(1) or original(self, chunk)
     )
     ctx = local(run, Reports)
     resumed = fit(tiny_config(*keys), data, ctx)

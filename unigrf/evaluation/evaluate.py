@@ -610,15 +610,16 @@ def evaluate(
         what = dataclasses.replace(cfg, checkpoint_every_batches=0)
         key = fingerprint(models, split, users, what, with_cascade, lambdas, cascade_lambda, str(device))
         stored = store.load(key)
+    scorer = _BatchScorer(
+        model, ranking_model, ranker, data, split, cfg, device, score_prefix if reuse_prefix else None,
+        lambdas, with_cascade, temperature,
+    )  # fmt: skip
     pending: dict[int, BatchRecord] = {}
     with _inference(model, ranker):
         for i, chunk in enumerate(_batches(data, users, cfg.batch_size)):
             record = stored.get(i) if stored else None
             if record is None:
-                record = _evaluate_batch(
-                    model, ranking_model, ranker, data, chunk, split, cfg, device, reuse_prefix,
-                    score_prefix, lambdas, with_cascade, temperature,
-                )  # fmt: skip
+                record = scorer(chunk)
                 if store is not None:
                     pending[i] = record
                     if len(pending) >= store.every:
@@ -652,47 +653,51 @@ def evaluate(
     return (out, frame) if outcomes else out
 
 
-def _evaluate_batch(
-    model: EvalModel,
-    ranking_model: EvalModel | None,
-    ranker: EvalModel,
-    data: SequenceData,
-    chunk: np.ndarray,
-    split: str,
-    cfg: EvalConfig,
-    device: torch.device | str,
-    reuse_prefix: bool,
-    score_prefix: Any,
-    lambdas: Sequence[float],
-    with_cascade: bool,
-    temperature: float | None,
-) -> BatchRecord:
-    """One user batch of `evaluate`: its target ranks, cascade ranks per λ, like logits and
-    labels (on the CPU)."""
-    batch = _to_device(data.eval_batch(chunk, split), device)
-    if reuse_prefix:
-        ranks, cascade_rank, rank_logit = score_prefix(
-            model, batch, data.num_items, cfg.cascade_top_c, cfg.ties, lambdas, with_cascade
+@dataclasses.dataclass(frozen=True)
+class _BatchScorer:
+    """What `evaluate` computes for one user batch, with the evaluation's fixed inputs bound:
+    its target ranks, cascade ranks per λ, like logits and labels (on the CPU)."""
+
+    model: EvalModel
+    ranking_model: EvalModel | None
+    ranker: EvalModel  # ranking_model, else model
+    data: SequenceData
+    split: str
+    cfg: EvalConfig
+    device: torch.device | str
+    # one prefix pass (`_score_with_prefix` or its chunked form); None: score_eval, then candidates
+    score_prefix: Callable[..., Any] | None
+    lambdas: Sequence[float]
+    with_cascade: bool
+    temperature: float | None
+
+    def __call__(self, chunk: np.ndarray) -> BatchRecord:
+        cfg, num_items = self.cfg, self.data.num_items
+        batch = _to_device(self.data.eval_batch(chunk, self.split), self.device)
+        if self.score_prefix is not None:
+            ranks, cascade_rank, rank_logit = self.score_prefix(
+                self.model, batch, num_items, cfg.cascade_top_c, cfg.ties, self.lambdas, self.with_cascade
+            )
+        else:
+            scores, rank_logit = _score_eval(self.model, batch, num_items)
+            if self.ranking_model is not None:
+                _, rank_logit = _score_eval(self.ranking_model, batch, num_items)
+            scores = scores.float()
+            mask = history_mask(batch["history"], num_items, batch["targets"])
+            ranks = target_ranks(scores, batch["targets"], mask, ties=cfg.ties)
+            cascade_rank = None
+            if self.with_cascade:
+                top_c, ties = cfg.cascade_top_c, cfg.ties
+                cascade_rank = cascade_ranks(
+                    self.ranker, batch, scores, mask, ranks, top_c, ties, self.lambdas, self.temperature
+                )
+        return BatchRecord(
+            users=chunk,
+            ranks=ranks.cpu(),
+            cascade=cascade_rank.cpu() if cascade_rank is not None else None,
+            logits=rank_logit.double().cpu(),
+            likes=batch["target_likes"].cpu(),
         )
-    else:
-        scores, rank_logit = _score_eval(model, batch, data.num_items)
-        if ranking_model is not None:
-            _, rank_logit = _score_eval(ranking_model, batch, data.num_items)
-        scores = scores.float()
-        mask = history_mask(batch["history"], data.num_items, batch["targets"])
-        ranks = target_ranks(scores, batch["targets"], mask, ties=cfg.ties)
-        cascade_rank = (
-            cascade_ranks(ranker, batch, scores, mask, ranks, cfg.cascade_top_c, cfg.ties, lambdas, temperature)
-            if with_cascade
-            else None
-        )
-    return BatchRecord(
-        users=chunk,
-        ranks=ranks.cpu(),
-        cascade=cascade_rank.cpu() if cascade_rank is not None else None,
-        logits=rank_logit.double().cpu(),
-        likes=batch["target_likes"].cpu(),
-    )
 
 
 def popularity_baseline(
