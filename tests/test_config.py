@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from unigrf.config import (
     ConfigError,
@@ -291,3 +292,33 @@ def test_progress_saving_keys_enter_no_hash():
         assert hashes == ("f5445dc7e5419ab6", "a2646be4cc6acb59", "850ac918a41be774", "53aad818f907daca")
         assert (config_hash(cfg.train), config_hash(cfg.eval)) == ("487c43cddf72acc1", "69663d019f88cccb")
     assert "checkpoint_every_steps" in config_to_yaml(cfg)  # written with the run, only not hashed
+
+
+def test_keys_added_with_a_default_that_reproduces_old_runs_are_hashed_only_when_set():
+    """`weighter.share` and `weighter.max_weight` (the grad_share weighter's knobs) came after
+    runs, caches and grid cells were keyed: at their defaults every hash is the one it was
+    (the literals: this config's hashes at e848af7), and a stored config without them has the
+    same identity; set to another value, they are hashed like any key."""
+    from unigrf.config import hashed_unless_default
+    from unigrf.run_identity import computation_hash, identity, identity_hash, portable_hash
+
+    assert hashed_unless_default() == {"weighter.share": 0.5, "weighter.max_weight": 100.0}
+    base = ["data.dataset=ml-100k", "data.data_dir=../shared/data/ml-100k", "train.variant=unigrf"]
+    cfg = load_config(None, base)
+    hashes = (config_hash(cfg), portable_hash(cfg), computation_hash(cfg), identity_hash(cfg))
+    assert hashes == ("f5445dc7e5419ab6", "a2646be4cc6acb59", "850ac918a41be774", "53aad818f907daca")
+    assert config_hash(load_config(None, [*base, "weighter.share=0.5", "weighter.max_weight=100"])) == hashes[0]
+    stored = yaml.safe_load(config_to_yaml(cfg))
+    del stored["weighter"]["share"], stored["weighter"]["max_weight"]  # a run from before the keys
+    assert identity(stored) == identity(cfg) and computation_hash(stored) == hashes[2]
+    for extra in ("weighter.share=0.25", "weighter.max_weight=10"):
+        other = load_config(None, [*base, extra])
+        assert config_hash(other) != hashes[0] and identity_hash(other) != hashes[3]
+        assert computation_hash(other) != hashes[2]
+
+
+@pytest.mark.parametrize(("override", "message"), [("weighter.share=0", "share"), ("weighter.share=1.5", "share"),
+                                                   ("weighter.max_weight=0.5", "max_weight")])  # fmt: skip
+def test_grad_share_knobs_are_range_checked(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])

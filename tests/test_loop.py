@@ -511,6 +511,7 @@ def test_two_stage_objective_must_judge_each_stage_alone(data, tmp_path):
     [
         ("unigrf", []),
         ("unigrf", ["weighter.kind=grad_norm", "weighter.interval=1"]),
+        ("unigrf", ["weighter.kind=grad_share", "weighter.interval=1"]),
         ("wo_enhancer", []),
         ("wo_weighter", []),
         ("wo_both", []),
@@ -538,6 +539,9 @@ def test_every_variant_runs_an_epoch(data, tmp_path, variant, extra):
     if "weighter.kind=grad_norm" in extra:  # weights measured on the first step already
         assert h["weights/retrieval"] != 1.0
         assert h["weights/retrieval"] + h["weights/ranking"] == pytest.approx(2.0)
+    if "weighter.kind=grad_share" in extra:  # one task keeps weight 1, the other is raised to its share
+        assert min(h["weights/retrieval"], h["weights/ranking"]) == 1.0
+        assert max(h["weights/retrieval"], h["weights/ranking"]) >= 1.0
     for task in ("retrieval", "ranking"):  # the epoch's range of the weights brackets its end value
         if trains_retrieval and trains_ranking:
             assert h[f"weights/{task}_min"] <= h[f"weights/{task}"] <= h[f"weights/{task}_max"]

@@ -135,3 +135,32 @@ def test_errors() -> None:
         g.combine(losses(1.0, 1.0), [])
     with pytest.raises(ValueError, match="state is for"):
         g.load_state_dict(w.state_dict())
+
+
+def test_grad_share_raises_the_small_task_to_its_share_and_never_lowers_one() -> None:
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5]))
+
+    def measured(share: float, max_weight: float, a_ret: list[float], a_rank: list[float]):
+        w = build_weighter("grad_share", WeighterConfig(interval=3, share=share, max_weight=max_weight), TASKS)
+        ls = {"retrieval": (torch.tensor(a_ret) * p).sum(), "ranking": (torch.tensor(a_rank) * p).sum()}
+        p.grad = None
+        w.combine(ls, [p]).backward()  # the graph survives the measurement
+        return w
+
+    w = measured(0.5, 100.0, [3.0, 0.0, 4.0], [0.0, 1.0, 0.0])  # gradient norms 5 and 1
+    assert w.grad_norms == pytest.approx({"retrieval": 5.0, "ranking": 1.0})
+    assert w.weights == pytest.approx({"retrieval": 1.0, "ranking": 2.5})  # 2.5 · 1 = 0.5 · 5
+    torch.testing.assert_close(p.grad, torch.tensor([3.0, 2.5, 4.0]))  # weights act as constants
+    assert measured(0.1, 100.0, [3.0, 0.0, 4.0], [0.0, 1.0, 0.0]).weights == pytest.approx(
+        {"retrieval": 1.0, "ranking": 1.0}  # already above its share: not lowered
+    )
+    assert measured(0.5, 2.0, [3.0, 0.0, 4.0], [0.0, 1.0, 0.0]).weights["ranking"] == pytest.approx(2.0)  # capped
+    flipped = measured(1.0, 100.0, [0.0, 1.0, 0.0], [3.0, 0.0, 4.0])  # the larger task keeps 1, whichever
+    assert flipped.weights == pytest.approx({"retrieval": 5.0, "ranking": 1.0})
+    clone = build_weighter("grad_share", WeighterConfig(interval=3), TASKS)
+    clone.load_state_dict(w.state_dict())
+    assert clone.weights == w.weights and clone.grad_norms == w.grad_norms
+    with pytest.raises(ValueError, match="state is for"):
+        build_weighter("grad_norm", WeighterConfig(), TASKS).load_state_dict(w.state_dict())
+    with pytest.raises(ValueError, match="shared parameters"):
+        build_weighter("grad_share", WeighterConfig(), TASKS).combine(losses(1.0, 1.0), [])

@@ -94,6 +94,12 @@ def derive_max_len(train_lengths: Sequence[int]) -> int:
 # same run.
 UNHASHED = {"hashed": False}
 
+# The metadata of a field added after runs were made whose default reproduces them (a new
+# weighter's knobs, read only when that weighter is chosen): it is left out of `config_hash` and
+# of the run identities while it holds its default, so every run, cache and grid cell keyed
+# before it existed keeps its key; set to anything else, it is hashed like every field.
+HASHED_UNLESS_DEFAULT = {"hashed": "unless default"}
+
 
 @dataclass(frozen=True)
 class SyntheticConfig:
@@ -413,9 +419,13 @@ class EnhancerConfig:
 class WeighterConfig:
     """Gradient-guided adaptive weighter [SPEC §1.3]."""
 
-    kind: Literal["loss_ratio", "fixed", "grad_norm"] = "loss_ratio"
+    kind: Literal["loss_ratio", "fixed", "grad_norm", "grad_share"] = "loss_ratio"
     temperature: Annotated[Number, Range(gt=0)] = 1.4
     interval: Positive = 20  # steps per averaging window
+    # grad_share: every task's weighted gradient on the shared block is raised to at least
+    # `share` x the largest task's, its weight at most `max_weight` (unigrf/model/weighter.py)
+    share: Annotated[Number, Range(gt=0, le=1)] = field(default=0.5, metadata=HASHED_UNLESS_DEFAULT)
+    max_weight: Annotated[Number, Range(ge=1)] = field(default=100.0, metadata=HASHED_UNLESS_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -630,21 +640,39 @@ def config_to_yaml(cfg: ExperimentConfig) -> str:
 
 def config_hash(cfg: Any) -> str:
     """Stable short hash of a (sub-)config, for cache keys: its `config_to_dict` without the
-    fields marked `UNHASHED`."""
+    fields marked `UNHASHED`, nor the `HASHED_UNLESS_DEFAULT` ones at their default."""
 
     def convert(v: Any) -> Any:
         if dataclasses.is_dataclass(v):
-            return {
-                f.name: convert(getattr(v, f.name))
-                for f in dataclasses.fields(v)
-                if f.metadata.get("hashed", True)
-            }
+            return {f.name: convert(getattr(v, f.name)) for f in dataclasses.fields(v) if _hashed(v, f)}
         if isinstance(v, tuple):
             return [convert(x) for x in v]
         return v
 
     blob = json.dumps(convert(cfg), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _hashed(cfg: Any, f: dataclasses.Field) -> bool:
+    """Whether field `f` of `cfg` enters the hashes: not `UNHASHED`, and a
+    `HASHED_UNLESS_DEFAULT` field only away from its default."""
+    hashed = f.metadata.get("hashed", True)
+    if hashed == HASHED_UNLESS_DEFAULT["hashed"]:
+        return getattr(cfg, f.name) != f.default
+    return bool(hashed)
+
+
+def hashed_unless_default(cfg: Any = None, prefix: str = "") -> dict[str, Any]:
+    """{dotted key: default} of the `HASHED_UNLESS_DEFAULT` fields (default: of `ExperimentConfig`)."""
+    cfg = ExperimentConfig() if cfg is None else cfg
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.metadata.get("hashed", True) == HASHED_UNLESS_DEFAULT["hashed"]:
+            out[prefix + f.name] = f.default
+        elif dataclasses.is_dataclass(value):
+            out.update(hashed_unless_default(value, f"{prefix}{f.name}."))
+    return out
 
 
 def unhashed_keys(cfg: Any = None, prefix: str = "") -> tuple[str, ...]:

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from unigrf.atomic import write_text_atomic
-from unigrf.config import ConfigError, ExperimentConfig, config_to_dict, unhashed_keys
+from unigrf.config import ConfigError, ExperimentConfig, config_to_dict, hashed_unless_default, unhashed_keys
 
 IDENTITY_FILE = "run.json"
 # Keys a resumed run may change (documented in docs/reliability.md):
@@ -45,6 +45,9 @@ SAFE_TO_CHANGE = (
 
 # how often a long run saves its progress: in no hash (`config.UNHASHED`)
 UNHASHED_KEYS = unhashed_keys()
+# keys added after runs were made: in the hashes only away from their defaults
+# (`config.HASHED_UNLESS_DEFAULT`), so a run recorded before them keeps its identity
+DEFAULT_OMITTED = hashed_unless_default()
 
 # Keys that say where files are, not what they hold: a finished result is the same result when
 # the results directory or the raw data moved (another clone, another machine), provided the
@@ -69,10 +72,15 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _keys_but(config: ExperimentConfig | Mapping[str, Any], left_out: tuple[str, ...]) -> dict[str, Any]:
-    """The flattened config without `left_out`, nor the keys no hash reads (`config.UNHASHED`)."""
+    """The flattened config without `left_out`, nor the keys no hash reads (`config.UNHASHED`,
+    and `config.HASHED_UNLESS_DEFAULT` keys at their defaults)."""
     data = config_to_dict(config) if isinstance(config, ExperimentConfig) else config
     skip = set(left_out) | set(UNHASHED_KEYS)
-    return {k: v for k, v in flatten(data).items() if k not in skip}
+    return {
+        k: v
+        for k, v in flatten(data).items()
+        if k not in skip and not (k in DEFAULT_OMITTED and _normal(v) == _normal(DEFAULT_OMITTED[k]))
+    }
 
 
 def _hash(keys: Mapping[str, Any]) -> str:

@@ -153,12 +153,7 @@ class GradNormWeighter(Weighter):
         return self._total(losses)
 
     def _update(self, losses: Mapping[str, Tensor], params: list[nn.Parameter]) -> None:
-        if not params:
-            raise ValueError("grad_norm weighter: no shared parameters (pass model.shared_parameters())")
-        for t in self.tasks:
-            grads = torch.autograd.grad(losses[t], params, retain_graph=True, allow_unused=True)
-            sq = sum(float(g.pow(2).sum()) for g in grads if g is not None)
-            self.grad_norms[t] = math.sqrt(sq)
+        self.grad_norms = shared_grad_norms(losses, params, self.tasks, self.kind)
         inverse = {t: 1.0 / max(self.grad_norms[t], _EPS) for t in self.tasks}
         total = sum(inverse.values())
         self._weights = {t: len(self.tasks) * inverse[t] / total for t in self.tasks}
@@ -172,10 +167,51 @@ class GradNormWeighter(Weighter):
         self.grad_norms = {t: float(v) for t, v in state["grad_norms"].items()}
 
 
+class GradShareWeighter(GradNormWeighter):
+    """Raise a task whose gradient on the shared parameters is small, never lower one.
+
+    Measured as GradNorm measures (every `interval` steps, g_τ = ‖∇_shared L_τ‖₂), then
+    w_τ = min(max(1, share · max_τ' g_τ' / g_τ), max_weight): the task with the largest gradient
+    keeps weight 1 and every other task's weighted gradient is at least `share` (≤ 1) of it.
+
+    Why not GradNorm: with the ranking prior, the ranking loss starts near its optimum and its
+    gradient on the trunk is a tenth of retrieval's or less, so the trunk — updated by AdamW,
+    which scales by the gradient's running size — follows retrieval alone and the ranking head
+    stays at the prior (reports/recipe/README.md, "Ranking prior"). Equalising the two
+    (GradNorm) pays for the ranking weight with retrieval's; raising ranking to a share of
+    retrieval's leaves retrieval's weight at 1 — the regime the model trains in without the
+    prior, where the ratio is 0.4–0.9.
+    """
+
+    kind = "grad_share"
+
+    def _update(self, losses: Mapping[str, Tensor], params: list[nn.Parameter]) -> None:
+        self.grad_norms = shared_grad_norms(losses, params, self.tasks, self.kind)
+        largest = max(self.grad_norms.values())
+        self._weights = {
+            t: min(max(1.0, self.cfg.share * largest / max(g, _EPS)), float(self.cfg.max_weight))
+            for t, g in self.grad_norms.items()
+        }
+
+
+def shared_grad_norms(
+    losses: Mapping[str, Tensor], params: list[nn.Parameter], tasks: list[str], kind: str
+) -> dict[str, float]:
+    """{task: ‖∇_params L_task‖₂} (one partial backward per task, the graph kept for the step's)."""
+    if not params:
+        raise ValueError(f"{kind} weighter: no shared parameters (pass model.shared_parameters())")
+    norms = {}
+    for t in tasks:
+        grads = torch.autograd.grad(losses[t], params, retain_graph=True, allow_unused=True)
+        norms[t] = math.sqrt(sum(float(g.pow(2).sum()) for g in grads if g is not None))
+    return norms
+
+
 WEIGHTERS: dict[str, type[Weighter]] = {
     "fixed": FixedWeighter,
     "loss_ratio": LossRatioWeighter,
     "grad_norm": GradNormWeighter,
+    "grad_share": GradShareWeighter,
 }
 
 
