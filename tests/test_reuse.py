@@ -114,3 +114,36 @@ def test_a_grid_reuses_the_cells_another_grid_finished(tmp_path, ray_cluster, ca
     b = pd.read_csv(report / "results.csv").set_index("row")
     assert b.loc["hstu/item_only", "test/ndcg@10"] == a.loc["hstu/item_only", "test/ndcg@10"]
     assert (b["status"] == "ok").all()
+
+
+def test_a_variant_without_adaptive_weights_is_the_same_computation_whatever_the_weighter():
+    """The weighter section is read only by variants with adaptive weights: for the others it
+    is no part of the identity, so their cells stay reusable when the defaults' weighter changes."""
+    from unigrf.run_identity import identity_hash
+
+    for variant in ("item_only", "retrieval_only", "ranking_only", "two_stage", "wo_weighter", "wo_both"):
+        cfg = apply_overrides(load_config(None), {"train.variant": variant})
+        other = apply_overrides(cfg, {"weighter.kind": "grad_share", "weighter.share": 0.25})
+        assert computation_hash(other) == computation_hash(cfg) and identity_hash(other) == identity_hash(cfg)
+    for variant in ("unigrf", "wo_enhancer"):
+        cfg = apply_overrides(load_config(None), {"train.variant": variant})
+        other = apply_overrides(cfg, {"weighter.kind": "grad_share"})
+        assert computation_hash(other) != computation_hash(cfg) and identity_hash(other) != identity_hash(cfg)
+
+
+def test_a_cell_recorded_under_an_earlier_identity_rule_is_recognised_by_its_stored_config(tmp_path):
+    """A finished cell whose stored hashes are those of an earlier rule (here: made up) counts as
+    finished when the config it stored (run.json or config.yaml) is the same computation now,
+    and its data is the same; any other config or data runs again."""
+    cfg = apply_overrides(load_config(None), {"name": "cell", "results_dir": str(tmp_path), "train.variant": "item_only"})
+    run = tmp_path / "runs" / "cell"
+    run.mkdir(parents=True)
+    stored = {"config_hash": "earlier", "portable_hash": "earlier", "data": data_fingerprint_of(cfg),
+              "final": {"test/ndcg@10": 0.5}}  # fmt: skip
+    (run / "trial_result.json").write_text(json.dumps(stored))
+    assert read_trial_result(run, cfg) is None  # no stored config: nothing to recompute from
+    (run / "config.yaml").write_text(config_to_yaml(apply_overrides(cfg, {"weighter.kind": "grad_norm"})))
+    assert read_trial_result(run, cfg)["final"] == {"test/ndcg@10": 0.5}  # the weighter is unread here
+    assert read_trial_result(run, apply_overrides(cfg, {"train.lr": cfg.train.lr * 2})) is None
+    (run / "trial_result.json").write_text(json.dumps({**stored, "data": "other data"}))
+    assert read_trial_result(run, cfg) is None

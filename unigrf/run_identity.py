@@ -27,7 +27,14 @@ from typing import Any
 import yaml
 
 from unigrf.atomic import write_text_atomic
-from unigrf.config import ConfigError, ExperimentConfig, config_to_dict, hashed_unless_default, unhashed_keys
+from unigrf.config import (
+    VARIANTS,
+    ConfigError,
+    ExperimentConfig,
+    config_to_dict,
+    hashed_unless_default,
+    unhashed_keys,
+)
 
 IDENTITY_FILE = "run.json"
 # Keys a resumed run may change (documented in docs/reliability.md):
@@ -75,12 +82,25 @@ def _keys_but(config: ExperimentConfig | Mapping[str, Any], left_out: tuple[str,
     """The flattened config without `left_out`, nor the keys no hash reads (`config.UNHASHED`,
     and `config.HASHED_UNLESS_DEFAULT` keys at their defaults)."""
     data = config_to_dict(config) if isinstance(config, ExperimentConfig) else config
+    flat = flatten(data)
     skip = set(left_out) | set(UNHASHED_KEYS)
+    unread = unread_sections(flat)
     return {
         k: v
-        for k, v in flatten(data).items()
-        if k not in skip and not (k in DEFAULT_OMITTED and _normal(v) == _normal(DEFAULT_OMITTED[k]))
+        for k, v in flat.items()
+        if k not in skip
+        and k.split(".", 1)[0] not in unread
+        and not (k in DEFAULT_OMITTED and _normal(v) == _normal(DEFAULT_OMITTED[k]))
     }
+
+
+def unread_sections(flat: Mapping[str, Any]) -> set[str]:
+    """Config sections the run's variant never reads: `weighter` for a variant without adaptive
+    weights (its tasks weigh 1, `config.effective_weighter_kind`). What they say cannot change
+    what such a run computes, so it is no part of its identity: a single-task or w/o-weighter
+    cell is the same cell whichever weighter the defaults name."""
+    spec = VARIANTS.get(flat.get("train.variant", "unigrf"))
+    return {"weighter"} if spec is not None and not spec.weighter else set()
 
 
 def _hash(keys: Mapping[str, Any]) -> str:

@@ -51,12 +51,12 @@ from typing import Any
 import torch
 
 from unigrf.atomic import write_text_atomic
-from unigrf.config import ExperimentConfig, config_from_dict, config_hash, config_to_yaml
+from unigrf.config import ConfigError, ExperimentConfig, config_from_dict, config_hash, config_to_yaml
 from unigrf.data.prepare import data_fingerprint
 from unigrf.data.readers import DataError
 from unigrf.data.sequences import SequenceData
 from unigrf.names import check_name
-from unigrf.run_identity import portable_hash, record
+from unigrf.run_identity import computation_hash, portable_hash, record, stored_config
 from unigrf.sweep.space import trial_config
 from unigrf.training.checkpoint_io import load_reported_checkpoint, write_reported_checkpoint
 from unigrf.training.context import TrainContext
@@ -148,6 +148,15 @@ def read_trial_result(run_dir: Path, cfg: ExperimentConfig) -> dict[str, Any] | 
     # the same cell elsewhere (another clone or results directory: an archive resumed)
     if stored.get("portable_hash") == portable_hash(cfg) and stored.get("data") == data_fingerprint_of(cfg):
         return stored
+    # recorded under an earlier identity rule (the hashes above are the ones of its time): the
+    # same computation when the config it stored hashes as this one does now
+    try:
+        recorded, _ = stored_config(run_dir)
+    except ConfigError:  # unreadable: named by the resume that reads it, here no match
+        recorded = None
+    if recorded is not None and computation_hash(recorded) == computation_hash(cfg):
+        if stored.get("data") == data_fingerprint_of(cfg):
+            return stored
     return None
 
 
