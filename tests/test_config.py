@@ -285,7 +285,8 @@ def test_progress_saving_keys_enter_no_hash():
     from unigrf.run_identity import UNHASHED_KEYS, computation_hash, identity_hash, portable_hash
 
     assert set(UNHASHED_KEYS) == {"train.checkpoint_every_steps", "eval.checkpoint_every_batches"}
-    base = ["data.dataset=ml-100k", "data.data_dir=../shared/data/ml-100k", "train.variant=unigrf"]
+    # the weighter named: these hashes are the loss-ratio weighter's, whatever the default
+    base = ["data.dataset=ml-100k", "data.data_dir=../shared/data/ml-100k", "train.variant=unigrf", "weighter.kind=loss_ratio"]
     for extra in ([], ["train.checkpoint_every_steps=7", "eval.checkpoint_every_batches=3"]):
         cfg = load_config(None, [*base, *extra])
         hashes = (config_hash(cfg), portable_hash(cfg), computation_hash(cfg), identity_hash(cfg))
@@ -303,7 +304,8 @@ def test_keys_added_with_a_default_that_reproduces_old_runs_are_hashed_only_when
     from unigrf.run_identity import computation_hash, identity, identity_hash, portable_hash
 
     assert hashed_unless_default() == {"weighter.share": 0.5, "weighter.max_weight": 100.0}
-    base = ["data.dataset=ml-100k", "data.data_dir=../shared/data/ml-100k", "train.variant=unigrf"]
+    # the weighter named: these hashes are the loss-ratio weighter's, whatever the default
+    base = ["data.dataset=ml-100k", "data.data_dir=../shared/data/ml-100k", "train.variant=unigrf", "weighter.kind=loss_ratio"]
     cfg = load_config(None, base)
     hashes = (config_hash(cfg), portable_hash(cfg), computation_hash(cfg), identity_hash(cfg))
     assert hashes == ("f5445dc7e5419ab6", "a2646be4cc6acb59", "850ac918a41be774", "53aad818f907daca")
