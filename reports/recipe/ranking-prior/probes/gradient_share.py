@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from unigrf.config import config_from_dict, resolve_model_size
+from unigrf.training.checkpoint_io import load_state_file
 from unigrf.training.prepared import load_data
 from unigrf.training.step import build_trainer
 
@@ -39,7 +40,7 @@ def w_text(weights) -> str:
 
 
 def probe(checkpoint: Path) -> str:
-    state = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=False)
+    state = load_state_file(checkpoint / "state.pt")  # weights_only: a planted file runs no code
     cfg = config_from_dict(state["config"])
     data = load_data(cfg)
     cfg = resolve_model_size(cfg, data.num_train_interactions)
