@@ -539,9 +539,8 @@ def test_every_variant_runs_an_epoch(data, tmp_path, variant, extra):
     if "weighter.kind=grad_norm" in extra:  # weights measured on the first step already
         assert h["weights/retrieval"] != 1.0
         assert h["weights/retrieval"] + h["weights/ranking"] == pytest.approx(2.0)
-    if "weighter.kind=grad_share" in extra:  # one task keeps weight 1, the other is raised to its share
+    if "weighter.kind=grad_share" in extra:  # the task with the larger gradient keeps weight 1
         assert min(h["weights/retrieval"], h["weights/ranking"]) == 1.0
-        assert max(h["weights/retrieval"], h["weights/ranking"]) >= 1.0
     for task in ("retrieval", "ranking"):  # the epoch's range of the weights brackets its end value
         if trains_retrieval and trains_ranking:
             assert h[f"weights/{task}_min"] <= h[f"weights/{task}"] <= h[f"weights/{task}_max"]

@@ -662,30 +662,28 @@ def _hashed(cfg: Any, f: dataclasses.Field) -> bool:
     return bool(hashed)
 
 
-def hashed_unless_default(cfg: Any = None, prefix: str = "") -> dict[str, Any]:
-    """{dotted key: default} of the `HASHED_UNLESS_DEFAULT` fields (default: of `ExperimentConfig`)."""
+def _marked_fields(mark: Any, cfg: Any = None, prefix: str = "") -> dict[str, dataclasses.Field]:
+    """{dotted key: field} of the fields whose `hashed` metadata is `mark` (default: of
+    `ExperimentConfig`)."""
     cfg = ExperimentConfig() if cfg is None else cfg
-    out: dict[str, Any] = {}
+    out: dict[str, dataclasses.Field] = {}
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        if f.metadata.get("hashed", True) == HASHED_UNLESS_DEFAULT["hashed"]:
-            out[prefix + f.name] = f.default
+        if f.metadata.get("hashed", True) == mark:
+            out[prefix + f.name] = f
         elif dataclasses.is_dataclass(value):
-            out.update(hashed_unless_default(value, f"{prefix}{f.name}."))
+            out.update(_marked_fields(mark, value, f"{prefix}{f.name}."))
     return out
 
 
-def unhashed_keys(cfg: Any = None, prefix: str = "") -> tuple[str, ...]:
-    """The dotted keys of the fields marked `UNHASHED` (default: of `ExperimentConfig`)."""
-    cfg = ExperimentConfig() if cfg is None else cfg
-    out: list[str] = []
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if not f.metadata.get("hashed", True):
-            out.append(prefix + f.name)
-        elif dataclasses.is_dataclass(value):
-            out.extend(unhashed_keys(value, f"{prefix}{f.name}."))
-    return tuple(out)
+def hashed_unless_default() -> dict[str, Any]:
+    """{dotted key: default} of the `HASHED_UNLESS_DEFAULT` fields."""
+    return {key: f.default for key, f in _marked_fields(HASHED_UNLESS_DEFAULT["hashed"]).items()}
+
+
+def unhashed_keys() -> tuple[str, ...]:
+    """The dotted keys of the fields marked `UNHASHED`."""
+    return tuple(_marked_fields(UNHASHED["hashed"]))
 
 
 def parse_override(text: str) -> tuple[str, Any]:
