@@ -150,7 +150,10 @@ def test_rows_axis_and_command_line_overrides(tmp_path):
         ),
         ({"variants": ["unigrf"], "base_config": "nowhere.yaml"}, "base_config"),
         ({"rows": []}, "rows"),
-        ({"variants": ["unigrf"], "metrics": ["test/auc", "test/hr@10", "test/auc"]}, "metrics: test/auc is listed more"),
+        (
+            {"variants": ["unigrf"], "metrics": ["test/auc", "test/hr@10", "test/auc"]},
+            "metrics: test/auc is listed more",
+        ),
     ],
 )
 def test_bad_grid_files_name_file_and_key(tmp_path, data, key_in_message):
@@ -270,3 +273,35 @@ def test_the_ablate_command_line_records_the_subset():
         ablate.command_line(args)
         == "unigrf ablate ablations/paper.yaml --datasets amazon-mi --rows hstu/unigrf"
     )
+
+
+def test_a_row_setting_a_key_its_weighter_never_reads_is_an_error(tmp_path):
+    """A temperature row under the default weighter (grad_share reads no temperature) would train
+    the default again under another label; pinning the loss-ratio weighter makes it a row."""
+    row = {
+        "backbone": "hstu",
+        "variant": "unigrf",
+        "label": "T0.2",
+        "overrides": {"weighter.temperature": 0.2},
+    }
+    grid = {"rows": [{"backbone": "hstu", "variant": "unigrf"}, row], "seeds": 1}
+    with pytest.raises(
+        GridError, match=r"rows\[hstu/T0.2\].overrides: weighter.temperature is never read.*grad_share"
+    ):
+        load_grid(write(tmp_path, grid))
+    row["overrides"]["weighter.kind"] = "loss_ratio"
+    cells = load_grid(write(tmp_path, grid, "pinned.yaml")).expand()
+    assert [(c.config.weighter.kind, c.config.weighter.temperature) for c in cells] == [
+        ("grad_share", 1.4),
+        ("loss_ratio", 0.2),
+    ]
+    # a variant without adaptive weights reads no weighter key, on a row or on the axis
+    single = {"rows": [{"backbone": "hstu", "variant": "wo_weighter"}], "seeds": 1}
+    with pytest.raises(
+        GridError, match=r"axis: weighter.share is never read.*wo_weighter has no adaptive weights"
+    ):
+        load_grid(
+            write(tmp_path, {**single, "axis": {"key": "weighter.share", "values": [0.25, 0.5]}}, "axis.yaml")
+        )
+    # the grid-wide overrides may reach rows that ignore them
+    load_grid(write(tmp_path, {**single, "overrides": {"weighter.share": 0.25}}, "wide.yaml")).expand()

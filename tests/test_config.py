@@ -11,6 +11,7 @@ from unigrf.config import (
     effective_weighter_kind,
     load_config,
     parse_override,
+    unread_reason,
 )
 
 
@@ -201,11 +202,33 @@ def test_train_windows_is_a_choice():
 
 def test_variants_resolve():
     cfg = load_config(overrides=["enhancer.m=8"])
-    assert effective_m(cfg) == 8 and effective_weighter_kind(cfg) == "loss_ratio"
+    assert effective_m(cfg) == 8 and effective_weighter_kind(cfg) == "grad_share"
     cfg = apply_overrides(cfg, {"train.variant": "wo_both"})
     assert effective_m(cfg) == 0 and effective_weighter_kind(cfg) == "fixed"
     cfg = apply_overrides(cfg, {"train.variant": "wo_weighter"})
     assert effective_m(cfg) == 8 and effective_weighter_kind(cfg) == "fixed"
+
+
+def test_which_weighter_keys_a_config_reads():
+    """The default weighter (grad_share) reads share and max_weight, not the loss-ratio
+    temperature; a variant without adaptive weights reads none; an unknown key is not judged."""
+    cfg = load_config()
+    assert cfg.weighter.kind == "grad_share"
+    assert unread_reason(cfg, "weighter.share") is None and unread_reason(cfg, "weighter.interval") is None
+    assert (
+        unread_reason(cfg, "weighter.temperature") == "weighter.kind is grad_share; only loss_ratio read it"
+    )
+    assert unread_reason(cfg, "model.dropout") is None
+    lr = apply_overrides(cfg, {"weighter.kind": "loss_ratio"})
+    assert unread_reason(lr, "weighter.temperature") is None
+    assert unread_reason(lr, "weighter.max_weight") == "weighter.kind is loss_ratio; only grad_share read it"
+    fixed = apply_overrides(cfg, {"weighter.kind": "fixed"})
+    assert (
+        unread_reason(fixed, "weighter.interval")
+        == "weighter.kind is fixed; only loss_ratio, grad_norm, grad_share read it"
+    )
+    single = apply_overrides(cfg, {"train.variant": "retrieval_only"})
+    assert unread_reason(single, "weighter.share") == "train.variant retrieval_only has no adaptive weights"
 
 
 def test_exponent_floats_without_a_dot_are_numbers():
@@ -286,7 +309,12 @@ def test_progress_saving_keys_enter_no_hash():
 
     assert set(UNHASHED_KEYS) == {"train.checkpoint_every_steps", "eval.checkpoint_every_batches"}
     # the weighter named: these hashes are the loss-ratio weighter's, whatever the default
-    base = ["data.dataset=ml-100k", "data.data_dir=../shared/data/ml-100k", "train.variant=unigrf", "weighter.kind=loss_ratio"]
+    base = [
+        "data.dataset=ml-100k",
+        "data.data_dir=../shared/data/ml-100k",
+        "train.variant=unigrf",
+        "weighter.kind=loss_ratio",
+    ]
     for extra in ([], ["train.checkpoint_every_steps=7", "eval.checkpoint_every_batches=3"]):
         cfg = load_config(None, [*base, *extra])
         hashes = (config_hash(cfg), portable_hash(cfg), computation_hash(cfg), identity_hash(cfg))
@@ -305,11 +333,18 @@ def test_keys_added_with_a_default_that_reproduces_old_runs_are_hashed_only_when
 
     assert hashed_unless_default() == {"weighter.share": 0.5, "weighter.max_weight": 100.0}
     # the weighter named: these hashes are the loss-ratio weighter's, whatever the default
-    base = ["data.dataset=ml-100k", "data.data_dir=../shared/data/ml-100k", "train.variant=unigrf", "weighter.kind=loss_ratio"]
+    base = [
+        "data.dataset=ml-100k",
+        "data.data_dir=../shared/data/ml-100k",
+        "train.variant=unigrf",
+        "weighter.kind=loss_ratio",
+    ]
     cfg = load_config(None, base)
     hashes = (config_hash(cfg), portable_hash(cfg), computation_hash(cfg), identity_hash(cfg))
     assert hashes == ("f5445dc7e5419ab6", "a2646be4cc6acb59", "850ac918a41be774", "53aad818f907daca")
-    assert config_hash(load_config(None, [*base, "weighter.share=0.5", "weighter.max_weight=100"])) == hashes[0]
+    assert (
+        config_hash(load_config(None, [*base, "weighter.share=0.5", "weighter.max_weight=100"])) == hashes[0]
+    )
     stored = yaml.safe_load(config_to_yaml(cfg))
     del stored["weighter"]["share"], stored["weighter"]["max_weight"]  # a run from before the keys
     assert identity(stored) == identity(cfg) and computation_hash(stored) == hashes[2]

@@ -47,7 +47,7 @@ def write_space(tmp_path: Path, name: str, **settings) -> Path:
         "sampler": {"kind": "tpe", "seed": 0, "n_startup_trials": 2},
         "space": {
             "enhancer.m": {"int": [0, 8]},
-            "weighter.temperature": {"loguniform": [0.1, 10.0]},
+            "weighter.share": {"loguniform": [0.1, 1.0]},
             # from "barely moves" to "learns": trials must differ for ASHA to rank them
             "train.lr": {"loguniform": [1.0e-5, 3.0e-2]},
         },

@@ -25,7 +25,7 @@ GOOD = {
     "scheduler": {"kind": "asha", "grace_period": 1},
     "space": {
         "enhancer.m": {"int": [0, 16]},
-        "weighter.temperature": {"loguniform": [0.05, 20]},
+        "weighter.share": {"loguniform": [0.05, 1]},
         "model.size": {"choice": ["tiny", "small"]},
         "train.lr": {"loguniform": ["1e-4", "1e-2"]},  # how YAML reads 1e-4: a string
         "model.dropout": {"float": [0.0, 0.4], "step": 0.1},
@@ -47,7 +47,7 @@ def test_good_space_parses_to_optuna_distributions(tmp_path):
     spec, base = resolve(write_space(tmp_path, GOOD))
     dists = spec.optuna_space()
     assert dists["enhancer.m"] == IntDistribution(0, 16)  # inclusive upper bound
-    assert dists["weighter.temperature"] == FloatDistribution(0.05, 20.0, log=True)
+    assert dists["weighter.share"] == FloatDistribution(0.05, 1.0, log=True)
     assert dists["train.lr"] == FloatDistribution(1e-4, 1e-2, log=True)
     assert dists["model.size"] == CategoricalDistribution(["tiny", "small"])
     assert dists["model.dropout"] == FloatDistribution(0.0, 0.4, step=0.1)
@@ -231,3 +231,25 @@ def test_fixed_keys_are_checked_against_the_searched_values_not_the_defaults(tmp
     data["fixed"] = {"enhancer.top_k": 1}
     with pytest.raises(SpaceError, match=r"fixed: enhancer.m \(2\) must be <= enhancer.top_k \(1\)"):
         resolve(write_space(tmp_path, data))
+
+
+def test_a_searched_key_no_trial_reads_is_an_error(tmp_path):
+    """Searching the loss-ratio temperature under the default grad_share weighter would spend the
+    budget on one model; fixing the kind, or searching it, makes the key read."""
+    temperature = {"weighter.temperature": {"loguniform": [0.05, 20]}}
+    data = {**GOOD, "fixed": {"train.epochs": 3}, "space": temperature}
+    with pytest.raises(
+        SpaceError, match=r"space.weighter.temperature is never read \(weighter.kind is grad_share"
+    ):
+        resolve(write_space(tmp_path, data))
+    pinned = {**data, "fixed": {"train.epochs": 3, "weighter.kind": "loss_ratio"}}
+    _, base = resolve(write_space(tmp_path, pinned, "pinned.yaml"))
+    assert base.weighter.kind == "loss_ratio" and base.weighter.temperature == 0.05
+    both = {**data, "space": {**temperature, "weighter.kind": {"choice": ["grad_share", "loss_ratio"]}}}
+    resolve(write_space(tmp_path, both, "both.yaml"))
+    share = {"weighter.share": {"float": [0.1, 1.0]}}
+    single = {**GOOD, "fixed": {"train.epochs": 3, "train.variant": "item_only"}, "space": share}
+    with pytest.raises(
+        SpaceError, match=r"weighter.share is never read \(train.variant item_only has no adaptive"
+    ):
+        resolve(write_space(tmp_path, single, "single.yaml"))

@@ -419,7 +419,9 @@ class EnhancerConfig:
 class WeighterConfig:
     """Gradient-guided adaptive weighter [SPEC §1.3]."""
 
-    kind: Literal["loss_ratio", "fixed", "grad_norm", "grad_share"] = "loss_ratio"
+    # grad_share: chosen over the loss-ratio weighter (SPEC §1.3's) on pooled validation across
+    # three datasets, reports/recipe/README.md "Gradient share"; temperature is loss_ratio's
+    kind: Literal["loss_ratio", "fixed", "grad_norm", "grad_share"] = "grad_share"
     temperature: Annotated[Number, Range(gt=0)] = 1.4
     interval: Positive = 20  # steps per averaging window
     # grad_share: every task's weighted gradient on the shared block is raised to at least
@@ -604,6 +606,29 @@ def resolved_objective(cfg: ExperimentConfig) -> str:
 
 def effective_weighter_kind(cfg: ExperimentConfig) -> str:
     return cfg.weighter.kind if variant_spec(cfg).weighter else "fixed"
+
+
+# The weighter kinds that read each weighter key (unigrf/model/weighter.py); every other kind
+# ignores it. A sweep that searches, or a grid row that sets, a key its weighter never reads
+# trains one model many times under different names.
+WEIGHTER_KEY_READERS: dict[str, tuple[str, ...]] = {
+    "weighter.temperature": ("loss_ratio",),
+    "weighter.interval": ("loss_ratio", "grad_norm", "grad_share"),
+    "weighter.share": ("grad_share",),
+    "weighter.max_weight": ("grad_share",),
+}
+
+
+def unread_reason(cfg: ExperimentConfig, key: str) -> str | None:
+    """Why `cfg` never reads the dotted `key`, or None when it does (or the key is not one whose
+    readers are known: WEIGHTER_KEY_READERS)."""
+    readers = WEIGHTER_KEY_READERS.get(key)
+    kind = effective_weighter_kind(cfg)
+    if readers is None or kind in readers:
+        return None
+    if kind != cfg.weighter.kind:
+        return f"train.variant {cfg.train.variant} has no adaptive weights"
+    return f"weighter.kind is {kind}; only {', '.join(readers)} read it"
 
 
 # --------------------------------------------------------------------------------------------

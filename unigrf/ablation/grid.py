@@ -59,6 +59,7 @@ from unigrf.config import (
     Variant,
     apply_overrides,
     load_base_config,
+    unread_reason,
 )
 from unigrf.names import check_name, name_problem
 from unigrf.schema import Check, Label, NonEmpty, Number, Range, Str
@@ -246,6 +247,7 @@ class GridSpec:
                         # the rules between fields hold for the whole cell, whichever layer set them
                         cell_cfg = _apply(cfg, cell, where, f"rows[{row.base_name}]{at}", validate=True)
                         _check_metrics(self, cell_cfg, where)
+                        _check_read(self, row, cell_cfg, where)
                         cells.append(
                             Cell(
                                 name=cell_name,
@@ -287,6 +289,22 @@ def _apply(
         return apply_overrides(cfg, overrides, validate=validate)
     except ConfigError as err:
         raise GridError(f"{where}: {key}: {err}") from None
+
+
+def _check_read(spec: GridSpec, row: RowSpec, cfg: ExperimentConfig, where: str) -> None:
+    """A row's own overrides, and the axis, must set keys its cells read: a row that sets one
+    they ignore (weighter.temperature under grad_share) repeats another row under a new label.
+    The grid-wide overrides may reach rows that ignore them (a single-task row)."""
+    keys = [(f"rows[{row.base_name}].overrides", k) for k in row.overrides]
+    if spec.axis is not None:
+        keys.append(("axis", spec.axis.key))
+    for layer, key in keys:
+        reason = unread_reason(cfg, key)
+        if reason is not None:
+            raise GridError(
+                f"{where}: {layer}: {key} is never read by this row's cells ({reason}): "
+                "set the key that makes it read (e.g. weighter.kind) or drop it"
+            )
 
 
 def _dataset_overrides(ds: DatasetSpec) -> dict[str, Any]:

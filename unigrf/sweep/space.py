@@ -19,7 +19,7 @@ sampler: {kind: tpe, seed: 0, n_startup_trials: 5}   # tpe | random
 scheduler: {kind: asha, grace_period: 1, reduction_factor: 2, max_epochs: null}  # asha | fifo
 space:
   enhancer.m: {int: [0, 32]}                  # integers lo..hi inclusive; optional `step`
-  weighter.temperature: {loguniform: [0.05, 20]}
+  weighter.share: {float: [0.1, 1.0]}
   train.lr: {loguniform: [1.0e-4, 3.0e-3]}
   model.dropout: {float: [0.0, 0.5]}          # optional `step`
   model.size: {choice: [tiny, small]}
@@ -42,7 +42,14 @@ from typing import Annotated, Any, Literal
 import yaml
 
 from unigrf import schema
-from unigrf.config import ConfigError, ExperimentConfig, apply_overrides, load_base_config, parse_override
+from unigrf.config import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    load_base_config,
+    parse_override,
+    unread_reason,
+)
 from unigrf.names import check_name
 from unigrf.schema import Check, Int, Number, PositiveInt, Range, Str
 from unigrf.yaml_input import load_yaml_mapping
@@ -313,12 +320,31 @@ def base_config(spec: SweepSpec, overrides: list[str] | None = None) -> Experime
     except ConfigError as err:
         source = "fixed" if spec.fixed else "command line" if cli else "base_config"
         raise SpaceError(f"{where}: {source}: {err}") from None
+    _check_read(spec, cfg)
     if spec.scheduler.kind == "asha" and spec.scheduler.grace_period > cfg.train.epochs - 2:
         raise SpaceError(
             f"{where}: scheduler.grace_period ({spec.scheduler.grace_period}) must be <= the trials' "
             f"epochs ({cfg.train.epochs}) - 2: ASHA's rungs are epoch indices before the last one"
         )
     return cfg
+
+
+# the keys that decide whether a weighter key is read (config.unread_reason)
+_READ_DECIDERS = ("weighter.kind", "train.variant")
+
+
+def _check_read(spec: SweepSpec, cfg: ExperimentConfig) -> None:
+    """A searched key every trial's config ignores (weighter.temperature under grad_share) spends
+    the budget on one model under many values; unless the space also searches what decides it."""
+    if any(key in spec.params for key in _READ_DECIDERS):
+        return
+    for key in spec.params:
+        reason = unread_reason(cfg, key)
+        if reason is not None:
+            raise SpaceError(
+                f"{spec.path}: space.{key} is never read ({reason}): search a key the trials read, "
+                "or fix the one that makes it read (e.g. weighter.kind under `fixed`)"
+            )
 
 
 def _probe(spec: SweepSpec, cfg: ExperimentConfig, first_only: bool = False, validate: bool = True) -> None:
