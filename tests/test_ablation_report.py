@@ -135,9 +135,10 @@ def test_report_tables_provenance_and_figures(tmp_path):
     summary = pd.read_csv(out / "summary.csv")
     line = summary[(summary["row"] == "hstu/wo_both") & (summary["metric"] == "test/ndcg@10")].iloc[0]
     assert line["p_value"] == pytest.approx(test.pvalue) and line["p_adjusted"] == pytest.approx(p_holm)
-    # the weights table: per run the lowest / mean of epoch ends / highest, mean over seeds; no
-    # line for a single-task row
-    assert "| hstu/unigrf | 3 | 0.900 | 1.150 | 1.350 | 0.450 |" in md
+    # the weights table: each task's per-run lowest / mean of epoch ends / highest, mean over
+    # seeds (the ranking weight has no per-step range here: its epoch ends); no line for a
+    # single-task row
+    assert "| hstu/unigrf | 3 | 0.900 | 1.150 | 1.350 | 0.700 | 0.850 | 1.000 |" in md
     assert "| hstu/retrieval_only | 3 | 0.900" not in md
     assert "‡ where the runs kept no per-user outcomes: a t-test over seeds only" in md
     assert "declared seeds not recorded" in md  # meta.json without the `declared` record

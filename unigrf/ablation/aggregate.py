@@ -441,8 +441,9 @@ def aggregate_weights(
     """Per row, the range of `task`'s loss weight over every training step of each run, mean
     over seeds: `low` (the run's smallest weight, from `weights/<task>_min`), `mean` (the mean
     of the epoch-end weights) and `high` (`weights/<task>_max`). Histories without the per-epoch
-    range (older runs) fall back to the epoch-end weights. With two tasks the other task's
-    weight is 2 − this one. Only rows whose runs weigh two tasks appear.
+    range (older runs) fall back to the epoch-end weights. Only rows whose runs weigh two tasks
+    appear (the loss-ratio and gradient-norm weighters keep two weights summing to 2; grad_share
+    keeps one at 1 and raises the other, so each task has its own range).
 
     Columns: dataset, row, n, low, mean, high, spread (high − low, mean over seeds).
     """

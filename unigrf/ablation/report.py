@@ -607,6 +607,30 @@ def _peak_rows(peaks: pd.DataFrame, dataset: str, labels: Mapping[str, str]) -> 
     return body
 
 
+WEIGHTED_TASKS = ("retrieval", "ranking")
+
+
+def _weight_rows(inputs: ReportInputs, dataset: str, order: list[str]) -> list[list[str]]:
+    """One line per row whose runs weigh both tasks: each task's lowest / mean / highest weight
+    (`aggregate_weights`); "—" where the histories lack a task's weight (older runs)."""
+    per_task = {}
+    for task in WEIGHTED_TASKS:
+        frame = aggregate_weights(inputs.results, inputs.histories, task, order)
+        per_task[task] = {str(r["row"]): r for _, r in frame[frame["dataset"] == dataset].iterrows()}
+    labels = row_labels(inputs)
+    lines = []
+    for row in order:
+        found = [per_task[t].get(row) for t in WEIGHTED_TASKS]
+        if all(r is None for r in found):
+            continue
+        seeds = next(int(r["n"]) for r in found if r is not None)
+        cells = []
+        for r in found:
+            cells += ["—"] * 3 if r is None else [f"{float(r[c]):.3f}" for c in ("low", "mean", "high")]
+        lines.append([labels.get(row, row), str(seeds), *cells])
+    return lines
+
+
 def _markdown(
     inputs: ReportInputs,
     table: pd.DataFrame,
@@ -658,29 +682,17 @@ def _markdown(
                 "Peak = the epoch with the best validation value of each stage's metric, per run; "
                 "mean ± std over seeds.",
             ]
-        weights = aggregate_weights(inputs.results, inputs.histories, "retrieval", order)
-        weights = weights[weights["dataset"] == dataset]
-        if not weights.empty:
-            out += ["", f"### {dataset}: the retrieval loss's weight over training", ""]
-            wh = ["row", "seeds", "lowest", "mean (epoch ends)", "highest", "spread"]
-            out.append(
-                md_table(
-                    wh,
-                    [
-                        [
-                            row_labels(inputs).get(str(r["row"]), str(r["row"])),
-                            str(int(r["n"])),
-                            *(f"{float(r[c]):.3f}" for c in ("low", "mean", "high", "spread")),
-                        ]
-                        for _, r in weights.iterrows()
-                    ],
-                )
-            )
+        weights = _weight_rows(inputs, dataset, order)
+        if weights:
+            out += ["", f"### {dataset}: the loss weights over training", ""]
+            wh = ["row", "seeds"] + [f"{t} {c}" for t in WEIGHTED_TASKS for c in ("lowest", "mean", "highest")]
+            out.append(md_table(wh, weights))
             out += [
                 "",
-                "The weight every training step used (the ranking loss's is 2 − it), per run its "
-                "lowest and highest and the mean of its epoch-end values, then the mean over seeds. "
-                "A fixed weighter stays at 1.000.",
+                "Each task's weight every training step used: per run its lowest and highest and the "
+                "mean of its epoch-end values, then the mean over seeds. Fixed weights stay at 1.000; "
+                "the loss-ratio and gradient-norm weighters keep the two summing to 2; grad_share keeps "
+                "the larger task's gradient at weight 1 and raises the other's.",
             ]
     if figures:
         out += ["", "## Figures", ""]
