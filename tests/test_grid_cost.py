@@ -19,7 +19,7 @@ def finish(report, name, seconds):
 def test_the_cost_counts_finished_cells_and_prices_the_missing_ones(benchmark_module, tmp_path):
     cost = benchmark_module("grid_cost")
     plan = cost.planned_cells("sync", "amazon-mi")
-    assert len(plan) == 15  # 5 rows x 3 seeds
+    assert len(plan) == 18  # 6 rows x 3 seeds
     report = tmp_path / "ablations" / "sync-amazon-mi"
     (plan_a, row_a), (plan_b, _), (plan_c, _) = plan[:3]
     finish(report, plan_a, 100.0)
@@ -28,9 +28,9 @@ def test_the_cost_counts_finished_cells_and_prices_the_missing_ones(benchmark_mo
     (report / "runs" / plan_c / "trial_result.json").write_text("{truncated")
 
     c = cost.grid_cost("sync", "amazon-mi", report)
-    assert (c.done, c.total) == (2, 15)
+    assert (c.done, c.total) == (2, 18)
     assert c.per_row == {row_a: 200.0} and c.cpu_s == 400.0
-    assert c.left_s == pytest.approx(13 * 200.0)  # other rows at the grid's mean: an estimate
+    assert c.left_s == pytest.approx(16 * 200.0)  # other rows at the grid's mean: an estimate
     assert c.estimated
 
     empty = cost.grid_cost("scaling", "amazon-mi", None, stand_in=50.0)
@@ -38,4 +38,4 @@ def test_the_cost_counts_finished_cells_and_prices_the_missing_ones(benchmark_mo
     assert math.isnan(cost.grid_cost("scaling", "amazon-mi", None).left_s)
     assert cost.unigrf_seconds(tmp_path, "amazon-mi") == 200.0  # sync's first row is hstu/unigrf
     text = cost.table([c, empty])
-    assert "| sync | amazon-mi | 2/15 | 200–200 | 0.1 | ~0.7 |" in text
+    assert "| sync | amazon-mi | 2/18 | 200–200 | 0.1 | ~0.9 |" in text
