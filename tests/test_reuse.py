@@ -123,11 +123,11 @@ def test_a_variant_without_adaptive_weights_is_the_same_computation_whatever_the
 
     for variant in ("item_only", "retrieval_only", "ranking_only", "two_stage", "wo_weighter", "wo_both"):
         cfg = apply_overrides(load_config(None), {"train.variant": variant})
-        other = apply_overrides(cfg, {"weighter.kind": "grad_share", "weighter.share": 0.25})
+        other = apply_overrides(cfg, {"weighter.kind": "loss_ratio", "weighter.temperature": 0.2})
         assert computation_hash(other) == computation_hash(cfg) and identity_hash(other) == identity_hash(cfg)
     for variant in ("unigrf", "wo_enhancer"):
         cfg = apply_overrides(load_config(None), {"train.variant": variant})
-        other = apply_overrides(cfg, {"weighter.kind": "grad_share"})
+        other = apply_overrides(cfg, {"weighter.kind": "loss_ratio"})
         assert computation_hash(other) != computation_hash(cfg) and identity_hash(other) != identity_hash(cfg)
 
 
