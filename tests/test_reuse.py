@@ -77,8 +77,33 @@ def test_a_legacy_cell_is_matched_by_the_data_its_config_names_and_rekeyed(tmp_p
 
 
 def test_a_source_that_is_no_report_directory_is_refused(tmp_path):
-    with pytest.raises(ReuseError, match="no grid.yaml"):
+    with pytest.raises(ReuseError, match=r"no grid.yaml\) nor a grid's results directory \(no runs/\)"):
         check_sources([tmp_path])
+    (tmp_path / "runs").mkdir()  # a grid still running, or stopped before its report
+    check_sources([tmp_path])
+
+
+def test_a_grid_not_reported_yet_lends_its_finished_cells_with_their_outcomes(tmp_path):
+    """A grid killed before its report has runs/ but no grid.yaml and no report-level outcomes/:
+    its finished cells are reused all the same, the per-user outcomes from the run directory."""
+    cfg = apply_overrides(
+        load_config(None), {"name": "ablate-running-cell", "results_dir": str(tmp_path / "a")}
+    )
+    running = tmp_path / "running"
+    run = running / "runs" / "cell"
+    (run / "outcomes").mkdir(parents=True)
+    (run / "config.yaml").write_text(config_to_yaml(cfg))
+    stored = {"config_hash": "x", "data": data_fingerprint_of(cfg), "final": {"test/ndcg@10": 0.25}}
+    (run / "trial_result.json").write_text(json.dumps(stored))
+    (run / "outcomes" / "test.parquet").write_bytes(b"per-user outcomes")
+    (running / "runs" / "unfinished").mkdir()  # no trial result: not offered
+    new = apply_overrides(cfg, {"name": "ablate-new-cell", "results_dir": str(tmp_path / "b")})
+    report = tmp_path / "new"
+    assert reuse_cells(report, [("cell", new)], [running]) == {
+        "cell": {"report": str(running), "cell": "cell"}
+    }
+    assert read_trial_result(report / "runs" / "cell", new)["final"] == {"test/ndcg@10": 0.25}
+    assert (report / "runs" / "cell" / "outcomes" / "test.parquet").read_bytes() == b"per-user outcomes"
 
 
 @pytest.mark.ray
@@ -135,7 +160,9 @@ def test_a_cell_recorded_under_an_earlier_identity_rule_is_recognised_by_its_sto
     """A finished cell whose stored hashes are those of an earlier rule (here: made up) counts as
     finished when the config it stored (run.json or config.yaml) is the same computation now,
     and its data is the same; any other config or data runs again."""
-    cfg = apply_overrides(load_config(None), {"name": "cell", "results_dir": str(tmp_path), "train.variant": "item_only"})
+    cfg = apply_overrides(
+        load_config(None), {"name": "cell", "results_dir": str(tmp_path), "train.variant": "item_only"}
+    )
     run = tmp_path / "runs" / "cell"
     run.mkdir(parents=True)
     stored = {"config_hash": "earlier", "portable_hash": "earlier", "data": data_fingerprint_of(cfg),

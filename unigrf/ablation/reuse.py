@@ -41,10 +41,15 @@ class ReuseError(GridError):
 
 
 def check_sources(sources: Sequence[str | Path]) -> None:
-    """Refuse, before anything runs, a source that is not a grid's report directory."""
+    """Refuse, before anything runs, a source that is neither a grid's report directory nor a
+    grid's results directory still running or stopped before its report (`runs/` without
+    `grid.yaml`: its finished cells are as final as a reported grid's)."""
     for source in map(Path, sources):
-        if not (source / "grid.yaml").is_file():
-            raise ReuseError(f"{source}: not an ablation report directory (no grid.yaml) to reuse cells from")
+        if not (source / "grid.yaml").is_file() and not (source / "runs").is_dir():
+            raise ReuseError(
+                f"{source}: not an ablation report directory (no grid.yaml) nor a grid's results "
+                "directory (no runs/) to reuse cells from"
+            )
 
 
 def source_index(sources: Sequence[str | Path]) -> dict[tuple[str, str], tuple[Path, str]]:
@@ -113,7 +118,9 @@ def _copy_cell(source: Path, cell: str, report_dir: Path, name: str, cfg: Experi
     for file in CELL_FILES:
         if (src / file).is_file():
             shutil.copy2(src / file, target / file)
-    outcomes = source / OUTCOMES_DIR / cell
+    outcomes = source / OUTCOMES_DIR / cell  # a reported grid's, or an archive's
+    if not outcomes.is_dir():
+        outcomes = src / OUTCOMES_DIR  # a grid not reported yet: the run directory's own
     if outcomes.is_dir():  # the run directory's copy: the report collects it like a trained cell's
         shutil.copytree(outcomes, target / OUTCOMES_DIR)
     stored: dict[str, Any] = json.loads((src / TRIAL_RESULT).read_text())
