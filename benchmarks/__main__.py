@@ -9,6 +9,8 @@ DIR/<name>.json, the input of `python benchmarks/tables.py`, which renders RESUL
     trial     per-trial overhead of a sweep (a local Ray)
     eval      evaluation of all ML-100K users per backbone: seconds, FLOPs, share of the peak
     enhancer  step time with the enhancer's mining off / on, weighter fixed / loss_ratio
+    weighter  each weighter's cost per step over whole weighter intervals (fixed, loss_ratio,
+              grad_norm, grad_share: the last two measure gradients every `interval` steps)
 
 Every section reads ML-100K as `unigrf train` prepares it and times the library's own
 `train_step` (benchmarks/common.py). The peak is measured whenever step or eval runs (their
@@ -35,8 +37,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import speed_bench  # noqa: E402
 import step_time_bench  # noqa: E402
+import weighter_bench  # noqa: E402
 
-SECTIONS = (*speed_bench.SECTIONS, "enhancer")
+SECTIONS = (*speed_bench.SECTIONS, "enhancer", "weighter")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         enhancer.size = args.sizes[0] if args.sizes != ["tiny", "small", "base"] else "small"
         enhancer.batch_size, enhancer.max_len, enhancer.seed = 128, 200, 0
         tables.append(step_time_bench.run(enhancer))
+    if "weighter" in chosen:
+        weighter = argparse.Namespace(**vars(args))
+        weighter.size = args.sizes[0] if args.sizes != ["tiny", "small", "base"] else "small"
+        weighter.batch_size, weighter.max_len, weighter.seed, weighter.intervals = 128, 200, 0, 2
+        weighter.backbones = ["hstu"]
+        tables.append(weighter_bench.run(weighter))
     print(f"Machine: {tables[0].machine}; command: `python -m benchmarks {' '.join(argv or sys.argv[1:])}`\n")
     speed_bench.report(tables, args.out)
     return 0
