@@ -209,6 +209,20 @@ def test_variants_resolve():
     assert effective_m(cfg) == 8 and effective_weighter_kind(cfg) == "fixed"
 
 
+def test_every_weighter_key_has_its_readers_named():
+    """A key added to WeighterConfig must say which kinds read it (config.WEIGHTER_KEY_READERS),
+    and only kinds that exist may be named."""
+    import dataclasses
+    import typing
+
+    from unigrf.config import WEIGHTER_KEY_READERS, WeighterConfig
+
+    keys = {f"weighter.{f.name}" for f in dataclasses.fields(WeighterConfig) if f.name != "kind"}
+    assert set(WEIGHTER_KEY_READERS) == keys
+    kinds = set(typing.get_args(typing.get_type_hints(WeighterConfig)["kind"]))
+    assert all(set(readers) <= kinds for readers in WEIGHTER_KEY_READERS.values())
+
+
 def test_which_weighter_keys_a_config_reads():
     """The default weighter (grad_share) reads share and max_weight, not the loss-ratio
     temperature; a variant without adaptive weights reads none; an unknown key is not judged."""
