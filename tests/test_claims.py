@@ -283,6 +283,25 @@ def test_claims_use_the_bootstrap_over_users_where_runs_kept_outcomes(root):
     assert out.result == "inconclusive" and first.verdict == "inconclusive"
 
 
+def test_an_unfinished_m_sweep_answers_no_data(tmp_path):
+    """A grid stopped part-way (some m not finished) knows neither the best m nor the range: the
+    claim waits, naming what is missing."""
+    grid = {
+        "rows": [{"backbone": "hstu", "variant": "unigrf"}],
+        "axis": {"key": "enhancer.m", "values": [0, 2, 8, 26], "label": "m"},
+        "reference": "hstu/unigrf/m=0",
+        "metrics": ["test/ndcg@10"],
+    }
+    write_grid(tmp_path, "m_sweep", grid, lambda row, seed, metric: 0.07 + NOISE[seed])
+    results = pd.read_csv(tmp_path / "m_sweep" / "results.csv")
+    late = results["row"].isin(["hstu/unigrf/m=8", "hstu/unigrf/m=26"])
+    results.loc[late, "status"] = "interrupted"
+    results.to_csv(tmp_path / "m_sweep" / "results.csv", index=False)
+    (ans,) = [a for a in claims.answer(tmp_path) if a.claim.number == 4]
+    assert ans.verdict == "no data" and not ans.outcomes
+    assert ans.note == "the m_sweep grid is incomplete: hstu/unigrf/m=8, hstu/unigrf/m=26 not finished"
+
+
 def test_identical_rows_are_inconclusive_not_no_data(tmp_path):
     write_grid(tmp_path, "paper", PAPER, lambda row, seed, metric: 0.05 + NOISE[seed])
     (first,) = [a for a in claims.answer(tmp_path) if a.claim.number == 1]

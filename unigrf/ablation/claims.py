@@ -24,7 +24,8 @@ or *inconclusive* (it contains 0, there is no test, or the effect is exactly 0).
 verdict, from its comparisons:
 - holds: every comparison holds (a claim that something "can" happen: one is enough);
 - contradicted: some comparison is contradicted (for "can": every one is);
-- inconclusive: otherwise; "no data" only when a compared row or grid is missing.
+- inconclusive: otherwise; "no data" only when a compared row or grid is missing (for claim 4:
+  any m of the sweep, since the best m and the range's ends need the whole axis).
 
 Claim 4 (an intermediate m is best) adds a condition: the m that validates best (mean
 val/ndcg@10; picked on validation, never on test) must lie strictly inside the swept range, else
@@ -313,7 +314,11 @@ def _m_claim(claim: Claim, grids: _Grids, dataset: str, alpha: float) -> ClaimAn
     ok = res[(res["dataset"] == dataset) & (res["status"] == OK_STATUS)]
     if ok.empty or "val/ndcg@10" not in ok:
         return ClaimAnswer(claim, dataset, NO_DATA, ())
-    rows = [r for r in inputs.spec.row_names() if r in set(ok["row"])]
+    unfinished = [r for r in inputs.spec.row_names() if r not in set(ok["row"])]
+    if unfinished:  # the best m and the range's ends are only known over the whole axis
+        note = f"the m_sweep grid is incomplete: {', '.join(unfinished)} not finished"
+        return ClaimAnswer(claim, dataset, NO_DATA, (), note)
+    rows = inputs.spec.row_names()
     val = ok.groupby("row")["val/ndcg@10"].mean()
     best = max(rows, key=lambda r: val[r])
     ends = (rows[0], rows[-1])
