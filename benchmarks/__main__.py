@@ -69,7 +69,6 @@ def main(argv: list[str] | None = None) -> int:
         weighter = argparse.Namespace(**vars(args))
         weighter.size = args.sizes[0] if args.sizes != ["tiny", "small", "base"] else "small"
         weighter.batch_size, weighter.max_len, weighter.seed, weighter.intervals = 128, 200, 0, 2
-        weighter.backbones = ["hstu"]
         tables.append(weighter_bench.run(weighter))
     print(f"Machine: {tables[0].machine}; command: `python -m benchmarks {' '.join(argv or sys.argv[1:])}`\n")
     speed_bench.report(tables, args.out)

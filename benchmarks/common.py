@@ -168,3 +168,19 @@ def write_json(table: Table, out_dir: Path) -> Path:
 
 def read_json(path: Path) -> Table:
     return Table(**json.loads(Path(path).read_text()))
+
+
+def table_main(description: str, add_arguments, run, argv: list[str] | None = None) -> None:
+    """A one-table benchmark's command line: parse with `add_arguments`, `run(args) -> Table`,
+    print it, and with `--out DIR` write DIR/<name>.json (`write_json`)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    table = run(args)
+    print(f"{table.title}\n\n{table.markdown()}")
+    if args.out is not None:
+        print(f"(written: {write_json(table, args.out)})")

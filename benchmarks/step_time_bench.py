@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Stepper, Table, bench_config, load_dataset, machine, write_json  # noqa: E402
+from common import Stepper, Table, bench_config, load_dataset, machine, table_main  # noqa: E402
 
 from unigrf.training.batches import to_device  # noqa: E402
 from unigrf.training.precision import autocast  # noqa: E402
@@ -118,15 +118,7 @@ def run(args: argparse.Namespace) -> Table:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    table = run(args)
-    print(f"{table.title}\n\n{table.markdown()}")
-    if args.out is not None:
-        print(f"(written: {write_json(table, args.out)})")
+    table_main(__doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

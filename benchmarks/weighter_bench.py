@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Stepper, Table, bench_config, load_dataset, machine  # noqa: E402
+from common import Stepper, Table, bench_config, load_dataset, machine, table_main  # noqa: E402
 
 KINDS = ("fixed", "loss_ratio", "grad_norm", "grad_share")
 MEASURING = ("grad_norm", "grad_share")  # weighters that measure gradients every `interval` steps
@@ -104,17 +104,7 @@ def run(args: argparse.Namespace) -> Table:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    table = run(args)
-    print(f"{table.title}\n\n{table.markdown()}")
-    if args.out is not None:
-        from common import write_json
-
-        print(f"(written: {write_json(table, args.out)})")
+    table_main(__doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

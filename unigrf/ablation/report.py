@@ -610,13 +610,20 @@ def _peak_rows(peaks: pd.DataFrame, dataset: str, labels: Mapping[str, str]) -> 
 WEIGHTED_TASKS = ("retrieval", "ranking")
 
 
-def _weight_rows(inputs: ReportInputs, dataset: str, order: list[str]) -> list[list[str]]:
+def _weights_by_task(inputs: ReportInputs, order: list[str]) -> dict[str, pd.DataFrame]:
+    """`aggregate_weights` of each task, every dataset at once."""
+    return {t: aggregate_weights(inputs.results, inputs.histories, t, order) for t in WEIGHTED_TASKS}
+
+
+def _weight_rows(
+    inputs: ReportInputs, weights: Mapping[str, pd.DataFrame], dataset: str, order: list[str]
+) -> list[list[str]]:
     """One line per row whose runs weigh both tasks: each task's lowest / mean / highest weight
-    (`aggregate_weights`); "—" where the histories lack a task's weight (older runs)."""
-    per_task = {}
-    for task in WEIGHTED_TASKS:
-        frame = aggregate_weights(inputs.results, inputs.histories, task, order)
-        per_task[task] = {str(r["row"]): r for _, r in frame[frame["dataset"] == dataset].iterrows()}
+    (`weights`, from `_weights_by_task`); "—" where the histories lack a task's weight (older runs)."""
+    per_task = {
+        t: {str(r["row"]): r for _, r in frame[frame["dataset"] == dataset].iterrows()}
+        for t, frame in weights.items()
+    }
     labels = row_labels(inputs)
     lines = []
     for row in order:
@@ -643,6 +650,7 @@ def _markdown(
     out = [f"# Ablation `{spec.name}`" + (f": {spec.description}" if spec.description else ""), ""]
     out.append(md_table(["", ""], [[f"**{k}**", v] for k, v in _header_lines(inputs)]))
     header = ["row", "seeds", *(metric_label(m) for m in spec.metrics), SECONDS_PER_EPOCH]
+    all_weights = _weights_by_task(inputs, order)
     for dataset in dict.fromkeys(inputs.results["dataset"]):
         out += ["", f"## {dataset}: mean ± std over seeds", ""]
         out.append(md_table(header, _main_rows(inputs, table, dataset, order, ("**", "**"))))
@@ -682,7 +690,7 @@ def _markdown(
                 "Peak = the epoch with the best validation value of each stage's metric, per run; "
                 "mean ± std over seeds.",
             ]
-        weights = _weight_rows(inputs, dataset, order)
+        weights = _weight_rows(inputs, all_weights, dataset, order)
         if weights:
             out += ["", f"### {dataset}: the loss weights over training", ""]
             wh = ["row", "seeds"] + [f"{t} {c}" for t in WEIGHTED_TASKS for c in ("lowest", "mean", "highest")]
