@@ -123,3 +123,14 @@ def test_optunas_nsga2_sampler_still_holds_a_lock_pickle_refuses() -> None:
         pickle.dumps(optuna.samplers.NSGAIISampler(seed=0))
     copy = pickle.loads(pickle.dumps(NSGAIISampler(seed=0)))
     assert isinstance(copy._thread_lock, type(NSGAIISampler(seed=0)._thread_lock))
+
+
+def test_ray_still_gives_a_local_node_a_fixed_start_window_and_says_so() -> None:
+    from ray._private import node
+
+    source = inspect.getsource(node.Node.__init__)
+    assert f"raylet_start_wait_time_s = {compat.LOCAL_START_WINDOW_S}" in source
+    assert compat.LOCAL_START_TIMEOUT_TEXT in source
+    assert compat.local_start_timed_out(Exception(compat.LOCAL_START_TIMEOUT_TEXT + ". This could happen"))
+    assert not compat.local_start_timed_out(RuntimeError(compat.LOCAL_START_TIMEOUT_TEXT))
+    assert not compat.local_start_timed_out(Exception("something else"))

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -72,6 +73,80 @@ def test_init_ray_fails_fast_and_names_the_address() -> None:
     assert len(lines) == 2, out.stdout + out.stderr
     assert "127.0.0.1:" in lines[0] and "from --address" in lines[0]
     assert "ray://127.0.0.1:" in lines[1] and "from $RAY_ADDRESS" in lines[1]
+
+
+# --------------------------------------------------------------------------------------------
+# A local Ray that misses its start-up window (a busy machine)
+# --------------------------------------------------------------------------------------------
+
+
+class FlakyInit:
+    """Stands in for `ray.init`: each of the first `fails` calls starts a child process (as a
+    real start leaves its GCS and raylet) and raises Ray's start-up timeout; then succeeds."""
+
+    def __init__(self, fails: int, error: Exception | None = None) -> None:
+        self.fails, self.calls, self.children = fails, 0, []
+        self.error = error or Exception(
+            "The current node timed out during startup. This could happen because some of the "
+            "raylet failed to startup or the GCS has become overloaded."
+        )
+
+    def __call__(self, **kwargs):
+        self.calls += 1
+        assert kwargs["address"] == "local"
+        if self.calls <= self.fails:
+            self.children.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]))
+            raise self.error
+        return "context"
+
+
+@pytest.fixture
+def no_ray_running(monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    return ray
+
+
+def test_a_local_start_that_times_out_is_tried_again_and_its_leftovers_ended(
+    no_ray_running, monkeypatch, capsys
+) -> None:
+    fake = FlakyInit(fails=2)
+    monkeypatch.setattr(no_ray_running, "init", fake)
+    assert ru.init_ray(quiet=False) is True
+    assert fake.calls == 3
+    assert not any(psutil.pid_exists(child.pid) for child in fake.children)  # ended and reaped
+    out = capsys.readouterr().out
+    assert "starting it again (2 of 3)" in out and "starting it again (3 of 3)" in out
+    assert "load average" in out
+
+
+def test_a_local_start_that_keeps_timing_out_is_one_clear_error(no_ray_running, monkeypatch) -> None:
+    fake = FlakyInit(fails=ru.LOCAL_START_TRIES)
+    monkeypatch.setattr(no_ray_running, "init", fake)
+    with pytest.raises(
+        ru.RayStartError, match=r"missed Ray's fixed 30 s start-up window 3 times \(load average"
+    ):
+        ru.init_ray(quiet=False)
+    assert fake.calls == ru.LOCAL_START_TRIES
+    assert len(fake.children) == ru.LOCAL_START_TRIES
+    assert not any(psutil.pid_exists(child.pid) for child in fake.children)
+
+
+def test_other_start_failures_are_not_retried(no_ray_running, monkeypatch) -> None:
+    fake = FlakyInit(fails=1, error=ValueError("bad num_cpus"))
+    monkeypatch.setattr(no_ray_running, "init", fake)
+    with pytest.raises(ValueError, match="bad num_cpus"):
+        ru.init_ray(quiet=False)
+    assert fake.calls == 1
+    fake.children[0].kill()
+
+
+def test_the_cli_shows_ray_start_and_connection_errors_as_one_line() -> None:
+    from unigrf.cli import user_error_types
+
+    assert {ru.RayStartError, ru.RayConnectionError} <= set(user_error_types())
 
 
 # --------------------------------------------------------------------------------------------

@@ -188,6 +188,8 @@ def user_error_types() -> tuple[type[Exception], ...]:
         ("unigrf.atomic", "WriteError"),
         ("unigrf.run_lock", "RunInUseError"),
         ("unigrf.ablation.report", "ReportError"),
+        ("unigrf.ray_utils", "RayConnectionError"),
+        ("unigrf.ray_utils", "RayStartError"),
     ):
         if module in sys.modules:
             found.append(getattr(sys.modules[module], name))

@@ -105,6 +105,24 @@ def dashboard_url() -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
+# A local Ray's start-up window (ray._private.node.Node.__init__)
+# ---------------------------------------------------------------------------------------------
+# `ray.init()` starting a local node waits a fixed 30 s (`raylet_start_wait_time_s`, a local
+# variable, not a setting) for its raylet to register with the GCS, then raises a bare
+# `Exception` with this text. On a machine whose CPUs are busy with other work the processes can
+# start slower than that; a second try usually fits (upstream: ray-project/ray#47087 raised the
+# window from 10 s, closed; #62883, the same failure, open).
+
+LOCAL_START_WINDOW_S = 30
+LOCAL_START_TIMEOUT_TEXT = "The current node timed out during startup"
+
+
+def local_start_timed_out(err: BaseException) -> bool:
+    """True when `err` is ray.init's failure to see a local node register within its window."""
+    return type(err) is Exception and LOCAL_START_TIMEOUT_TEXT in str(err)
+
+
+# ---------------------------------------------------------------------------------------------
 # Ray's console: Train V2's per-report log, Tune's console engine
 # ---------------------------------------------------------------------------------------------
 # Train V2 logs every rank's whole metrics dict at INFO on each report, under a logger named

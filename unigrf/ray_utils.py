@@ -40,6 +40,14 @@ class RayConnectionError(RuntimeError):
     """The requested Ray cluster could not be reached; the message says which and why."""
 
 
+class RayStartError(RuntimeError):
+    """A local Ray did not start on this machine; the message says why and what to do."""
+
+
+# How many times a local Ray is started before its start-up timeout is the user's to see.
+LOCAL_START_TRIES = 3
+
+
 def resolve_address(address: str | None) -> str | None:
     """The cluster to connect to: `address`, else $RAY_ADDRESS, else None (start a local Ray).
     `local` also means a fresh local Ray; blanks count as unset."""
@@ -78,7 +86,7 @@ def init_ray(
     if target is None:
         # address="local": always a fresh local Ray, never a cluster some other process left
         # running on this machine (plain ray.init() would join it via /tmp/ray).
-        context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=None, **quiet_kwargs)
+        context = _start_local(num_cpus, quiet_kwargs)
         if quiet and announce and getattr(context, "dashboard_url", None):
             print(f"Ray dashboard: http://{context.dashboard_url}", flush=True)
         return True
@@ -96,6 +104,58 @@ def init_ray(
             "--address and $RAY_ADDRESS to run on a local Ray."
         ) from err
     return True
+
+
+def _start_local(num_cpus: int | None, quiet_kwargs: dict[str, Any]) -> Any:
+    """`ray.init(address="local")`, started again when its node misses Ray's fixed start-up
+    window (compat.LOCAL_START_WINDOW_S), as it can on a machine busy with other work; after
+    LOCAL_START_TRIES a RayStartError says so. What a failed try started is ended first."""
+    import psutil
+    import ray
+
+    from unigrf.compat import LOCAL_START_WINDOW_S, local_start_timed_out
+
+    for attempt in range(1, LOCAL_START_TRIES + 1):
+        before = {child.pid for child in psutil.Process().children(recursive=True)}
+        try:
+            return ray.init(address="local", num_cpus=num_cpus, include_dashboard=None, **quiet_kwargs)
+        except Exception as err:
+            if not local_start_timed_out(err):
+                raise
+            _end_new_children(before)
+            load = f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+            if attempt == LOCAL_START_TRIES:
+                raise RayStartError(
+                    f"a local Ray did not start: its node missed Ray's fixed {LOCAL_START_WINDOW_S} s "
+                    f"start-up window {attempt} times ({load}). The CPUs are busy with other work: "
+                    "run the command again when they are less busy, or give this process a larger "
+                    "share of them (on Linux, processes of another login session are not outranked "
+                    "by `nice`: lower that session's /proc/<pid>/autogroup); a command that resumes "
+                    "continues where it stopped."
+                ) from err
+            print(
+                f"Ray: the local node missed its {LOCAL_START_WINDOW_S} s start-up window ({load}); "
+                f"starting it again ({attempt + 1} of {LOCAL_START_TRIES})",
+                flush=True,
+            )
+
+
+def _end_new_children(before: set[int]) -> None:
+    """End the processes a failed `ray.init` left (the GCS, a raylet): those not in `before`."""
+    import psutil
+
+    new = [c for c in psutil.Process().children(recursive=True) if c.pid not in before]
+    for child in new:
+        try:
+            child.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(new, timeout=10)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
