@@ -305,3 +305,21 @@ def test_a_row_setting_a_key_its_weighter_never_reads_is_an_error(tmp_path):
         )
     # the grid-wide overrides may reach rows that ignore them
     load_grid(write(tmp_path, {**single, "overrides": {"weighter.share": 0.25}}, "wide.yaml")).expand()
+
+
+def test_the_budget_names_each_cells_weighter_and_only_the_keys_it_reads():
+    """The report's "budget per run" lists the weighter each cell trains with and only the
+    weighter keys some cell reads: the sync grid's temperatures belong to its loss-ratio rows,
+    and m_sweep (every cell grad_share) shows no temperature at all."""
+    from unigrf.ablation.runner import budget
+
+    def of(name: str, datasets: list[str]) -> dict:
+        cells = load_grid(REPO / "ablations" / f"{name}.yaml").subset(datasets=datasets).expand()
+        return budget(cells, {d: {"max_len": 50} for d in datasets})
+
+    sync = of("sync", ["amazon-mi"])
+    assert sync["weighter.kind"] == ["grad_share", "loss_ratio", "grad_norm", "fixed"]
+    assert sync["weighter.temperature"] == [1.4, 0.2, 20.0]  # the loss-ratio rows' only
+    assert sync["weighter.share"] == [0.5] and sync["weighter.max_weight"] == [100.0]
+    m_sweep = of("m_sweep", ["amazon-mi"])
+    assert m_sweep["weighter.kind"] == ["grad_share"] and "weighter.temperature" not in m_sweep

@@ -35,7 +35,14 @@ import pandas as pd
 from unigrf.ablation.grid import Cell, GridError, GridSpec
 from unigrf.ablation.outcome_store import copy_outcomes, outcome_paths, run_name, write_count_model_outcomes
 from unigrf.ablation.report import OK_STATUS, Rendered, console_summary, store_inputs, write_report
-from unigrf.config import ExperimentConfig, apply_overrides, config_to_dict, resolve_model_size
+from unigrf.config import (
+    ExperimentConfig,
+    apply_overrides,
+    config_to_dict,
+    effective_weighter_kind,
+    resolve_model_size,
+    unread_reason,
+)
 from unigrf.interrupts import Interrupted
 from unigrf.names import check_name
 from unigrf.provenance import git_commit, package_versions
@@ -54,7 +61,10 @@ BUDGET_KEYS = (
     "loss.num_negatives",
     "enhancer.m",
     "enhancer.warmup_epochs",
+    "weighter.kind",
     "weighter.temperature",
+    "weighter.share",
+    "weighter.max_weight",
     "data.max_len",
     "train.num_workers",
     "train.use_gpu",
@@ -72,16 +82,23 @@ def _get(cfg: ExperimentConfig, key: str) -> Any:
 
 def budget(cells: Sequence[Cell], datasets: Mapping[str, Any]) -> dict[str, list[Any]]:
     """Distinct values of the budget keys over the cells (model shape resolved; max_len as
-    each cell's prepared dataset in `datasets` (`dataset_info`) resolved it)."""
+    each cell's prepared dataset in `datasets` (`dataset_info`) resolved it; the weighter each
+    cell trains with — `fixed` for a variant without adaptive weights — and only the weighter
+    keys that weighter reads: a key no cell reads is left out)."""
     out: dict[str, list[Any]] = {}
     for key in BUDGET_KEYS:
         values = []
         for c in cells:
+            if unread_reason(c.config, key) is not None:
+                continue
             v = _get(c.config, key)
             if key == "data.max_len":
                 v = c.config.data.resolved_max_len(datasets[c.dataset]["max_len"])
+            elif key == "weighter.kind":
+                v = effective_weighter_kind(c.config)
             values.append(v)
-        out[key] = list(dict.fromkeys(values))
+        if values:
+            out[key] = list(dict.fromkeys(values))
     out["model shape (layers×heads×dim)"] = list(dict.fromkeys(model_shape(c.config) for c in cells))
     return out
 
