@@ -174,3 +174,33 @@ def test_a_cell_recorded_under_an_earlier_identity_rule_is_recognised_by_its_sto
     assert read_trial_result(run, apply_overrides(cfg, {"train.lr": cfg.train.lr * 2})) is None
     (run / "trial_result.json").write_text(json.dumps({**stored, "data": "other data"}))
     assert read_trial_result(run, cfg) is None
+
+
+def test_a_copy_of_a_copy_still_names_the_grid_that_trained_the_cell(tmp_path):
+    """A report re-written from its own archive copies every cell from itself: each cell's
+    `reused_from` names that copy, and `trained_in` keeps the grid that trained it."""
+    cfg = apply_overrides(load_config(None), {"name": "ablate-a-cell", "results_dir": str(tmp_path / "a")})
+
+    def lend(source, stored):
+        run = source / "runs" / "cell"
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text(config_to_yaml(cfg))
+        (run / "trial_result.json").write_text(json.dumps(stored))
+
+    stored = {"config_hash": "x", "data": data_fingerprint_of(cfg), "final": {"test/ndcg@10": 0.25}}
+    lend(tmp_path / "trained", stored)
+    first, second = tmp_path / "first", tmp_path / "second"
+    reuse_cells(first, [("cell", cfg)], [tmp_path / "trained"])
+    reuse_cells(second, [("cell", cfg)], [first])
+    copied = json.loads((second / "runs" / "cell" / "trial_result.json").read_text())["reused_from"]
+    assert copied == {
+        "report": str(first),
+        "cell": "cell",
+        "trained_in": {"report": str(tmp_path / "trained"), "cell": "cell"},
+    }
+    third = tmp_path / "third"
+    reuse_cells(third, [("cell", cfg)], [second])
+    again = json.loads((third / "runs" / "cell" / "trial_result.json").read_text())["reused_from"]
+    assert again["report"] == str(second) and again["trained_in"] == copied["trained_in"]
+    first_copy = json.loads((first / "runs" / "cell" / "trial_result.json").read_text())["reused_from"]
+    assert "trained_in" not in first_copy  # a direct copy: `report` is where it was trained

@@ -13,7 +13,8 @@ content (the prepared data's fingerprint; for a result written before results re
 fingerprint of the data its config names as that data is now). What is copied is what `unigrf archive` keeps of a
 cell — its trial result, history, config and per-user outcomes, never checkpoints — so the cell
 is then a finished cell of this grid: the run skips it, the report reads it. Its trial result
-records where it came from (`reused_from`), and the grid's meta.json lists every reused cell.
+records where it came from (`reused_from`; `trained_in` when that was a copy too), and the grid's meta.json
+lists every reused cell.
 
 Only a cell this grid has not finished is filled; nothing of the grid's own is overwritten.
 Reuse trusts that the source ran the same code: name sources made by the code you run now.
@@ -108,6 +109,19 @@ def reuse_cells(
     return reused
 
 
+def _provenance(source: Path, cell: str, earlier: Any) -> dict[str, Any]:
+    """Where a copied cell came from and, when that cell was itself a copy, where it was trained
+    (`trained_in`, kept through any number of copies: a report re-written from its own archive
+    still names the grid that trained each cell)."""
+    out: dict[str, Any] = {"report": str(source), "cell": cell}
+    if isinstance(earlier, Mapping) and "report" in earlier:
+        out["trained_in"] = earlier.get("trained_in") or {
+            "report": earlier["report"],
+            "cell": earlier["cell"],
+        }
+    return out
+
+
 def _copy_cell(source: Path, cell: str, report_dir: Path, name: str, cfg: ExperimentConfig) -> None:
     """The source cell's records under this grid's name, its trial result re-keyed to this
     grid's config (which differs from the source's only in name and locations)."""
@@ -130,6 +144,6 @@ def _copy_cell(source: Path, cell: str, report_dir: Path, name: str, cfg: Experi
     stored.update(
         config_hash=config_hash(cfg),
         portable_hash=portable_hash(cfg),
-        reused_from={"report": str(source), "cell": cell},
+        reused_from=_provenance(source, cell, stored.get("reused_from")),
     )
     write_text_atomic(target / TRIAL_RESULT, json.dumps(stored, indent=2, default=str))
