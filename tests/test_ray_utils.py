@@ -6,6 +6,7 @@ No GPU machine is needed: the clusters here are resource dicts shaped like `ray.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -132,6 +133,39 @@ def test_a_local_start_that_keeps_timing_out_is_one_clear_error(no_ray_running, 
     assert fake.calls == ru.LOCAL_START_TRIES
     assert len(fake.children) == ru.LOCAL_START_TRIES
     assert not any(psutil.pid_exists(child.pid) for child in fake.children)
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_a_real_local_start_whose_node_never_registers_is_started_again_cleanly() -> None:
+    """Real Ray: the first node's raylet is made never to register (Ray's own 30 s window runs
+    out), the second start works, and the first start's GCS and raylet are ended and reaped."""
+    code = textwrap.dedent(
+        """
+        import psutil, ray
+        import ray._private.services as services
+        from unigrf import ray_utils
+        real, first = services.get_node, []
+        def never_the_first(gcs_address, node_id):
+            first[:] = first or [gcs_address]
+            if gcs_address == first[0]:
+                raise RuntimeError("not registered (test)")
+            return real(gcs_address, node_id)
+        services.get_node = never_the_first
+        print(ray_utils.init_ray(quiet=True, announce=False))
+        children = psutil.Process().children(recursive=True)
+        names = [c.name() for c in children if c.status() != psutil.STATUS_ZOMBIE]
+        print(names.count("gcs_server"), names.count("raylet"), sum(c.status() == psutil.STATUS_ZOMBIE for c in children))
+        print(ray.get(ray.remote(lambda: 41 + 1).remote()))
+        ray.shutdown()
+        """
+    )
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=280, env=env)
+    lines = out.stdout.strip().splitlines()
+    assert lines[-3:] == ["True", "1 1 0", "42"], out.stdout + out.stderr
+    assert "starting it again (2 of 3)" in out.stdout
 
 
 def test_other_start_failures_are_not_retried(no_ray_running, monkeypatch) -> None:

@@ -156,6 +156,7 @@ def _end_new_children(before: set[int]) -> None:
             child.kill()
         except psutil.NoSuchProcess:
             pass
+    psutil.wait_procs(alive, timeout=10)  # reaped: a killed child is otherwise left a zombie
 
 
 def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
