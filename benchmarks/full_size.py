@@ -137,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
                 last = time.perf_counter()
                 record.update(wall_s=round(last - start, 1), peak_gib=round(peak / GIB, 3))
                 record["epoch_progress"] = _progress_or_none(results, args.config)
+                record["evaluation_progress"] = _evaluation_or_none(results, args.config)
                 save_records(out, records)
             stop.wait(1.0)
 
@@ -147,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     sampler.join()
     record.update(wall_s=round(time.perf_counter() - start, 1), peak_gib=round(peak / GIB, 3), exit=code)
     record["epoch_progress"] = _progress_or_none(results, args.config)
+    record["evaluation_progress"] = _evaluation_or_none(results, args.config) or record.get("evaluation_progress")
     done = finished_run(results, args.config)
     if code == 0 and done is not None:
         record["finished"] = done
@@ -154,10 +156,46 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
+def evaluation_progress(results: Path, name: str) -> list[dict[str, Any]]:
+    """The run's evaluations in progress (`unigrf.training.eval_progress`), oldest first: each
+    pass's tag (`epoch_0000-val`, `final-val`, `final-test`), its part files so far, the batches
+    a part holds (`eval.checkpoint_every_batches`), the batches a whole pass has (users over
+    `eval.batch_size`) and the seconds between parts (the pass's speed; None below two parts)."""
+    import yaml
+
+    from unigrf.data.prepare import load_meta
+    from unigrf.training.eval_progress import eval_dir
+
+    run_dir = results / "runs" / f"{name}-full"
+    passes = sorted(eval_dir(run_dir).glob("*/"), key=lambda d: d.stat().st_mtime)
+    if not passes:
+        return []
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    every, size = int(cfg["eval"]["checkpoint_every_batches"]), int(cfg["eval"]["batch_size"])
+    (data,) = [d for d in (results / "data").glob(f"{cfg['data']['dataset']}-*") if (d / "meta.json").exists()]
+    batches = -(-int(load_meta(data)["num_users"]) // size)
+    out = []
+    for tag_dir in passes:
+        times = sorted(p.stat().st_mtime for p in tag_dir.glob("part_*.pt"))
+        per_part = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else None
+        out.append({
+            "tag": tag_dir.name, "parts": len(times), "batches_per_part": every, "batches_per_pass": batches,
+            "s_per_part": None if per_part is None else round(per_part, 1),
+        })  # fmt: skip
+    return out
+
+
 def _progress_or_none(results: Path, name: str) -> dict[str, Any] | None:
     try:
         return epoch_progress(results, name)
     except Exception:  # noqa: BLE001 - a file being replaced as it is read: the next heartbeat
+        return None
+
+
+def _evaluation_or_none(results: Path, name: str) -> list[dict[str, Any]] | None:
+    try:
+        return evaluation_progress(results, name) or None
+    except Exception:  # noqa: BLE001 - as above: a part being written, the next heartbeat reads it
         return None
 
 
@@ -191,7 +229,14 @@ def _unfinished(records: list[dict[str, Any]]) -> str:
     if not seen:
         return "not yet"
     last = seen[-1]
-    return f"not yet: {last['steps_done']:,} steps in {last['train_s'] / 3600:.2f} h"
+    text = f"not yet: {last['steps_done']:,} steps in {last['train_s'] / 3600:.2f} h"
+    evaluations = [r["evaluation_progress"] for r in records if r.get("evaluation_progress")]
+    for done in evaluations[-1] if evaluations else []:
+        parts = -(-done["batches_per_pass"] // done["batches_per_part"])
+        text += f"; evaluation `{done['tag']}` {done['parts']:,}/{parts:,} parts"
+        if done["s_per_part"] is not None:
+            text += f" ({done['s_per_part']:.0f} s a part: {parts * done['s_per_part'] / 3600:.1f} h a pass)"
+    return text
 
 
 def main() -> None:

@@ -123,3 +123,49 @@ def test_full_size_reads_the_epoch_progress_of_an_unfinished_run(benchmark_modul
     progress = EpochProgress.capture(0, 150, {"retrieval": torch.tensor(1.0)}, {}, torch.device("cpu"), 42.25)
     save_progress(tmp_path / "runs" / "ml-20m-full", {"epoch": -1}, progress)
     assert full.epoch_progress(tmp_path, "ml-20m") == {"steps_done": 150, "train_s": 42.2}
+
+
+@pytest.mark.timeout(60)
+def test_full_size_reads_the_evaluation_progress_of_an_unfinished_run(benchmark_module, tmp_path, capsys):
+    """An evaluation pass in progress is recorded by its part files (`DirectoryStore`): parts so
+    far, the pass's size from the prepared users and eval.batch_size, the seconds between parts;
+    the report turns them into the pass's hours."""
+    import argparse
+    import json
+    import os
+
+    import numpy as np
+    import torch
+    import yaml
+
+    from unigrf.evaluation.batch_store import BatchRecord
+    from unigrf.training.eval_progress import DirectoryStore, eval_dir
+
+    full = benchmark_module("full_size")
+    run_dir = tmp_path / "runs" / "amazon-books-full"
+    assert full.evaluation_progress(tmp_path, "amazon-books") == []
+    run_dir.mkdir(parents=True)
+    config = {"data": {"dataset": "amazon-books"}, "eval": {"checkpoint_every_batches": 10, "batch_size": 64}}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "data" / "amazon-books-abc").mkdir(parents=True)
+    (tmp_path / "data" / "amazon-books-abc" / "meta.json").write_text(json.dumps({"num_users": 6401}))
+    store = DirectoryStore(eval_dir(run_dir) / "epoch_0000-val", every=10, root=run_dir)
+    record = BatchRecord(np.arange(2), torch.zeros(2, dtype=torch.long), None, torch.zeros(2), torch.ones(2))
+    for part in range(3):
+        store.save("key", {part: record})
+    for part, path in enumerate(sorted((eval_dir(run_dir) / "epoch_0000-val").glob("part_*.pt"))):
+        os.utime(path, (1000.0 + 30 * part, 1000.0 + 30 * part))  # one part every 30 s
+    (progress,) = full.evaluation_progress(tmp_path, "amazon-books")
+    assert progress == {
+        "tag": "epoch_0000-val", "parts": 3, "batches_per_part": 10, "batches_per_pass": 101, "s_per_part": 30.0,
+    }  # fmt: skip
+
+    record = {
+        "config": "amazon-books", "ratings": None, "wall_s": 3600.0, "peak_gib": 5.0, "gemm_gflops": 50.0,
+        "epoch_progress": {"steps_done": 2882, "train_s": 4754.8}, "evaluation_progress": [progress],
+    }  # fmt: skip
+    out = tmp_path / "attempts.json"
+    out.write_text(json.dumps([record]))
+    full.report(argparse.Namespace(json=str(out)))
+    table = capsys.readouterr().out
+    assert "not yet: 2,882 steps in 1.32 h; evaluation `epoch_0000-val` 3/11 parts (30 s a part: 0.1 h a pass)" in table
