@@ -18,7 +18,7 @@ import torch
 
 from unigrf.training import in_epoch
 from unigrf.training.checkpoint_io import latest_checkpoint, prune_checkpoints, save_checkpoint
-from unigrf.training.eval_progress import DirectoryStore, drop_evaluations, eval_dir
+from unigrf.training.eval_progress import FINAL_VAL, DirectoryStore, drop_evaluations, eval_dir
 from unigrf.training.logs import progress_line
 
 
@@ -46,10 +46,12 @@ class TrainContext:
 
     def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
         """Called once per epoch on every rank; `state` is the checkpoint (rank 0 only). Once
-        the epoch's checkpoint is written its in-epoch checkpoint is removed."""
+        the epoch's checkpoint is written its in-epoch checkpoint and evaluations are removed,
+        but `final-val`: the budget's last epoch's validation, which the final one may reuse."""
         if state is not None and self.is_main:
             save_checkpoint(self.run_dir, metrics, state, self.keep_checkpoints, self._warned)
-            self.drop_progress()
+            in_epoch.drop_progress(self.run_dir)
+            drop_evaluations(self.run_dir, keep=(FINAL_VAL,))
         self.log(progress_line(metrics))
 
     def save_progress(self, state: dict[str, Any], progress: in_epoch.EpochProgress) -> None:

@@ -3,11 +3,12 @@
 
 With `eval.checkpoint_every_batches` = k > 0 the plain loop gives each evaluation it runs a
 `DirectoryStore` under `<run>/checkpoints/eval/<tag>/` (tag: `epoch_XXXX-val` for an epoch's
-validation, `final-val`, `final-test`): every k batches one `part_XXXXX.pt` file, written whole
+validation, `final-val` — also the budget's last epoch's, which the final validation reuses when
+those weights are selected (`unigrf.training.validation`) — and `final-test`): every k batches one `part_XXXXX.pt` file, written whole
 and read back with `weights_only=True` (tensors and plain types: a planted file cannot run
 code), tagged with the evaluation's fingerprint (weights, split, users, config, λ), so parts of
 another evaluation are removed, never reused. The directory goes once the epoch's checkpoint
-or the run's results are written. Ray contexts resume at epochs: `fit` refuses the option there.
+or the run's results are written (`final-val` only with the run's). Ray contexts resume at epochs: `fit` refuses the option there.
 """
 
 from __future__ import annotations
@@ -24,15 +25,22 @@ from unigrf.names import remove_tree
 from unigrf.training.checkpoint_io import CheckpointError, load_state_file
 
 EVAL_DIR = "eval"
+FINAL_VAL = "final-val"  # the final validation's tag; the budget's last epoch stores its pass under it
 
 
 def eval_dir(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / EVAL_DIR
 
 
-def drop_evaluations(run_dir: Path) -> None:
-    """Remove every evaluation in progress of the run (their epoch, or the run, is finished)."""
-    remove_tree(eval_dir(run_dir), run_dir, ignore_errors=True)
+def drop_evaluations(run_dir: Path, keep: tuple[str, ...] = ()) -> None:
+    """Remove every evaluation in progress of the run (their epoch, or the run, is finished)
+    but those tagged in `keep`."""
+    root = eval_dir(run_dir)
+    if not keep:
+        remove_tree(root, run_dir, ignore_errors=True)
+    elif root.is_dir():
+        for tag in sorted(p for p in root.iterdir() if p.name not in keep):
+            remove_tree(tag, run_dir, ignore_errors=True)
 
 
 class DirectoryStore:

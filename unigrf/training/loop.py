@@ -121,6 +121,7 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
     def save_progress(p: EpochProgress) -> None:  # the last finished epoch's state, and p
         ctx.save_progress(checkpoint_state(cfg, trainer, selection, p.epoch - 1, history), p)
 
+    last_pass = None  # the budget's last epoch's validation, which the final one may reuse
     for epoch in range(start_epoch, cfg.train.epochs):
         if selection.should_stop(cfg.train.patience):
             break
@@ -131,9 +132,10 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         before = progress.train_s if progress is not None else 0.0  # an earlier attempt's steps
         progress = None  # only the first epoch resumed continues one
         train_s = time.perf_counter() - t0
-        metrics.update(
-            epoch_validation(trainer.model, data, cfg.eval, ctx, trainer.amp, per_epoch_cascade, epoch)
+        val, last_pass = epoch_validation(
+            trainer.model, data, cfg.eval, ctx, trainer.amp, per_epoch_cascade, epoch, epoch == cfg.train.epochs - 1
         )
+        metrics.update(val)
         metrics["objective"] = objective_value(objective, metrics)
         selection.update(epoch, metrics)  # early stopping; adds best_objective, best_epoch
         metrics.update({"time/train_s": before + train_s, "time/epoch_s": before + time.perf_counter() - t0})
@@ -144,7 +146,7 @@ def fit(cfg: ExperimentConfig, data: SequenceData, ctx: TrainContext) -> dict[st
         )
 
     final = selection.final_model(trainer.model, history)  # test: the selected weights, once
-    val, test, cascade_lambda, outcomes = final_evaluation(final, data, cfg.eval, ctx, trainer.amp)
+    val, test, cascade_lambda, outcomes = final_evaluation(final, data, cfg.eval, ctx, trainer.amp, last_pass)
     best_val = (
         {f"val/{k}": float(v) for k, v in val.items()} if selection.best_epoch >= 0 else selection.best_val
     )

@@ -5,19 +5,30 @@ equal a single-process evaluation. The cascade's λ (log P(next) + λ·log P(lik
 `unigrf.evaluation.cascade_score`) is chosen on validation at the selected weights and applied
 to test; when the objective reads a cascade metric, each epoch's validation chooses its own λ
 (still validation).
+
+The budget's last epoch is validated as the final validation would be (the cascade, per-user
+outcomes, stored as `final-val`): when its weights are the ones selected — every run whose last
+epoch is its best, a one-epoch run always — the final validation reuses that pass instead of
+evaluating the same weights again (at Amazon-Books' size a pass is hours on a CPU). The reuse
+is decided by the weights' digest, not by reasoning about the selection, and a resumed run finds
+the pass's stored batches under the same evaluation fingerprint.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from unigrf.config import EvalConfig
 from unigrf.data.sequences import SequenceData
+from unigrf.evaluation.batch_store import fingerprint
 from unigrf.evaluation.evaluate import evaluate
+from unigrf.training.eval_progress import FINAL_VAL
 from unigrf.training.precision import autocast
 
 
@@ -62,23 +73,58 @@ def evaluate_on_main(
     return (result, frame) if outcomes else result
 
 
+@dataclass(frozen=True)
+class FullValidation:
+    """A validation pass with the cascade and per-user outcomes: `weights`, the digest of the
+    weights it evaluated (`unigrf.evaluation.batch_store.fingerprint`); `metrics`, as
+    `evaluate` returns them (`cascade_lambda` included); `outcomes`, the frame (rank 0; None
+    on the other ranks)."""
+
+    weights: str
+    metrics: dict[str, float]
+    outcomes: pd.DataFrame | None
+
+
+def weights_digest(model: nn.Module) -> str:
+    return fingerprint([model])
+
+
 def epoch_validation(
-    model: nn.Module, data: SequenceData, cfg: EvalConfig, ctx: Any, amp, cascade: bool, epoch: int
-) -> dict:
-    """Epoch `epoch`'s validation metrics as `val/<name>`. The cascade is evaluated only when
-    `cascade` (the objective reads it); otherwise its keys (NaN) are left out of the history."""
-    tag = f"epoch_{epoch:04d}-val"
-    val = evaluate_on_main(model, data, "val", cfg, ctx, amp, cascade=cascade, tag=tag)
-    return {f"val/{k}": float(v) for k, v in val.items() if cascade or not k.startswith("cascade")}
+    model: nn.Module,
+    data: SequenceData,
+    cfg: EvalConfig,
+    ctx: Any,
+    amp,
+    cascade: bool,
+    epoch: int,
+    last: bool = False,
+) -> tuple[dict, FullValidation | None]:
+    """Epoch `epoch`'s validation metrics as `val/<name>`, and for the budget's `last` epoch
+    the pass the final validation reuses when these weights are selected (else None). The
+    cascade's keys (NaN when skipped) enter the history only when `cascade` (the objective
+    reads it); the last epoch always evaluates the cascade, so the history is the same."""
+    if last:
+        val, frame = evaluate_on_main(model, data, "val", cfg, ctx, amp, outcomes=True, tag=FINAL_VAL)
+        kept = FullValidation(weights_digest(model), dict(val), frame)
+    else:
+        tag = f"epoch_{epoch:04d}-val"
+        val, kept = evaluate_on_main(model, data, "val", cfg, ctx, amp, cascade=cascade, tag=tag), None
+    return {f"val/{k}": float(v) for k, v in val.items() if cascade or not k.startswith("cascade")}, kept
 
 
-def final_evaluation(model: nn.Module, data: SequenceData, cfg: EvalConfig, ctx: Any, amp) -> tuple:
+def final_evaluation(
+    model: nn.Module, data: SequenceData, cfg: EvalConfig, ctx: Any, amp, last: FullValidation | None = None
+) -> tuple:
     """The selected weights' full validation and test metrics and per-user outcomes ->
     (val metrics, test metrics, cascade λ, {"val": frame, "test": frame}). The per-epoch
     evaluation may have skipped the cascade, and per stage the two best epochs were never
-    evaluated together; every other number is recomputed identically. λ is chosen here, on
-    validation, and test is read once, at it."""
-    val, val_outcomes = evaluate_on_main(model, data, "val", cfg, ctx, amp, outcomes=True, tag="final-val")
+    evaluated together; every other number is recomputed identically — except when `last`
+    (the budget's last epoch's pass) evaluated these very weights: then it is the validation.
+    λ is chosen here, on validation, and test is read once, at it."""
+    if last is not None and last.weights == weights_digest(model):
+        val, val_outcomes = dict(last.metrics), last.outcomes
+    else:
+        val, val_outcomes = evaluate_on_main(model, data, "val", cfg, ctx, amp, outcomes=True, tag=FINAL_VAL)
     cascade_lambda = float(val.pop("cascade_lambda"))
     test, test_outcomes = evaluate_on_main(
         model, data, "test", cfg, ctx, amp, outcomes=True, cascade_lambda=cascade_lambda, tag="final-test"
