@@ -3,6 +3,7 @@ through it (at reduced size: chunks of a few items stand in for 64k-item chunks)
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -17,6 +18,7 @@ from unigrf.evaluation.cascade_score import retrieval_log_probs
 from unigrf.evaluation.evaluate import cascade_candidates
 from unigrf.evaluation.metrics import history_mask, target_ranks
 from unigrf.evaluation.topk import (
+    cascade_from_topk,
     chunked_retrieval,
     excluded_in_chunk,
     log_normaliser,
@@ -199,3 +201,25 @@ def test_the_normaliser_of_some_rows_alone_equals_the_batch_walks():
     whole = chunked_retrieval(_score_fn(query, table), n, history, targets, 7, "pessimistic", 0.3, 11)
     some = log_normaliser(_score_fn(query, table), n, rows, history, targets, 0.3, chunk=11)
     assert torch.allclose(some, whole.log_normaliser[rows], atol=1e-12)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("ties", ["pessimistic", "optimistic"])
+def test_the_cascades_ranks_need_no_normaliser(ties):
+    """P(next)'s normaliser is one constant per user: the cascade ranks every λ gives with it
+    equal those without it (the evaluation skips its walk), ties in the like logits included."""
+    lambdas = (0.0, 0.25, 1.0, 4.0, math.inf)
+    for seed in range(5):
+        query, table, history, targets = _case(seed)
+        n = table.shape[0] - 1
+        result = chunked_retrieval(_score_fn(query, table), n, history, targets, 7, ties, 0.3, 11)
+        assert result.log_normaliser is not None
+        rows = torch.arange(len(targets))
+        g = torch.Generator().manual_seed(seed)
+        like = torch.randint(-3, 4, (len(rows), 7), generator=g).float() / 2  # many exact ties
+        args = (rows, like, targets, lambdas, ties, 0.3)
+        with_norm = cascade_from_topk(result, *args)
+        without = cascade_from_topk(dataclasses.replace(result, log_normaliser=None), *args)
+        assert torch.equal(with_norm, without)
+        shifted = dataclasses.replace(result, log_normaliser=result.log_normaliser + 1e3)
+        assert torch.equal(cascade_from_topk(shifted, *args), with_norm)

@@ -10,10 +10,13 @@ user batch needs is reduced chunk by chunk:
   never), under either tie rule — a count, summed over chunks;
 - retrieval's top-C candidates and their scores — the chunk's top C merged into the running top
   C (`torch.topk` of the concatenation);
-- the log-normaliser of P(next) (logsumexp of scores / temperature over the eligible items, in
-  float64), for the cascade's combined score at 0 < λ < inf — `torch.logaddexp` over chunks;
-  `evaluate` computes it in a second walk for the cascade's rows only (`log_normaliser`), as the
-  unchunked path computes it for those rows only.
+- optionally, the log-normaliser of P(next) (logsumexp of scores / temperature over the
+  eligible items, in float64) — `torch.logaddexp` over chunks. The cascade's ranks do not need
+  it: it is one constant per user, so log P(next) + λ·log P(like) orders a user's candidates as
+  scores / temperature + λ·log P(like) does, and the evaluation ranks by the latter
+  (`cascade_from_topk`). It would cost one more walk over the catalogue for the cascade's rows —
+  at Amazon-Books' size nearly half a validation pass on a CPU (benchmarks/RESULTS.md, "One
+  whole epoch"); `log_normaliser` gives it where a probability itself is wanted.
 
 The masks are built per chunk from the history ([B, H] ids), never over the catalogue. The
 results equal the unchunked path's (`target_ranks`, `cascade_candidates`,
@@ -242,8 +245,9 @@ def log_normaliser(
     chunk: int | None = None,
 ) -> torch.Tensor:
     """[R] float64 logsumexp of scores / temperature over the eligible items of batch rows `rows`
-    [R] (history [B, H] and targets [B] of the whole batch): P(next)'s normaliser for the rows
-    the cascade ranks, one more walk over the catalogue for those rows alone."""
+    [R] (history [B, H] and targets [B] of the whole batch): P(next)'s normaliser for those rows,
+    one more walk over the catalogue for them alone — for a probability itself (the cascade's
+    ranks do not need it: the module docstring)."""
     chunk = ITEM_CHUNK if chunk is None else chunk
     out = torch.full((len(rows),), -math.inf, dtype=torch.float64, device=rows.device)
     for start in range(0, num_items + 1, chunk):
@@ -265,20 +269,24 @@ def cascade_from_topk(
 ) -> torch.Tensor:
     """Cascade ranks [L, R] of batch rows `rows` [R] from their candidates' like logits [R, C]
     (`cascade_ranks_by_lambda`'s rule, on the candidates alone: eligibility and P(next) come from
-    the chunked walk instead of a [B, num_items + 1] mask and score matrix). `result`'s
-    log_normaliser, where 0 < λ < inf needs it, is that of `rows` ([R], `log_normaliser`)."""
+    the chunked walk instead of a [B, num_items + 1] mask and score matrix). At 0 < λ < inf the
+    candidates' log P(next) is scores / temperature less `result`'s log_normaliser of `rows`
+    ([R], `log_normaliser`) when it has one, else less nothing: the normaliser is one constant
+    per row, so each row's order, and the ranks, are the same (see the module docstring)."""
     chosen = result.candidates[rows]
     chosen_scores = result.candidate_scores[rows]
     eligible = chosen_scores > -math.inf
     logprobs = None
     if any(0 < lam < math.inf for lam in lambdas):
-        if temperature is None or result.log_normaliser is None:
+        if temperature is None:
             raise ValueError(
                 "the cascade's combined score at 0 < λ < inf needs P(next): the retrieval model "
                 "has no `retrieval_temperature` (evaluate only λ in {0, inf} with it: "
                 "eval.cascade_lambdas=[0, .inf])"
             )
-        logprobs = chosen_scores.double() / temperature - result.log_normaliser.view(-1, 1)
+        logprobs = chosen_scores.double() / temperature
+        if result.log_normaliser is not None:
+            logprobs = logprobs - result.log_normaliser.view(-1, 1)
     # the candidates' own coordinates: column j of row r is "item" j, excluded where not eligible
     local = torch.arange(chosen.shape[1], device=chosen.device).expand_as(chosen)
     is_target = chosen == targets[rows].view(-1, 1)
@@ -320,8 +328,7 @@ def score_with_prefix_chunked(
         return q @ table[start:stop].T
 
     temperature = getattr(model, "retrieval_temperature", None)
-    needs_norm = cascade and any(0 < lam < math.inf for lam in lambdas)
-    # P(next)'s normaliser is needed for the cascade's rows only: a second walk for them below
+    # no P(next) normaliser: a constant per user, it changes no cascade rank (module docstring)
     result = chunked_retrieval(score, num_items, batch["history"], targets, top_c, ties, None, chunk)
     ranks = result.ranks
     if not getattr(model, "has_ranking", True):
@@ -335,11 +342,7 @@ def score_with_prefix_chunked(
     if len(rows):
         chosen = result.candidates[rows]
         logits = model.score_candidates(None, None, None, lengths[rows], chosen, prefix=prefix.select(rows))
-        norm = None
-        if needs_norm and temperature is not None:
-            norm = log_normaliser(score, num_items, rows, batch["history"], targets, temperature, chunk)
-        with_norm = ChunkedRetrieval(result.ranks, result.candidates, result.candidate_scores, norm)
-        out[:, rows] = cascade_from_topk(with_norm, rows, logits, targets, lambdas, ties, temperature)
+        out[:, rows] = cascade_from_topk(result, rows, logits, targets, lambdas, ties, temperature)
     return ranks, out, target_logits[:, 0].float()
 
 
