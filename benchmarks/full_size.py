@@ -26,9 +26,11 @@ stand-ins carry no taste structure: the metrics say the pipeline ran, not how go
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import threading
@@ -160,7 +162,9 @@ def evaluation_progress(results: Path, name: str) -> list[dict[str, Any]]:
     """The run's evaluations in progress (`unigrf.training.eval_progress`), oldest first: each
     pass's tag (`epoch_0000-val`, `final-val`, `final-test`), its part files so far, the batches
     a part holds (`eval.checkpoint_every_batches`), the batches a whole pass has (users over
-    `eval.batch_size`) and the seconds between parts (the pass's speed; None below two parts)."""
+    `eval.batch_size`) and the seconds between parts (the pass's speed: the median gap, which a
+    restart between attempts or a burst of load beside the run does not move; None below two
+    parts)."""
     import yaml
 
     from unigrf.data.prepare import load_meta
@@ -177,7 +181,7 @@ def evaluation_progress(results: Path, name: str) -> list[dict[str, Any]]:
     out = []
     for tag_dir in passes:
         times = sorted(p.stat().st_mtime for p in tag_dir.glob("part_*.pt"))
-        per_part = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else None
+        per_part = statistics.median(b - a for a, b in itertools.pairwise(times)) if len(times) > 1 else None
         out.append({
             "tag": tag_dir.name, "parts": len(times), "batches_per_part": every, "batches_per_pass": batches,
             "s_per_part": None if per_part is None else round(per_part, 1),

@@ -151,13 +151,14 @@ def test_full_size_reads_the_evaluation_progress_of_an_unfinished_run(benchmark_
     (tmp_path / "data" / "amazon-books-abc" / "meta.json").write_text(json.dumps({"num_users": 6401}))
     store = DirectoryStore(eval_dir(run_dir) / "epoch_0000-val", every=10, root=run_dir)
     record = BatchRecord(np.arange(2), torch.zeros(2, dtype=torch.long), None, torch.zeros(2), torch.ones(2))
-    for part in range(3):
+    for part in range(4):
         store.save("key", {part: record})
-    for part, path in enumerate(sorted((eval_dir(run_dir) / "epoch_0000-val").glob("part_*.pt"))):
-        os.utime(path, (1000.0 + 30 * part, 1000.0 + 30 * part))  # one part every 30 s
+    # one part every 30 s, but a restart between attempts before the last: the median gap
+    for when, path in zip([1000.0, 1030.0, 1060.0, 1900.0], sorted((eval_dir(run_dir) / "epoch_0000-val").glob("part_*.pt"))):
+        os.utime(path, (when, when))
     (progress,) = full.evaluation_progress(tmp_path, "amazon-books")
     assert progress == {
-        "tag": "epoch_0000-val", "parts": 3, "batches_per_part": 10, "batches_per_pass": 101, "s_per_part": 30.0,
+        "tag": "epoch_0000-val", "parts": 4, "batches_per_part": 10, "batches_per_pass": 101, "s_per_part": 30.0,
     }  # fmt: skip
 
     record = {
@@ -168,4 +169,4 @@ def test_full_size_reads_the_evaluation_progress_of_an_unfinished_run(benchmark_
     out.write_text(json.dumps([record]))
     full.report(argparse.Namespace(json=str(out)))
     table = capsys.readouterr().out
-    assert "not yet: 2,882 steps in 1.32 h; evaluation `epoch_0000-val` 3/11 parts (30 s a part: 0.1 h a pass)" in table
+    assert "not yet: 2,882 steps in 1.32 h; evaluation `epoch_0000-val` 4/11 parts (30 s a part: 0.1 h a pass)" in table
